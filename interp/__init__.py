@@ -1,0 +1,3 @@
+"""interp: mechanistic interpretability in JAX: hooked transformers, SAEs, circuits, at scale."""
+
+__version__ = "0.1.0"

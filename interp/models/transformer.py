@@ -1,0 +1,313 @@
+"""Decoder-only transformer as Flax Linen modules, with a hook point at every named activation.
+
+Parameters are a plain nested dict (TransformerLens-style names, see `PARAM_AXES`):
+
+  embed/W_E [v d]       pos_embed/W_pos [ctx d]      unembed/W_U [d v], b_U [v] (untied only)
+  blocks_{L}/ln1/w,b    blocks_{L}/ln1_post/w        blocks_{L}/ln2/w,b    blocks_{L}/ln2_post/w
+  blocks_{L}/attn/W_Q [d h e]  W_K, W_V [d g e]  W_O [h e d]  b_Q [h e]  b_K, b_V [g e]  b_O [d]
+  blocks_{L}/attn/q_norm/w, k_norm/w [e] (Gemma 3)   blocks_{L}/attn/smear [g] (smeared keys)
+  blocks_{L}/mlp/W_in [d m] b_in [m] W_gate [d m] (gated) W_out [m d] b_out [d]
+  ln_final/w,b
+
+Use `init_params` and `forward`; the modules are an implementation detail.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from interp.models.config import (Activation, MLPType, NormType, PositionalType,
+                                  TransformerConfig)
+from interp.models.hooks import HookContext, Hooks
+from interp.parallel.sharding import constrain
+
+# Logical axes of every parameter, keyed by its leaf name.
+PARAM_AXES = {
+    "W_E": ("vocab", "embed"), "W_pos": ("ctx", "embed"), "W_U": ("embed", "vocab"),
+    "b_U": ("vocab",),
+    "W_Q": ("embed", "heads", "head_dim"), "W_K": ("embed", "kv_heads", "head_dim"),
+    "W_V": ("embed", "kv_heads", "head_dim"), "W_O": ("heads", "head_dim", "embed"),
+    "b_Q": ("heads", "head_dim"), "b_K": ("kv_heads", "head_dim"),
+    "b_V": ("kv_heads", "head_dim"), "b_O": ("embed",), "smear": ("kv_heads",),
+    "W_in": ("embed", "mlp"), "W_gate": ("embed", "mlp"), "b_in": ("mlp",),
+    "W_out": ("mlp", "embed"), "b_out": ("embed",),
+    "w": ("norm",), "b": ("norm",),
+}
+
+B, P, D, E = "batch", "seq", "embed", "head_dim"
+
+
+def _act(kind: Activation, x):
+  if kind == Activation.RELU:
+    return jax.nn.relu(x)
+  return jax.nn.gelu(x, approximate=(kind == Activation.GELU_TANH))
+
+
+class Norm(nn.Module):
+  """LayerNorm or RMSNorm over the last axis; `hook` prefixes its hook_scale/hook_normalized."""
+
+  cfg: TransformerConfig
+  hook: str | None = None
+
+  @nn.compact
+  def __call__(self, x, hk: HookContext):
+    cfg = self.cfg
+    dim = x.shape[-1]
+    xf = x.astype(jnp.float32)
+    if cfg.norm == NormType.LAYERNORM:
+      xf = xf - xf.mean(-1, keepdims=True)
+    scale = jnp.sqrt(jnp.mean(xf * xf, -1, keepdims=True) + cfg.norm_eps)
+    if self.hook:
+      scale = hk(self.hook + ".hook_scale", scale)
+    y = xf / scale
+    w_init = nn.initializers.zeros if cfg.norm_offset else nn.initializers.ones
+    y = y * (cfg.norm_offset + self.param("w", w_init, (dim,)))
+    if cfg.norm == NormType.LAYERNORM:
+      y = y + self.param("b", nn.initializers.zeros, (dim,))
+    y = y.astype(x.dtype)
+    return hk(self.hook + ".hook_normalized", y) if self.hook else y
+
+
+def rope(x, base: float):
+  """Rotary embedding (rotate-half convention of transformers' Llama/Gemma) on [b p n e]."""
+  e = x.shape[-1]
+  inv = 1.0 / (base ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))
+  ang = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * inv[None, :]
+  ang = jnp.concatenate([ang, ang], -1)[None, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], -1)
+  return (x * jnp.cos(ang) + rotated * jnp.sin(ang)).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  cfg: TransformerConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x, hk: HookContext):
+    cfg, pre = self.cfg, f"blocks.{self.layer}.attn."
+    d, h, g, e = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    init = nn.initializers.normal(cfg.init_std)
+    zeros = nn.initializers.zeros
+
+    def proj(name, n):
+      y = jnp.einsum("bpd,dne->bpne", x, self.param("W_" + name, init, (d, n, e)))
+      if cfg.attn_bias:
+        y = y + self.param("b_" + name, zeros, (n, e))
+      return y
+
+    q = hk(pre + "hook_q", constrain(proj("Q", h), (B, P, "heads", E)))
+    k = hk(pre + "hook_k", proj("K", g))
+    v = hk(pre + "hook_v", proj("V", g))
+    if cfg.qk_norm:
+      q = Norm(cfg, name="q_norm")(q, hk)
+      k = Norm(cfg, name="k_norm")(k, hk)
+    if cfg.smear_keys:
+      a = jax.nn.sigmoid(self.param("smear", zeros, (g,)))[None, None, :, None]
+      k = a * k + (1 - a) * jnp.concatenate([k[:, :1], k[:, :-1]], axis=1)
+    if cfg.positional == PositionalType.ROPE:
+      base = cfg.rope_local_base if cfg.is_local(self.layer) else cfg.rope_base
+      q = hk(pre + "hook_rot_q", rope(q, base))
+      k = hk(pre + "hook_rot_k", rope(k, base))
+    if g != h:  # grouped-query attention: each KV head serves h // g query heads
+      k, v = jnp.repeat(k, h // g, axis=2), jnp.repeat(v, h // g, axis=2)
+
+    n = x.shape[1]
+    scores = jnp.einsum("bphe,bshe->bhps", q * cfg.query_scale, k).astype(jnp.float32)
+    pos = jnp.arange(n)
+    mask = pos[None, :] <= pos[:, None]
+    if cfg.is_local(self.layer):
+      mask = mask & (pos[:, None] - pos[None, :] < cfg.sliding_window)
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    scores = hk(pre + "hook_attn_scores", constrain(scores, (B, "heads", P, "seq_kv")))
+    pattern = hk(pre + "hook_pattern", jax.nn.softmax(scores, axis=-1).astype(x.dtype))
+    z = hk(pre + "hook_z", jnp.einsum("bhps,bshe->bphe", pattern, v))
+    w_o = self.param("W_O", init, (h, e, d))
+    if hk.wants(pre + "hook_result"):
+      out = hk(pre + "hook_result", jnp.einsum("bphe,hed->bphd", z, w_o)).sum(2)
+    else:
+      out = jnp.einsum("bphe,hed->bpd", z, w_o)
+    if cfg.attn_bias:
+      out = out + self.param("b_O", zeros, (d,))
+    return out
+
+
+class MLP(nn.Module):
+  cfg: TransformerConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x, hk: HookContext):
+    cfg, pre = self.cfg, f"blocks.{self.layer}.mlp."
+    d, m = cfg.d_model, cfg.d_mlp
+    init = nn.initializers.normal(cfg.init_std)
+    pre_act = x @ self.param("W_in", init, (d, m))
+    if cfg.mlp_bias:
+      pre_act = pre_act + self.param("b_in", nn.initializers.zeros, (m,))
+    if cfg.mlp == MLPType.GATED:
+      linear = hk(pre + "hook_pre_linear", constrain(pre_act, (B, P, "mlp")))
+      gate = hk(pre + "hook_pre", x @ self.param("W_gate", init, (d, m)))
+      post = _act(cfg.act, gate) * linear
+    else:
+      post = _act(cfg.act, hk(pre + "hook_pre", constrain(pre_act, (B, P, "mlp"))))
+    post = hk(pre + "hook_post", post)
+    out = post @ self.param("W_out", init, (m, d))
+    if cfg.mlp_bias:
+      out = out + self.param("b_out", nn.initializers.zeros, (d,))
+    return out
+
+
+class Block(nn.Module):
+  cfg: TransformerConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, resid, hk: HookContext):
+    cfg, pre = self.cfg, f"blocks.{self.layer}."
+    norm = cfg.norm != NormType.NONE
+    resid = hk(pre + "hook_resid_pre", resid)
+    x = Norm(cfg, pre + "ln1", name="ln1")(resid, hk) if norm else resid
+    attn_out = Attention(cfg, self.layer, name="attn")(x, hk)
+    if cfg.post_norms:
+      attn_out = Norm(cfg, name="ln1_post")(attn_out, hk)
+    resid = resid + hk(pre + "hook_attn_out", attn_out)
+    if cfg.has_mlp:
+      resid = hk(pre + "hook_resid_mid", resid)
+      x = Norm(cfg, pre + "ln2", name="ln2")(resid, hk) if norm else resid
+      mlp_out = MLP(cfg, self.layer, name="mlp")(x, hk)
+      if cfg.post_norms:
+        mlp_out = Norm(cfg, name="ln2_post")(mlp_out, hk)
+      resid = resid + hk(pre + "hook_mlp_out", mlp_out)
+    return constrain(hk(pre + "hook_resid_post", resid), (B, P, D))
+
+
+class Embed(nn.Module):
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.W_E = self.param("W_E", nn.initializers.normal(self.cfg.init_std),
+                          (self.cfg.vocab_size, self.cfg.d_model))
+
+  def __call__(self, tokens):
+    return jnp.take(self.W_E, tokens, axis=0)
+
+  def attend(self, x):
+    return x @ self.W_E.T
+
+
+class Transformer(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens, hk: HookContext):
+    cfg = self.cfg
+    init = nn.initializers.normal(cfg.init_std)
+    embed = Embed(cfg, name="embed")
+    x = embed(tokens)
+    if cfg.embed_scale:
+      x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
+    x = hk("hook_embed", constrain(x, (B, P, D)))
+    if cfg.positional == PositionalType.LEARNED:
+      w_pos = PosEmbed(cfg, name="pos_embed")()
+      x = x + hk("hook_pos_embed", jnp.broadcast_to(w_pos[: tokens.shape[1]], x.shape))
+    for layer in range(cfg.n_layers):
+      x = Block(cfg, layer, name=f"blocks_{layer}")(x, hk)
+    if cfg.norm != NormType.NONE:
+      x = Norm(cfg, "ln_final", name="ln_final")(x, hk)
+    if cfg.tied_embeddings:
+      logits = embed.attend(x)
+    else:
+      logits = Unembed(cfg, name="unembed")(x)
+    logits = logits.astype(jnp.float32)
+    if cfg.final_logit_softcap:
+      logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+    return constrain(logits, (B, P, "vocab"))
+
+
+class PosEmbed(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self):
+    return self.param("W_pos", nn.initializers.normal(self.cfg.init_std),
+                      (self.cfg.n_ctx, self.cfg.d_model))
+
+
+class Unembed(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    out = x @ self.param("W_U", nn.initializers.normal(cfg.init_std), (cfg.d_model, cfg.vocab_size))
+    if cfg.unembed_bias:
+      out = out + self.param("b_U", nn.initializers.zeros, (cfg.vocab_size,))
+    return out
+
+
+def init_params(cfg: TransformerConfig, key: jax.Array) -> dict:
+  """Randomly initialised parameters (a plain nested dict of arrays)."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return Transformer(cfg).init(key, tokens, HookContext(None))["params"]
+
+
+def param_axes(params) -> dict:
+  """The logical axes of every parameter, as a pytree shaped like `params`."""
+  def axes(path, leaf):
+    name = path[-1].key
+    if name not in PARAM_AXES:
+      raise KeyError(f"parameter {jax.tree_util.keystr(path)} has no logical axes in PARAM_AXES")
+    result = PARAM_AXES[name]
+    if len(result) != len(leaf.shape):
+      raise ValueError(f"parameter {jax.tree_util.keystr(path)} has shape {leaf.shape}, "
+                       f"but its logical axes are {result}")
+    return result
+  return jax.tree_util.tree_map_with_path(axes, params)
+
+
+def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None):
+  """Runs the model: returns (logits [b p v] float32, cache {hook name: activation}).
+
+  Hook names are checked here, at trace time, so an unknown name fails before anything runs.
+  """
+  hooks = hooks or Hooks()
+  hooks.validate(cfg)
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, seq] integers, got shape {tokens.shape}")
+  if cfg.positional == PositionalType.LEARNED and tokens.shape[1] > cfg.n_ctx:
+    raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={cfg.n_ctx}")
+  hk = HookContext(hooks)
+  logits = Transformer(cfg).apply({"params": params}, tokens, hk)
+  return logits, hk.cache
+
+
+def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None):
+  """Shorthand for `forward` with `Hooks(capture=names, edits=edits)`."""
+  return forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=dict(edits or {})))
+
+
+def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None):
+  """Gradient of `metric(logits)` (a scalar) with respect to the activations at `names`.
+
+  Adds a zero tensor at each hook and differentiates with respect to it, so the returned
+  gradients are exactly d metric / d activation (what attribution patching needs).
+  Returns (metric value, cache of the activations, {name: gradient}).
+  """
+  from interp.models.hooks import hook_shapes
+  shapes = hook_shapes(cfg, tokens.shape[0], tokens.shape[1])
+  Hooks(capture=tuple(names)).validate(cfg)
+  zeros = {n: jnp.zeros(shapes[n], jnp.float32) for n in names}
+  base_edits = dict(edits or {})
+
+  def f(deltas):
+    new_edits = dict(base_edits)
+    for n, dlt in deltas.items():
+      prev = base_edits.get(n)
+      new_edits[n] = (lambda x, dlt=dlt, prev=prev: (prev(x) if prev else x) + dlt.astype(x.dtype))
+    logits, cache = forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=new_edits))
+    return metric(logits), cache
+
+  (value, cache), grads = jax.value_and_grad(f, has_aux=True)(zeros)
+  return value, cache, grads
