@@ -10,7 +10,7 @@ Hook names and shapes (letters as in `interp.models.config`):
   hook_embed                      [b p d]   token embedding (after Gemma's sqrt(d) scale)
   hook_pos_embed                  [b p d]   learned positions only
   blocks.{L}.hook_resid_pre       [b p d]
-  blocks.{L}.ln1.hook_scale       [b p 1]   1/sqrt(var+eps) (LayerNorm) or 1/rms (RMSNorm)
+  blocks.{L}.ln1.hook_scale       [b p 1]   the divisor: sqrt(var+eps) (LayerNorm) or rms (RMSNorm)
   blocks.{L}.ln1.hook_normalized  [b p d]
   blocks.{L}.attn.hook_q          [b p h e]
   blocks.{L}.attn.hook_k          [b p g e]

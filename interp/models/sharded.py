@@ -12,15 +12,28 @@ from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 
 
+def rules_for(cfg: TransformerConfig, mesh: Mesh, rules: shd.Rules) -> shd.Rules:
+  """Replicates K/V heads when there are fewer of them than the mesh axis they map to.
+
+  Grouped-query models (Gemma 3 270M has one KV head) cannot split K/V over `model`; as in
+  MaxText, every model-parallel shard then keeps the whole (small) K/V projection.
+  """
+  axis = dict(rules).get("kv_heads")
+  if axis is not None and cfg.n_kv_heads % mesh.shape[axis]:
+    return shd.override(rules, kv_heads=None)
+  return rules
+
+
 def init(cfg: TransformerConfig, key: jax.Array, mesh: Mesh, rules: shd.Rules = shd.PARAM_RULES):
   """Random parameters created already sharded over `mesh`. Returns (params, shardings)."""
   return mesh_lib.sharded_init(lambda: transformer.init_params(cfg, key), transformer.param_axes,
-                               mesh, rules)
+                               mesh, rules_for(cfg, mesh, rules))
 
 
-def place(params, mesh: Mesh, rules: shd.Rules = shd.PARAM_RULES):
+def place(cfg: TransformerConfig, params, mesh: Mesh, rules: shd.Rules = shd.PARAM_RULES):
   """Puts loaded (host) parameters onto `mesh`. Returns (params, shardings)."""
-  return mesh_lib.put_params(params, transformer.param_axes(params), mesh, rules)
+  return mesh_lib.put_params(params, transformer.param_axes(params), mesh,
+                             rules_for(cfg, mesh, rules))
 
 
 def make_forward(cfg: TransformerConfig, mesh: Mesh, param_shardings, capture=(),

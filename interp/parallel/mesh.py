@@ -76,8 +76,9 @@ def maybe_initialize_distributed() -> None:
   SLURM, `jax.distributed.initialize()` finds them itself (INTERP_DISTRIBUTED=auto).
   """
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU processes need a collectives backend to talk to each other; gloo ships with jaxlib.
+    # (The option only affects the CPU client, and must be set before any backend starts.)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),

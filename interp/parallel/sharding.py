@@ -22,7 +22,7 @@ Rules = tuple[tuple[str, str | None], ...]
 PARAM_RULES: Rules = (
     ("vocab", "model"),
     ("heads", "model"),
-    ("kv_heads", None),   # Gemma 3 270M has one KV head: keep K/V replicated by default
+    ("kv_heads", "model"),  # see `interp.models.sharded.rules_for`: replicated when too few
     ("mlp", "model"),
     ("latent", "model"),  # dictionary (SAE / transcoder) latents
     ("embed", None),
@@ -36,7 +36,7 @@ ACT_RULES: Rules = (
     ("seq_kv", None),
     ("embed", None),
     ("heads", "model"),
-    ("kv_heads", None),
+    ("kv_heads", "model"),
     ("head_dim", None),
     ("mlp", "model"),
     ("vocab", "model"),
@@ -45,6 +45,13 @@ ACT_RULES: Rules = (
 FSDP_RULES: Rules = (("embed", "data"),) + tuple(r for r in PARAM_RULES if r[0] != "embed")
 
 _ACTIVE = contextvars.ContextVar("interp_activation_rules", default=None)
+
+
+def override(rules: Rules, **changes: str | None) -> Rules:
+  """`rules` with the mesh axes of some logical names replaced (added if missing)."""
+  table = dict(rules)
+  table.update(changes)
+  return tuple(table.items())
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: Rules) -> P:
