@@ -1,0 +1,34 @@
+# The two commands a new user needs:  `make figures`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: env env-dev figures test bench clean
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+env: $(VENV)/.runtime
+env-dev: $(VENV)/.dev
+
+# The paper-figure suite on built-in offline defaults; report at runs/figures/report.md.
+figures: env
+	$(PY) experiments/figures.py --workdir=runs/figures
+
+# The whole test suite, on 8 simulated CPU devices (tests/__init__.py sets them).
+test: env-dev
+	$(PY) -m pytest -q tests
+
+bench: env-dev
+	$(PY) experiments/bench_forward.py --out=runs/bench_forward.json
+
+clean:
+	rm -rf runs .pytest_cache
