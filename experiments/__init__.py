@@ -1,0 +1,1 @@
+"""Experiment binaries: one absl program per experiment (flags -> config -> one call into interp)."""
