@@ -6,12 +6,16 @@
       --mesh=data:4,model:2
   python launch/local.py --num_processes=2 --devices_per_process=4 -- \
       python experiments/train_lm.py --workdir=runs/lm2 --mesh=data:-1
+  XLA_FLAGS=--xla_force_host_platform_device_count=256 python experiments/train_lm.py \
+      --compile_only --mesh=data:16,model:16 --n_layers=32 --d_model=4096 --n_heads=32 \
+      --d_mlp=16384 --n_ctx=1024 --batch_size=256
 
 The defaults (a 2-layer, d_model=64 transformer on the built-in corpus, 300 steps) take well
 under a minute on two CPU cores. The run folder's layout is described in `interp.train.lm`.
 A SIGTERM (preemption notice) saves a checkpoint at the next step and exits with status 0,
 printing "preempted at step N"; a SIGKILL loses at most the steps since the last checkpoint.
-Either way, the same command resumes the run.
+Either way, the same command resumes the run. `--compile_only` lowers and compiles the step for
+the mesh and prints per-device memory without running anything (`interp.train.compile_only`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from absl import app, flags
 from interp.data import tokenize_bytes
 from interp.models import config as model_config
 from interp.parallel import mesh as mesh_lib
-from interp.train import checkpoint, lm, optim
+from interp.train import checkpoint, compile_only, lm, optim
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume.",
-                               required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume "
+                               "(required unless --compile_only).")
 _SEED = flags.DEFINE_integer("seed", 0, "Parameter init and data order.")
 _MESH = flags.DEFINE_string("mesh", "data:-1,model:1", "Mesh axis sizes, -1 = the rest.")
 _DATA = flags.DEFINE_string("data", "corpus", "corpus | files:GLOB | repeat[:SEGMENT_LEN]")
@@ -46,6 +50,11 @@ _CKPT_SECS = flags.DEFINE_float("checkpoint_every_secs", 0, "Also save every thi
                                 "(0 = off).")
 _KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 20, "Log metrics every this many steps.")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Lower and compile the step for --mesh, "
+                                  "print per-device memory, and exit without training.")
+_DEVICE_GB = flags.DEFINE_float("device_memory_gb", compile_only.TPU_V5P_HBM_GB,
+                                "Per-device memory the --compile_only report compares against "
+                                "(default: a TPU v5p chip's HBM).")
 
 
 def config_from_flags() -> lm.TrainLMConfig:
@@ -59,7 +68,7 @@ def config_from_flags() -> lm.TrainLMConfig:
         n_ctx=_N_CTX.value, vocab_size=tokenize_bytes.VOCAB_SIZE, norm=_NORM.value,
         positional=_POSITIONAL.value, d_mlp=_D_MLP.value)
     return lm.TrainLMConfig(
-        workdir=_WORKDIR.value, model=model, data=_DATA.value, batch_size=_BATCH.value,
+        workdir=_WORKDIR.value or "", model=model, data=_DATA.value, batch_size=_BATCH.value,
         num_steps=_STEPS.value, seed=_SEED.value, mesh=_MESH.value, log_every=_LOG_EVERY.value,
         optimizer=optim.OptimizerConfig(lr=_LR.value, warmup_steps=_WARMUP.value,
                                         weight_decay=_WD.value),
@@ -74,7 +83,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   mesh_lib.maybe_initialize_distributed()  # before anything touches a device
   checkpoint.quiet_orbax_logs()
-  results = lm.train_lm(config_from_flags())
+  config = config_from_flags()
+  if _COMPILE_ONLY.value:
+    name = ("TPU v5p HBM" if _DEVICE_GB.value == compile_only.TPU_V5P_HBM_GB
+            else "--device_memory_gb")
+    report = lm.compile_only(config, _DEVICE_GB.value, name)
+    print(report.format())
+    return
+  if not config.workdir:
+    raise app.UsageError("--workdir is required (unless --compile_only)")
+  results = lm.train_lm(config)
   print(f"{results['status']} at step {results['step']}: {results['final']}")
 
 

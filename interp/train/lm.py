@@ -30,6 +30,7 @@ from interp.models import sharded, transformer
 from interp.models.config import TransformerConfig
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import metrics as metrics_lib
 from interp.train import state as state_lib
@@ -188,6 +189,37 @@ def _check_position(position: dict, step: int, config: TrainLMConfig) -> None:
                     config.data, config.seed, position)
 
 
+def _saved_mesh(workdir: str) -> str | None:
+  """The --mesh of the run that last started in `workdir` (from its flags.json), if any."""
+  try:
+    with open(os.path.join(workdir, "flags.json")) as f:
+      return json.load(f).get("mesh")
+  except (OSError, ValueError):
+    return None
+
+
+def _programs_for_resume(config: TrainLMConfig, mesh, workdir: str) -> _Programs:
+  """`_programs`, with a mesh that cannot hold the run explained against the saved run's.
+
+  A checkpoint restores into any mesh (Orbax reads each device's slice for the new shardings,
+  also with another number of processes); it cannot when the new mesh does not divide a
+  parameter or the batch, and then the error names both meshes.
+  """
+  try:
+    sources.check_batch_size(config.batch_size, mesh)
+    return _programs(config.model, config.optimizer, mesh)
+  except ValueError as e:
+    saved_mesh = _saved_mesh(workdir)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")) or saved_mesh in (None,
+                                                                                  config.mesh):
+      raise
+    raise CheckpointMismatchError(
+        f"cannot resume --workdir={workdir} (checkpointed with --mesh={saved_mesh}) on "
+        f"--mesh={config.mesh} ({dict(mesh.shape)}, {jax.process_count()} process(es)): {e} "
+        f"Checkpoints reshard to any mesh whose axes divide the parameter and batch dimensions; "
+        f"pick such a --mesh (e.g. --mesh={saved_mesh}).") from e
+
+
 def train_lm(config: TrainLMConfig) -> dict:
   """Trains (or resumes) the run in `config.workdir`.
 
@@ -196,13 +228,12 @@ def train_lm(config: TrainLMConfig) -> dict:
   """
   start_time = time.time()
   mesh = mesh_lib.make_mesh(config.mesh)
-  sources.check_batch_size(config.batch_size, mesh)
   source = sources.make_source(config.data, config.model.vocab_size)
   workdir = os.path.abspath(config.workdir)
   check_model_config(workdir, config.model)
   primary = jax.process_index() == 0
 
-  programs = _programs(config.model, config.optimizer, mesh)
+  programs = _programs_for_resume(config, mesh, workdir)
   key = jax.random.key(config.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
   try:
@@ -215,6 +246,10 @@ def train_lm(config: TrainLMConfig) -> dict:
   else:
     state, position = restored
     _check_position(position, int(state.step), config)
+    if _saved_mesh(workdir) not in (None, config.mesh):
+      logging.info("resharded the checkpoint of step %d from --mesh=%s to --mesh=%s (%d "
+                   "process(es))", int(state.step), _saved_mesh(workdir), config.mesh,
+                   jax.process_count())
   start = int(state.step)
   if primary:  # only now: a run refused above must not overwrite the records of the real one
     _record_run(workdir, config, source)
@@ -236,6 +271,22 @@ def train_lm(config: TrainLMConfig) -> dict:
   if primary and not stopped:
     _write_json(workdir, "results.json", results)
   return results
+
+
+def compile_only(config: TrainLMConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
+                 capacity_name: str = "TPU v5p HBM") -> compile_lib.MemoryReport:
+  """Lowers and compiles the train step for `config.mesh` and reports per-device memory.
+
+  Nothing is allocated, trained or written; the workdir is not touched. Run with simulated
+  devices to plan a pod: XLA_FLAGS=--xla_force_host_platform_device_count=256.
+  """
+  mesh = mesh_lib.make_mesh(config.mesh)
+  sources.check_batch_size(config.batch_size, mesh)
+  programs = _programs(config.model, config.optimizer, mesh)
+  batch = jax.ShapeDtypeStruct((config.batch_size, config.model.n_ctx + 1), jnp.int32,
+                               sharding=mesh_lib.batch_sharding(mesh))
+  return compile_lib.compile_and_report(programs.step, programs.target, batch,
+                                        capacity_gb=capacity_gb, capacity_name=capacity_name)
 
 
 def _last_row(path: str) -> dict | None:
