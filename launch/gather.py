@@ -14,19 +14,10 @@ import json
 import math
 import os
 
+from interp.train.metrics import flatten
 from launch import hyper
 
 FIRST = ("status", "step", "wall_s")
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def read_results(run_dir: str) -> dict | None:

@@ -159,8 +159,8 @@ def _record_run(workdir: str, config: TrainLMConfig, source) -> None:
   if os.path.exists(flags_path):
     with open(flags_path) as f:
       before = json.load(f)
-    after = _flatten(config.to_dict())
-    before = _flatten(before)
+    after = metrics_lib.flatten(config.to_dict())
+    before = metrics_lib.flatten(before)
     changed = {k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())
                if before.get(k) != after.get(k)}
     if changed:
@@ -168,16 +168,6 @@ def _record_run(workdir: str, config: TrainLMConfig, source) -> None:
   _write_json(workdir, "flags.json", config.to_dict())
   _write_json(workdir, "model_config.json", config.model.to_dict())
   _write_json(workdir, "data.json", source.describe())
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def _check_position(position: dict, step: int, config: TrainLMConfig) -> None:

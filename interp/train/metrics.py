@@ -18,6 +18,17 @@ import jax
 from absl import logging
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}: nested results and flags as flat columns."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
 class NonFiniteMetricError(FloatingPointError):
   """A logged metric was NaN or Inf."""
 
