@@ -19,7 +19,7 @@ class Section:
 
   title: str
   summary: str = ""
-  figures: list[str] = dataclasses.field(default_factory=list)  # absolute or workdir-relative
+  figures: list[str] = dataclasses.field(default_factory=list)  # paths as written
   rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # name, ours, paper
   seconds: float = 0.0
   error: str | None = None
@@ -48,7 +48,7 @@ def write_report(workdir: str, sections: list[Section], title: str = "interp fig
       lines += [f"| {a} | {_fmt(b)} | {_fmt(c)} |" for a, b, c in s.rows]
       lines.append("")
     for fig in s.figures:
-      rel = os.path.relpath(fig, workdir) if os.path.isabs(fig) else fig
+      rel = os.path.relpath(os.path.abspath(fig), os.path.abspath(workdir))
       lines += [f"![{os.path.basename(fig)}]({rel})", ""]
     lines += [f"_{s.seconds:.1f} s_", ""]
   path = os.path.join(workdir, "report.md")

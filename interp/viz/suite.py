@@ -141,6 +141,8 @@ def run_suite(workdir: str, only: tuple[str, ...] = (), quick: bool = False) -> 
   unknown = set(only) - set(SUITE)
   if unknown:
     raise ValueError(f"--only: unknown entries {sorted(unknown)}; valid: {sorted(SUITE)}")
+  from interp.train import checkpoint
+  checkpoint.quiet_orbax_logs()
   os.makedirs(workdir, exist_ok=True)
   sections = []
   for name, fn in SUITE.items():

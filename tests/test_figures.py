@@ -1,0 +1,17 @@
+"""Smoke test of the figure suite: the quick LM entry writes a report that links its figure."""
+
+import os
+
+from interp.viz import suite
+
+
+def test_quick_lm_entry_writes_report_with_relative_figure(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = suite.run_suite("runs/figs", only=("lm_training",), quick=True)
+  text = open(path).read()
+  assert "](lm_training/loss.png)" in text
+  assert os.path.exists(os.path.join("runs/figs", "lm_training", "loss.png"))
+  assert "final train loss" in text
+  import json, math
+  rows = dict((r[0], r[1]) for r in json.load(open("runs/figs/report.json"))[0]["rows"])
+  assert rows["final train loss (nats/byte)"] < math.log(256) - 1.5  # 20 steps learn byte stats
