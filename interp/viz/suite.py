@@ -161,3 +161,7 @@ def run_suite(workdir: str, only: tuple[str, ...] = (), quick: bool = False) -> 
   if any(s.error for s in sections):
     raise RuntimeError(f"some figure entries failed; see {path}")
   return path
+
+
+# Entries of later experiments register themselves on import (they import `register` from here).
+from interp.toy import suite_entries  # noqa: F401,E402  pylint: disable=g-import-not-at-top
