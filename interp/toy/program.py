@@ -200,24 +200,10 @@ def host_metrics(step: Callable, n_real: int) -> Callable:
   return wrapped
 
 
-def compile_step(step_fn: Callable, state_shardings: state_lib.TrainState, mesh,
-                 max_traces: int = 1):
-  """`interp.train.loop.compile_step` with per-instance metrics sharded over `data` (that one
-  replicates metrics, which here would need an all-reduce per step)."""
-  count = [0]
-
-  def counted(state, index):
-    count[0] += 1
-    if count[0] > max_traces:
-      raise loop.RetraceError(f"toy train step traced {count[0]} times (allowed {max_traces}): "
-                              "the state changed shape, dtype or sharding between steps")
-    return step_fn(state, index)
-
-  per_instance = NamedSharding(mesh, P("data"))
-  jitted = jax.jit(counted, in_shardings=(state_shardings, NamedSharding(mesh, P())),
-                   out_shardings=(state_shardings, per_instance), donate_argnums=0)
-  jitted.traces = lambda: count[0]
-  return jitted
+def compile_step(step_fn: Callable, state_shardings: state_lib.TrainState, mesh):
+  """The shared `loop.compile_step`, with per-instance metrics kept sharded over `data`."""
+  return loop.compile_step(step_fn, state_shardings, NamedSharding(mesh, P()),
+                           metrics_sharding=NamedSharding(mesh, P("data")))
 
 
 def make_evaluate(config: ToyTrainConfig, mesh, sweep: Sweep, eval_key: jax.Array):

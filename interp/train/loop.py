@@ -33,7 +33,7 @@ class RetraceError(RuntimeError):
 
 
 def compile_step(step_fn: Callable, state_shardings: TrainState, batch_sharding: Sharding,
-                 max_traces: int = 1):
+                 max_traces: int = 1, metrics_sharding: Sharding | None = None):
   """jit(step_fn) with in/out shardings, the state donated, and a retrace guard.
 
   Args:
@@ -42,6 +42,8 @@ def compile_step(step_fn: Callable, state_shardings: TrainState, batch_sharding:
     batch_sharding: sharding of the batch (rows over `data`).
     max_traces: how many traces are allowed before RetraceError; each trace means a
       recompilation, which in a training loop is almost always a bug.
+    metrics_sharding: sharding of the metrics; default replicated. Per-instance metrics (toy
+      sweeps) stay sharded over `data`, so logging them needs no all-reduce per step.
   Returns:
     The jitted step; its trace count is `step.traces()`.
   """
@@ -55,9 +57,10 @@ def compile_step(step_fn: Callable, state_shardings: TrainState, batch_sharding:
           f"changed shape, dtype or sharding between steps (batch: {batch.shape} {batch.dtype})")
     return step_fn(state, batch)
 
-  replicated = NamedSharding(batch_sharding.mesh, P())
+  if metrics_sharding is None:
+    metrics_sharding = NamedSharding(batch_sharding.mesh, P())
   jitted = jax.jit(counted, in_shardings=(state_shardings, batch_sharding),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+                   out_shardings=(state_shardings, metrics_sharding), donate_argnums=0)
   jitted.traces = lambda: count[0]
   return jitted
 
