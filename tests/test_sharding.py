@@ -79,6 +79,11 @@ def test_bad_mesh_flag():
     mesh_lib.MeshConfig.parse("data:2,pipe:2")
   with pytest.raises(ValueError, match="--mesh: data=3 x model=1 = 3 devices, but 8"):
     mesh_lib.MeshConfig(data=3).resolve(8)
+  # A fully specified smaller mesh on one process takes the first devices.
+  small = mesh_lib.make_mesh("data:2,model:1")
+  assert small.devices.size == 2 and list(small.devices.flat) == jax.devices()[:2]
+  with pytest.raises(ValueError, match="data=16 x model=1 = 16 devices, but 8"):
+    mesh_lib.make_mesh("data:16")
 
 
 def test_two_processes_give_the_same_logits(tmp_path):

@@ -56,10 +56,17 @@ class MeshConfig:
 
 
 def make_mesh(config: MeshConfig | str = MeshConfig(), devices=None) -> Mesh:
-  """A (data, model) mesh over `devices` (default: every device of every process)."""
+  """A (data, model) mesh over `devices` (default: every device of every process).
+
+  A fully specified mesh smaller than the devices of a single process uses the first devices
+  (so `--mesh=data:1,model:1` runs on one device); across processes it must cover them all.
+  """
   if isinstance(config, str):
     config = MeshConfig.parse(config)
   devices = jax.devices() if devices is None else list(devices)
+  wanted = config.data * config.model
+  if wanted > 0 and wanted < len(devices) and jax.process_count() == 1:
+    devices = devices[:wanted]  # a smaller mesh on one host (tests, small runs): the first N
   shape = config.resolve(len(devices))
   try:
     from jax.experimental import mesh_utils

@@ -26,6 +26,7 @@ from interp.toy.program import ToyTrainConfig, build, host_metrics  # noqa: F401
 from interp.toy.sweep import Sweep
 from interp.train import loop
 from interp.train import metrics as metrics_lib
+from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointHook, CheckpointMismatchError, Checkpointer
 
@@ -74,13 +75,6 @@ def _to_host(tree):
   if jax.process_count() > 1:
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.device_get(tree)
-
-
-def _write_json(workdir: str, name: str, value) -> None:
-  tmp = os.path.join(workdir, name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, name))
 
 
 def _check_sweep(workdir: str, sweep: Sweep) -> None:
@@ -134,8 +128,8 @@ def train_toy(config: ToyTrainConfig, sweep: Sweep, devices: Sequence | None = N
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     if primary:
-      _write_json(workdir, "flags.json", config.to_dict())
-      _write_json(workdir, "sweep.json", sweep.describe())
+      run_folder.write_json(workdir, "flags.json", config.to_dict())
+      run_folder.write_json(workdir, "sweep.json", sweep.describe())
     writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
     writer.truncate_after(start)
     metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)

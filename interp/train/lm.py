@@ -33,6 +33,7 @@ from interp.parallel import sharding as shd
 from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import metrics as metrics_lib
+from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
                                      Checkpointer, shape_mismatches)
@@ -98,15 +99,11 @@ def lm_loss(cfg: TransformerConfig, mesh, act_rules: shd.Rules = shd.ACT_RULES):
 def check_model_config(workdir: str, cfg: TransformerConfig) -> None:
   """Refuses a workdir whose model_config.json describes another model, naming what differs."""
   path = os.path.join(workdir, "model_config.json")
-  if not os.path.exists(path):
+  fields = run_folder.config_changes(workdir, "model_config.json", cfg.to_dict())
+  if not fields:
     return
   with open(path) as f:
     saved = json.load(f)
-  current = cfg.to_dict()
-  if saved == current:
-    return
-  fields = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
-            for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)]
   try:
     old = TransformerConfig.from_dict(saved)
     shapes = lambda c: jax.eval_shape(lambda: transformer.init_params(c, jax.random.key(0)))
@@ -145,29 +142,11 @@ def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh) -> _Progra
                    target=state_lib.abstract(init, state_shardings, key))
 
 
-def _write_json(workdir: str, name: str, value) -> None:
-  tmp = os.path.join(workdir, name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, name))
-
-
 def _record_run(workdir: str, config: TrainLMConfig, source) -> None:
   """Writes flags.json, model_config.json and data.json (process 0); warns on changed flags."""
-  os.makedirs(workdir, exist_ok=True)
-  flags_path = os.path.join(workdir, "flags.json")
-  if os.path.exists(flags_path):
-    with open(flags_path) as f:
-      before = json.load(f)
-    after = metrics_lib.flatten(config.to_dict())
-    before = metrics_lib.flatten(before)
-    changed = {k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())
-               if before.get(k) != after.get(k)}
-    if changed:
-      logging.warning("resuming %s with changed flags (old, new): %s", workdir, changed)
-  _write_json(workdir, "flags.json", config.to_dict())
-  _write_json(workdir, "model_config.json", config.model.to_dict())
-  _write_json(workdir, "data.json", source.describe())
+  run_folder.record_flags(workdir, config.to_dict())
+  run_folder.write_json(workdir, "model_config.json", config.model.to_dict())
+  run_folder.write_json(workdir, "data.json", source.describe())
 
 
 def _check_position(position: dict, step: int, config: TrainLMConfig) -> None:
@@ -181,11 +160,7 @@ def _check_position(position: dict, step: int, config: TrainLMConfig) -> None:
 
 def _saved_mesh(workdir: str) -> str | None:
   """The --mesh of the run that last started in `workdir` (from its flags.json), if any."""
-  try:
-    with open(os.path.join(workdir, "flags.json")) as f:
-      return json.load(f).get("mesh")
-  except (OSError, ValueError):
-    return None
+  return run_folder.saved_flag(workdir, "mesh")
 
 
 def _programs_for_resume(config: TrainLMConfig, mesh, workdir: str) -> _Programs:
@@ -257,9 +232,9 @@ def train_lm(config: TrainLMConfig) -> dict:
 
   results = {"status": "preempted" if stopped else "completed",
              "step": int(state.step), "wall_s": round(time.time() - start_time, 3),
-             "final": metrics_hook.last or _last_row(writer.path)}
+             "final": metrics_hook.last or run_folder.last_row(writer.path)}
   if primary and not stopped:
-    _write_json(workdir, "results.json", results)
+    run_folder.write_json(workdir, "results.json", results)
   return results
 
 
@@ -278,11 +253,3 @@ def compile_only(config: TrainLMConfig, capacity_gb: float = compile_lib.TPU_V5P
   return compile_lib.compile_and_report(programs.step, programs.target, batch,
                                         capacity_gb=capacity_gb, capacity_name=capacity_name)
 
-
-def _last_row(path: str) -> dict | None:
-  """The last metrics row on disk (a rerun of a finished run trains no step of its own)."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    rows = [line for line in f if line.strip()]
-  return json.loads(rows[-1]) if rows else None

@@ -66,14 +66,16 @@ def compile_step(step_fn: Callable, state_shardings: TrainState, batch_sharding:
 
 
 def one_step_in_flight() -> bool:
-  """Whether steps must run one at a time: multi-process CPU runs (gloo collectives).
+  """Whether steps must run one at a time: CPU runs with collectives (several CPU devices).
 
-  With several steps dispatched ahead, the CPU runtime's device threads of two processes can
-  enter the collectives of different steps in different orders and wait on each other forever
-  (seen with 2 processes x 4 devices on data:4,model:2 and 50 steps between metric fetches).
-  Waiting for each step costs nothing measurable on CPU; accelerators keep async dispatch.
+  With several steps dispatched ahead, the CPU runtime's device threads can enter the
+  collectives of different steps in different orders and wait on each other until XLA's
+  rendezvous timeout kills the process (seen with 2 processes x 4 devices on data:4,model:2 and
+  50 steps between metric fetches, and with 1 process x 8 simulated devices when batches are
+  generated on device, so nothing on the host paces the loop). Waiting for each step costs
+  nothing measurable on CPU; accelerators keep async dispatch.
   """
-  return jax.process_count() > 1 and jax.default_backend() == "cpu"
+  return jax.default_backend() == "cpu" and jax.device_count() > 1
 
 
 def run(step: Callable, state: TrainState, batches: Callable[[int], Any], num_steps: int,
