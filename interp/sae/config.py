@@ -1,0 +1,151 @@
+"""What a dictionary is: its width, activation rule, sparsity penalty and dead-latent handling.
+
+Vocabulary:
+  d_in       width of the activations the dictionary reads (the residual stream, an MLP output).
+  d_sae      number of latents (dictionary size); sharded over the `model` mesh axis (`latent`).
+  pre        pre-activations x_c @ W_enc + b_enc, where x_c = x - b_dec (the pre-encoder bias).
+  acts       latent activations after the activation rule, >= 0.
+  L0         mean number of non-zero latents per token.
+  dead       a latent that has not fired for `dead_steps` consecutive training steps.
+
+Activation rules (each as its paper defines it):
+  relu       ReLU + L1 (Towards Monosemanticity). `decoder_norm=unit`: decoder rows held at unit
+             norm, the gradient component parallel to each row removed; `weighted`: the L1 term
+             weights each latent by its decoder-row norm and rows are free (Anthropic, Apr 2024).
+  topk       keep the k largest pre-activations per token (Gao et al. 2024), AuxK loss on dead
+             latents.
+  batchtopk  keep the k * batch largest over the whole batch (Bussmann et al. 2024); at inference a
+             single threshold, estimated during training as an EMA of the smallest kept value.
+  jumprelu   pre * H(pre - theta) with a learned per-latent theta; straight-through estimator
+             with a rectangle kernel of width `bandwidth`; L0 penalty (Rajamanoharan et al. 2024).
+  gated      a gate path H(x_c W_enc + b_gate) times a magnitude path ReLU(x_c (W_enc * e^r_mag)
+             + b_mag); L1 on ReLU(gate pre-activations) and an auxiliary reconstruction through
+             the frozen decoder (Rajamanoharan et al. 2024a).
+  Matryoshka (Bussmann et al. 2025, Nabeshima 2024) is orthogonal to the rule: with
+  `matryoshka=(m1, m2, ...)` the reconstruction loss is averaged over the nested prefixes of the
+  first m1, m2, ..., d_sae latents, so early latents learn general features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+
+class Activation(str, enum.Enum):
+  RELU = "relu"
+  TOPK = "topk"
+  BATCHTOPK = "batchtopk"
+  JUMPRELU = "jumprelu"
+  GATED = "gated"
+
+
+class DecoderNorm(str, enum.Enum):
+  UNIT = "unit"
+  WEIGHTED = "weighted"
+
+
+class DeadMitigation(str, enum.Enum):
+  NONE = "none"
+  AUXK = "auxk"          # topk / batchtopk only
+  RESAMPLE = "resample"  # Bricken et al. 2023
+
+
+def _enum(kind, value, flag):
+  try:
+    return kind(value)
+  except ValueError:
+    valid = ", ".join(m.value for m in kind)
+    raise ValueError(f"--{flag}={value!r} is not one of: {valid}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SAEConfig:
+  """Attributes:
+    d_in, d_sae: input width and number of latents.
+    activation: the rule (see module doc).
+    k: latents kept per token (topk; batchtopk keeps k * batch over the batch).
+    l1_coeff: weight of the L1 penalty (relu, gated).
+    decoder_norm: `unit` or `weighted` (relu, gated; topk-family and jumprelu use unit rows at
+      init only, as their papers do).
+    l0_coeff: weight of the L0 penalty (jumprelu).
+    bandwidth: rectangle-kernel width of the JumpReLU straight-through estimator.
+    threshold_init: initial JumpReLU threshold.
+    dead_mitigation: `auxk` (topk family), `resample` (any rule) or `none`.
+    dead_steps: a latent silent for this many steps is dead (AuxK's target, resampling's victims).
+    aux_k: latents the AuxK loss reconstructs the residual with (0: d_in // 2).
+    aux_coeff: AuxK loss weight (Gao et al.: 1/32).
+    resample_every: Bricken resampling period in steps (with dead_mitigation=resample).
+    threshold_lr: EMA rate of the BatchTopK inference threshold.
+    matryoshka: increasing prefix sizes < d_sae for nested losses (empty: off).
+    normalize_input: scale inputs by a constant so that their mean squared coordinate is 1
+      (E||x||^2 = d_in), estimated from a sample before training; decode undoes it.
+    init_decoder_norm: norm of the decoder rows at init (Anthropic's weighted L1 uses ~0.1).
+  """
+
+  d_in: int
+  d_sae: int
+  activation: Activation = Activation.RELU
+  k: int = 32
+  l1_coeff: float = 5.0
+  decoder_norm: DecoderNorm = DecoderNorm.UNIT
+  l0_coeff: float = 1e-3
+  bandwidth: float = 0.05
+  threshold_init: float = 0.01
+  dead_mitigation: DeadMitigation = DeadMitigation.NONE
+  dead_steps: int = 200
+  aux_k: int = 0
+  aux_coeff: float = 1 / 32
+  resample_every: int = 500
+  threshold_lr: float = 0.01
+  matryoshka: tuple[int, ...] = ()
+  normalize_input: bool = True
+  init_decoder_norm: float = 1.0
+
+  def __post_init__(self):
+    set_ = lambda k, v: object.__setattr__(self, k, v)
+    set_("activation", _enum(Activation, self.activation, "activation"))
+    set_("decoder_norm", _enum(DecoderNorm, self.decoder_norm, "decoder_norm"))
+    set_("dead_mitigation", _enum(DeadMitigation, self.dead_mitigation, "dead_mitigation"))
+    set_("matryoshka", tuple(int(m) for m in self.matryoshka))
+    if self.d_in <= 0 or self.d_sae <= 0:
+      raise ValueError(f"--d_in={self.d_in} and --d_sae={self.d_sae} must be positive")
+    if self.topk_family and not 0 < self.k <= self.d_sae:
+      raise ValueError(f"--k={self.k} must be between 1 and the dictionary width "
+                       f"--d_sae={self.d_sae}")
+    if self.dead_mitigation == DeadMitigation.AUXK and not self.topk_family:
+      raise ValueError(f"--dead_mitigation=auxk needs --activation=topk or batchtopk, not "
+                       f"{self.activation.value}; use --dead_mitigation=resample")
+    if not 0 <= self.aux_k <= self.d_sae:
+      raise ValueError(f"--aux_k={self.aux_k} must be between 0 and --d_sae={self.d_sae}")
+    m = self.matryoshka
+    if m and (list(m) != sorted(set(m)) or m[0] <= 0 or m[-1] >= self.d_sae):
+      raise ValueError(f"--matryoshka={','.join(map(str, m))}: prefix sizes must increase "
+                       f"strictly and lie in (0, d_sae={self.d_sae})")
+    if self.dead_steps <= 0 or self.resample_every <= 0:
+      raise ValueError(f"--dead_steps={self.dead_steps} and --resample_every="
+                       f"{self.resample_every} must be positive")
+
+  @property
+  def topk_family(self) -> bool:
+    return self.activation in (Activation.TOPK, Activation.BATCHTOPK)
+
+  @property
+  def effective_aux_k(self) -> int:
+    return min(self.aux_k or max(self.d_in // 2, 1), self.d_sae)
+
+  def to_dict(self) -> dict:
+    out = dataclasses.asdict(self)
+    for key in ("activation", "decoder_norm", "dead_mitigation"):
+      out[key] = out[key].value
+    out["matryoshka"] = list(self.matryoshka)
+    return out
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "SAEConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: (tuple(v) if k == "matryoshka" else v) for k, v in d.items() if k in fields})
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)

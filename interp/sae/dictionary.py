@@ -1,0 +1,414 @@
+"""One dictionary abstraction: init, encode, decode and the training loss of every rule.
+
+Parameters are one plain dict (names follow SAELens, so its files map one-to-one):
+  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]      (all rules)
+  log_threshold [d_sae]                                                       (jumprelu)
+  b_gate, r_mag, b_mag [d_sae] (gated; the gate uses W_enc, and there is no b_enc)
+and buffers, carried in the same dict but never given to the optimizer:
+  norm_scale []      the input scale (1 when `normalize_input` is off)
+  threshold []       the BatchTopK inference threshold (EMA during training)
+  fired_ago [d_sae]  steps since each latent last fired (dead-latent bookkeeping)
+
+Everything inside works on normalised inputs x_n = x * norm_scale; `encode` takes raw inputs and
+`decode` returns raw outputs, so a caller never sees the scale.
+
+TopK's encoder has a hand-written backward pass: autodiff of `lax.top_k` scatters the k
+gradients per token into a dense [batch, d_sae] array and then pays two dense matmuls for the
+encoder-weight and input gradients. Here both are formed from the k selected latents only
+(a scatter-add of k rows per token), so only the forward encoder matmul is dense.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
+
+PARAM_AXES = {
+    "W_enc": ("embed", "latent"), "b_enc": ("latent",), "W_dec": ("latent", "embed"),
+    "b_dec": ("embed",), "log_threshold": ("latent",), "b_gate": ("latent",),
+    "r_mag": ("latent",), "b_mag": ("latent",),
+    "norm_scale": (), "threshold": (), "fired_ago": ("latent",),
+}
+BUFFERS = ("norm_scale", "threshold", "fired_ago")
+
+
+class Sparse(NamedTuple):
+  """Per-token sparse codes: values [..., k] >= 0 at latent indices [..., k]."""
+  values: jax.Array
+  indices: jax.Array
+
+
+def trainable_names(cfg: SAEConfig) -> tuple[str, ...]:
+  if cfg.activation == Activation.GATED:
+    return ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag")
+  extra = ("log_threshold",) if cfg.activation == Activation.JUMPRELU else ()
+  return ("W_enc", "b_enc", "W_dec", "b_dec") + extra
+
+
+def split(params: dict) -> tuple[dict, dict]:
+  """(trainable, buffers)."""
+  return ({k: v for k, v in params.items() if k not in BUFFERS},
+          {k: v for k, v in params.items() if k in BUFFERS})
+
+
+def param_axes(params: dict) -> dict:
+  return {k: PARAM_AXES[k] for k in params}
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def geometric_median(points: jax.Array, iters: int = 50, eps: float = 1e-8) -> jax.Array:
+  """Weiszfeld's algorithm: the point minimising the summed Euclidean distance to `points`."""
+  points = jnp.asarray(points, jnp.float32)
+
+  def body(_, y):
+    w = 1.0 / jnp.maximum(jnp.linalg.norm(points - y, axis=-1), eps)
+    return (w[:, None] * points).sum(0) / w.sum()
+
+  return jax.lax.fori_loop(0, iters, body, points.mean(0))
+
+
+def input_scale(sample: jax.Array) -> jax.Array:
+  """The constant c with E||c x||^2 = d_in (mean squared coordinate 1)."""
+  sample = jnp.asarray(sample, jnp.float32)
+  return jnp.sqrt(sample.shape[-1] / jnp.mean(jnp.sum(sample ** 2, -1)))
+
+
+def init(cfg: SAEConfig, key: jax.Array, sample: jax.Array | None = None) -> dict:
+  """Fresh parameters and buffers.
+
+  Decoder rows are random directions of norm `init_decoder_norm`, the encoder is their
+  transpose, and with a `sample` [n, d_in] of activations the input scale is estimated and the
+  pre-encoder bias starts at the sample's geometric median.
+  """
+  w = jax.random.normal(key, (cfg.d_sae, cfg.d_in), jnp.float32)
+  w = cfg.init_decoder_norm * w / jnp.linalg.norm(w, axis=-1, keepdims=True)
+  scale = jnp.float32(1.0)
+  b_dec = jnp.zeros((cfg.d_in,), jnp.float32)
+  if sample is not None:
+    if sample.shape[-1] != cfg.d_in:
+      raise ValueError(f"activation sample has width {sample.shape[-1]}, the dictionary reads "
+                       f"--d_in={cfg.d_in}")
+    if cfg.normalize_input:
+      scale = input_scale(sample)
+    b_dec = geometric_median(jnp.asarray(sample, jnp.float32) * scale)
+  zeros = jnp.zeros((cfg.d_sae,), jnp.float32)
+  params = {"W_enc": w.T, "W_dec": w, "b_dec": b_dec}
+  if cfg.activation == Activation.GATED:
+    params.update(b_gate=zeros, r_mag=zeros, b_mag=zeros)
+  else:
+    params["b_enc"] = zeros
+  if cfg.activation == Activation.JUMPRELU:
+    params["log_threshold"] = jnp.full((cfg.d_sae,), jnp.log(cfg.threshold_init), jnp.float32)
+  params.update(norm_scale=scale, threshold=jnp.float32(0.0),
+                fired_ago=jnp.zeros((cfg.d_sae,), jnp.int32))
+  return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation rules
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def topk_encode(x_c, w_enc, b_enc, k):
+  """(values, indices) of the k largest ReLU'd pre-activations per token; sparse backward."""
+  pre = x_c @ w_enc + b_enc
+  values, indices = jax.lax.top_k(pre, k)
+  return jax.nn.relu(values), indices
+
+
+def _topk_fwd(x_c, w_enc, b_enc, k):
+  values, indices = topk_encode(x_c, w_enc, b_enc, k)
+  return (values, indices), (x_c, w_enc, values, indices)
+
+
+def _topk_bwd(k, res, g):
+  del k
+  x_c, w_enc, values, indices = res
+  g_pre = jnp.where(values > 0, g[0], 0.0)                           # [B, k]
+  d_sae, d_in = w_enc.shape[1], w_enc.shape[0]
+  flat = indices.reshape(-1)
+  g_b = jnp.zeros((d_sae,), g_pre.dtype).at[flat].add(g_pre.reshape(-1))
+  rows = (g_pre[..., None] * x_c[..., None, :]).reshape(-1, d_in)   # [B * k, d_in]
+  g_w = jnp.zeros((d_sae, d_in), rows.dtype).at[flat].add(rows).T
+  g_x = jnp.einsum("bk,bkd->bd", g_pre, jnp.take(w_enc.T, indices, axis=0))
+  return g_x, g_w, g_b
+
+
+topk_encode.defvjp(_topk_fwd, _topk_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def jumprelu(pre, theta, bandwidth):
+  """pre * H(pre - theta); d/dtheta by the straight-through rectangle-kernel estimator."""
+  return jnp.where(pre > theta, pre, 0.0)
+
+
+def _rect(u):
+  return (jnp.abs(u) < 0.5).astype(u.dtype)
+
+
+def _jumprelu_fwd(pre, theta, bandwidth):
+  return jumprelu(pre, theta, bandwidth), (pre, theta)
+
+
+def _jumprelu_bwd(bandwidth, res, g):
+  pre, theta = res
+  g_theta = -(theta / bandwidth) * _rect((pre - theta) / bandwidth) * g
+  return jnp.where(pre > theta, g, 0.0), g_theta.reshape(-1, theta.shape[-1]).sum(0)
+
+
+jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def step_fn(pre, theta, bandwidth):
+  """H(pre - theta): no gradient to `pre`, the rectangle-kernel estimator to `theta`."""
+  return (pre > theta).astype(pre.dtype)
+
+
+def _step_fwd(pre, theta, bandwidth):
+  return step_fn(pre, theta, bandwidth), (pre, theta)
+
+
+def _step_bwd(bandwidth, res, g):
+  pre, theta = res
+  g_theta = -(1.0 / bandwidth) * _rect((pre - theta) / bandwidth) * g
+  return jnp.zeros_like(pre), g_theta.reshape(-1, theta.shape[-1]).sum(0)
+
+
+step_fn.defvjp(_step_fwd, _step_bwd)
+
+
+def kth_largest(values: jax.Array, k: int) -> jax.Array:
+  """The k-th largest of non-negative `values` (any shape), exactly.
+
+  Bisection on the float32 bit pattern (monotonic for non-negative floats): 31 rounds of
+  compare-and-count. Unlike `lax.top_k` over the flattened batch, each round is elementwise
+  plus one sum, so it is cheap on CPU and shards over `data` and `model` with one all-reduce.
+  """
+  bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+
+  def body(_, bounds):
+    lo, hi = bounds  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(bits >= mid) >= k
+    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, 31, body, (jnp.int32(0), jnp.int32(2**31 - 1)))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
+def batch_topk(pre: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """Keeps the k * batch largest ReLU'd pre-activations of the whole batch.
+
+  Returns:
+    (acts [batch, d_sae], the smallest kept positive value: this batch's threshold).
+  """
+  relu = jax.nn.relu(pre)
+  cut = jax.lax.stop_gradient(kth_largest(jax.lax.stop_gradient(relu), k * pre.shape[0]))
+  keep = (relu >= cut) & (relu > 0)
+  acts = jnp.where(keep, relu, 0.0)
+  smallest = jnp.min(jnp.where(keep, jax.lax.stop_gradient(relu), jnp.inf))
+  return acts, jnp.where(jnp.isfinite(smallest), smallest, 0.0)
+
+
+def _center(params, x_n):
+  return x_n - params["b_dec"]
+
+
+def _gated_paths(params, x_c):
+  pi_gate = x_c @ params["W_enc"] + params["b_gate"]
+  mag = x_c @ (params["W_enc"] * jnp.exp(params["r_mag"])) + params["b_mag"]
+  return pi_gate, jax.nn.relu(mag)
+
+
+def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
+  """Codes of normalised inputs: Sparse for topk, else dense [..., d_sae]; plus extras."""
+  x_c = _center(params, x_n)
+  a = cfg.activation
+  if a == Activation.TOPK:
+    lead = x_c.shape[:-1]
+    v, i = topk_encode(x_c.reshape(-1, cfg.d_in), params["W_enc"], params["b_enc"], cfg.k)
+    return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
+  if a == Activation.GATED:
+    pi_gate, mag = _gated_paths(params, x_c)
+    return (pi_gate > 0) * mag, {"pi_gate": pi_gate}
+  pre = x_c @ params["W_enc"] + params["b_enc"]
+  if a == Activation.RELU:
+    return jax.nn.relu(pre), {}
+  if a == Activation.JUMPRELU:
+    theta = jnp.exp(params["log_threshold"])
+    return jumprelu(pre, theta, cfg.bandwidth), {"pre": pre, "theta": theta}
+  if training:  # batchtopk
+    flat = pre.reshape(-1, cfg.d_sae)
+    acts, cut = batch_topk(flat, cfg.k)
+    return acts.reshape(pre.shape), {"cut": cut}
+  return jnp.where(pre > params["threshold"], jax.nn.relu(pre), 0.0), {}
+
+
+def densify(codes, d_sae: int) -> jax.Array:
+  """Dense [..., d_sae] activations from Sparse or dense codes."""
+  if not isinstance(codes, Sparse):
+    return codes
+  lead = codes.values.shape[:-1]
+  flat_v = codes.values.reshape(-1, codes.values.shape[-1])
+  flat_i = codes.indices.reshape(-1, codes.indices.shape[-1])
+  rows = jnp.arange(flat_v.shape[0])[:, None]
+  dense = jnp.zeros((flat_v.shape[0], d_sae), flat_v.dtype).at[rows, flat_i].set(flat_v)
+  return dense.reshape(*lead, d_sae)
+
+
+def _decode_n(params: dict, codes, upto: int | None = None) -> jax.Array:
+  """Normalised reconstruction b_dec + sum_i acts_i W_dec[i] (latents < `upto` only)."""
+  w = params["W_dec"]
+  if isinstance(codes, Sparse):
+    values = codes.values if upto is None else jnp.where(codes.indices < upto, codes.values, 0.)
+    return jnp.einsum("...k,...kd->...d", values, jnp.take(w, codes.indices, axis=0)) + \
+        params["b_dec"]
+  if upto is not None:
+    return codes[..., :upto] @ w[:upto] + params["b_dec"]
+  return codes @ w + params["b_dec"]
+
+
+def encode(cfg: SAEConfig, params: dict, x: jax.Array) -> jax.Array:
+  """Dense latent activations [..., d_sae] of raw inputs x [..., d_in] (inference rule)."""
+  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False)
+  return densify(codes, cfg.d_sae)
+
+
+def decode(cfg: SAEConfig, params: dict, acts: jax.Array) -> jax.Array:
+  """Raw-unit reconstruction from dense activations [..., d_sae]."""
+  del cfg
+  return _decode_n(params, acts) / params["norm_scale"]
+
+
+def reconstruct(cfg: SAEConfig, params: dict, x: jax.Array) -> jax.Array:
+  """decode(encode(x)), using the sparse path for topk."""
+  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False)
+  return _decode_n(params, codes) / params["norm_scale"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loss
+
+
+def _sq_err(x, x_hat):
+  return jnp.mean(jnp.sum((x - x_hat) ** 2, -1))
+
+
+def _fired(cfg: SAEConfig, codes) -> jax.Array:
+  if isinstance(codes, Sparse):
+    hit = (codes.values > 0).reshape(-1).astype(jnp.int32)
+    return jnp.zeros((cfg.d_sae,), jnp.int32).at[codes.indices.reshape(-1)].max(hit) > 0
+  return jnp.any(codes.reshape(-1, cfg.d_sae) > 0, axis=0)
+
+
+def _l0(codes) -> jax.Array:
+  values = codes.values if isinstance(codes, Sparse) else codes
+  return jnp.mean(jnp.sum(values > 0, -1).astype(jnp.float32))
+
+
+def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Array,
+                dead: jax.Array) -> jax.Array:
+  """AuxK (Gao et al.): reconstruct the main residual with the aux_k largest dead latents.
+
+  Computed (densely) only while some latent is dead, so healthy runs pay nothing for it.
+  """
+  def loss(_):
+    pre = x_c @ params["W_enc"] + params["b_enc"]
+    masked = jnp.where(dead, pre, -jnp.inf)
+    values, indices = jax.lax.top_k(masked, cfg.effective_aux_k)
+    values = jnp.where(jnp.isfinite(values), jax.nn.relu(values), 0.0)
+    e_hat = jnp.einsum("bk,bkd->bd", values, jnp.take(params["W_dec"], indices, axis=0))
+    err = _sq_err(residual, e_hat)
+    var = jnp.mean(jnp.sum((residual - residual.mean(0)) ** 2, -1))
+    return jnp.nan_to_num(err / jnp.maximum(var, 1e-12))
+
+  return jax.lax.cond(jnp.any(dead), loss, lambda _: jnp.float32(0.0), None)
+
+
+def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
+  """The training loss on raw inputs x [batch, d_in].
+
+  Returns:
+    (loss, (metrics, new_buffers)): metrics are scalars (mse, fvu, l0, sparsity, aux, dead);
+    new_buffers carry the updated dead-latent counters and the BatchTopK threshold.
+  """
+  params = {**trainable, **buffers}
+  x_n = x * buffers["norm_scale"]
+  x_c = _center(params, x_n)
+  codes, extra = _encode_n(cfg, params, x_n, training=True)
+  x_hat = _decode_n(params, codes)
+  mse = _sq_err(x_n, x_hat)
+  if cfg.matryoshka:
+    recon = sum(_sq_err(x_n, _decode_n(params, codes, upto=m)) for m in cfg.matryoshka)
+    recon = (recon + mse) / (len(cfg.matryoshka) + 1)
+  else:
+    recon = mse
+  dec_norm = jnp.linalg.norm(params["W_dec"], axis=-1)
+  weights = dec_norm if cfg.decoder_norm == DecoderNorm.WEIGHTED else 1.0
+  sparsity = aux = jnp.float32(0.0)
+  a = cfg.activation
+  if a == Activation.RELU:
+    sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(codes * weights, -1))
+  elif a == Activation.GATED:
+    gate = jax.nn.relu(extra["pi_gate"])
+    sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(gate * weights, -1))
+    frozen = {"W_dec": jax.lax.stop_gradient(params["W_dec"]),
+              "b_dec": jax.lax.stop_gradient(params["b_dec"])}
+    aux = _sq_err(x_n, _decode_n(frozen, gate))
+  elif a == Activation.JUMPRELU:
+    l0 = step_fn(extra["pre"], extra["theta"], cfg.bandwidth)
+    sparsity = cfg.l0_coeff * jnp.mean(jnp.sum(l0, -1))
+
+  dead = buffers["fired_ago"] >= cfg.dead_steps
+  if cfg.dead_mitigation == DeadMitigation.AUXK:
+    residual = jax.lax.stop_gradient(x_n - x_hat)
+    aux = cfg.aux_coeff * _aux_k_loss(cfg, params, x_c, residual, dead)
+
+  fired = _fired(cfg, codes)
+  new_buffers = dict(buffers, fired_ago=jnp.where(fired, 0, buffers["fired_ago"] + 1))
+  if a == Activation.BATCHTOPK:
+    old = buffers["threshold"]
+    cut = jax.lax.stop_gradient(extra["cut"])
+    new_buffers["threshold"] = jnp.where(old == 0, cut,
+                                         (1 - cfg.threshold_lr) * old + cfg.threshold_lr * cut)
+  total = recon + sparsity + aux
+  var = jnp.sum((x_n - x_n.mean(0)) ** 2)
+  metrics = {"mse": mse, "fvu": jnp.sum((x_n - x_hat) ** 2) / jnp.maximum(var, 1e-12),
+             "l0": _l0(codes), "sparsity": sparsity, "aux": aux,
+             "dead": jnp.mean(dead.astype(jnp.float32))}
+  return total, (metrics, new_buffers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder-norm constraint (unit rows)
+
+
+def constrained(cfg: SAEConfig) -> bool:
+  return cfg.decoder_norm == DecoderNorm.UNIT
+
+
+def project_grads(cfg: SAEConfig, grads: dict, params: dict) -> dict:
+  """Removes the gradient component parallel to each (unit) decoder row."""
+  if not constrained(cfg):
+    return grads
+  w = params["W_dec"]
+  g = grads["W_dec"]
+  return dict(grads, W_dec=g - jnp.sum(g * w, -1, keepdims=True) * w)
+
+
+def renormalise(cfg: SAEConfig, params: dict) -> dict:
+  """Decoder rows back to unit norm after an update."""
+  if not constrained(cfg):
+    return params
+  w = params["W_dec"]
+  return dict(params, W_dec=w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), 1e-8))

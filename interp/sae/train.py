@@ -1,0 +1,308 @@
+"""Sharded dictionary training through the shared loop: the library behind experiments/train_sae.py.
+
+Dictionary parameters are sharded along `latent` (mesh axis `model`: each device holds
+d_sae / n_model latents of the encoder, decoder and their Adam moments), batches along `data`.
+The step is pure; it applies the decoder-norm constraint, updates the dead-latent counters and
+the BatchTopK threshold (buffers carried in the parameter dict, not optimised) and, with
+`dead_mitigation=resample`, resamples dead latents every `resample_every` steps (Bricken et al.
+2023: new directions from badly reconstructed inputs, their Adam moments reset).
+
+The run folder holds flags.json, sae_config.json, data.json, metrics.jsonl, checkpoints/ and
+results.json, like every run (`interp.train.run_folder`); a rerun resumes exactly, because batch
+`s` is a pure function of (seed, s) in every activation store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from interp.data import sources
+from interp.parallel import mesh as mesh_lib
+from interp.parallel import sharding as shd
+from interp.sae import dictionary as dic
+from interp.sae.config import DeadMitigation, SAEConfig
+from interp.train import compile_only as compile_lib
+from interp.train import loop
+from interp.train import metrics as metrics_lib
+from interp.train import run_folder
+from interp.train import state as state_lib
+from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
+                                     Checkpointer, read_latest)
+from interp.train.optim import OptimizerConfig
+
+
+class Store(Protocol):
+  """What the trainer reads: `batch(step)` [batch_size, d_in], a pure function of the step."""
+  d_in: int
+
+  def batch(self, step: int) -> jax.Array: ...
+
+  def sample(self, n: int) -> np.ndarray: ...
+
+  def describe(self) -> dict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSAEConfig:
+  """Attributes:
+    workdir: the run folder.
+    sae: the dictionary (`interp.sae.config.SAEConfig`).
+    batch_size: activations per step (global); a multiple of the data axis.
+    num_steps: total updates.
+    seed: dictionary init (the store has its own data seed).
+    mesh: `--mesh` spec; `model` shards the latents.
+    log_every: metrics fetched, checked for NaN/Inf and written every this many steps.
+    init_sample: activations read before training for the input scale and the geometric median.
+    optimizer, checkpoint: as for every run.
+  """
+
+  workdir: str
+  sae: SAEConfig
+  batch_size: int = 4096
+  num_steps: int = 1000
+  seed: int = 0
+  mesh: str = "data:-1,model:1"
+  log_every: int = 50
+  init_sample: int = 4096
+  optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, warmup_steps=50, grad_clip=0.0)
+  checkpoint: CheckpointConfig = CheckpointConfig()
+
+  def __post_init__(self):
+    mesh_lib.MeshConfig.parse(self.mesh)
+    for name in ("batch_size", "num_steps", "log_every", "init_sample"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+    if self.sae.activation.value == "batchtopk" and self.sae.k * self.batch_size > 2**31 - 1:
+      raise ValueError("--k times --batch_size overflows the BatchTopK selection")
+
+  def to_dict(self) -> dict:
+    out = dataclasses.asdict(self)
+    out["sae"] = self.sae.to_dict()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def _latent_axis(name: str) -> int | None:
+  axes = dic.PARAM_AXES[name]
+  return axes.index("latent") if "latent" in axes else None
+
+
+def _where_latent(dead: jax.Array, name: str, new, old):
+  axis = _latent_axis(name)
+  if axis is None:
+    return old
+  shape = [1] * old.ndim
+  shape[axis] = -1
+  return jnp.where(dead.reshape(shape), new, old)
+
+
+def resample(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array, key: jax.Array):
+  """Bricken resampling: each dead latent gets a new direction, an input drawn with probability
+  proportional to its squared reconstruction error, as decoder row and (scaled to 0.2 x the mean
+  alive encoder norm) encoder column; its biases go to zero. Returns (trainable, dead mask)."""
+  params = {**trainable, **buffers}
+  dead = buffers["fired_ago"] >= cfg.dead_steps
+  x_n = x * buffers["norm_scale"]
+  err = jnp.sum((x_n - dic.reconstruct(cfg, params, x) * buffers["norm_scale"]) ** 2, -1)
+  rows = jax.random.categorical(key, jnp.log(err ** 2 + 1e-30), shape=(cfg.d_sae,))
+  dirs = x_n[rows] - trainable["b_dec"]
+  dirs = dirs / jnp.maximum(jnp.linalg.norm(dirs, axis=-1, keepdims=True), 1e-8)
+  enc_norm = jnp.linalg.norm(trainable["W_enc"], axis=0)
+  alive_norm = jnp.sum(jnp.where(dead, 0.0, enc_norm)) / jnp.maximum(jnp.sum(~dead), 1)
+  new = {"W_dec": dirs, "W_enc": dirs.T * 0.2 * alive_norm}
+  out = {}
+  for name, value in trainable.items():
+    fresh = new.get(name, jnp.zeros_like(value))
+    out[name] = _where_latent(dead, name, fresh, value)
+  return out, dead
+
+
+def _reset_moments(optimizer, opt_state, trainable, dead):
+  """Zeroes Adam's moments of the resampled latents."""
+  names = jax.tree.map(lambda _: None, trainable)
+  names = {k: k for k in names}
+  return optax.tree_map_params(
+      optimizer, lambda leaf, name: _where_latent(dead, name, jnp.zeros_like(leaf), leaf),
+      opt_state, names, transform_non_params=lambda x: x)
+
+
+def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation):
+  """The pure train step (state, batch [B, d_in]) -> (state, metrics)."""
+  def step(state: state_lib.TrainState, batch: jax.Array):
+    trainable, buffers = dic.split(state.params)
+    (loss, (metrics, buffers)), grads = jax.value_and_grad(
+        functools.partial(dic.loss, cfg), has_aux=True)(trainable, buffers, batch)
+    grads = dic.project_grads(cfg, grads, trainable)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+    trainable = dic.renormalise(cfg, optax.apply_updates(trainable, updates))
+    if cfg.dead_mitigation == DeadMitigation.RESAMPLE:
+      due = (state.step + 1) % cfg.resample_every == 0
+
+      def do(args):
+        trainable, buffers, opt_state = args
+        key = jax.random.fold_in(jax.random.key(0), state.step)
+        trainable, dead = resample(cfg, trainable, buffers, batch, key)
+        opt_state = _reset_moments(optimizer, opt_state, trainable, dead)
+        return trainable, dict(buffers, fired_ago=jnp.where(dead, 0, buffers["fired_ago"])), \
+            opt_state
+
+      trainable, buffers, opt_state = jax.lax.cond(due, do, lambda a: a,
+                                                   (trainable, buffers, opt_state))
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+    return state_lib.TrainState(step=state.step + 1, params={**trainable, **buffers},
+                                opt_state=opt_state), metrics
+  return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs: init, step, restore target — for one dictionary, optimizer and mesh
+
+
+class Programs(NamedTuple):
+  init: Callable          # jitted (key, sample) -> TrainState in its shardings
+  step: Callable          # jitted donating (state, batch) -> (state, metrics)
+  target: state_lib.TrainState
+  batch: jax.sharding.Sharding
+
+
+def _init_fn(cfg: SAEConfig, optimizer):
+  def init(key, sample):
+    params = dic.init(cfg, key, sample)
+    trainable, _ = dic.split(params)
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                opt_state=optimizer.init(trainable))
+  return init
+
+
+@functools.lru_cache(maxsize=8)
+def programs(cfg: SAEConfig, optim: OptimizerConfig, mesh, init_sample: int = 8) -> Programs:
+  """Compiled init and step (memoised per shapes, so sweeps and tests reuse them)."""
+  optimizer = optim.build()
+  init = _init_fn(cfg, optimizer)
+  key = jax.random.key(0)
+  sample = jax.ShapeDtypeStruct((init_sample, cfg.d_in), jnp.float32)
+  abstract = jax.eval_shape(init, key, sample)
+  param_sh = mesh_lib.param_shardings(mesh, dic.param_axes(abstract.params), abstract.params,
+                                      shd.PARAM_RULES)
+  trainable_sh, _ = dic.split(param_sh)
+  trainable_abs, _ = dic.split(abstract.params)
+  state_sh = state_lib.shardings(optimizer, trainable_abs, trainable_sh, mesh)
+  state_sh = state_lib.TrainState(step=state_sh.step, params=param_sh,
+                                  opt_state=state_sh.opt_state)
+  batch_sh = mesh_lib.batch_sharding(mesh)
+  replicated = shd.replicated(mesh)
+
+  def step_fn(state, batch):
+    with shd.activation_rules(mesh, shd.ACT_RULES):
+      return make_step(cfg, optimizer)(state, batch)
+
+  return Programs(
+      init=jax.jit(init, in_shardings=(replicated, replicated), out_shardings=state_sh),
+      step=loop.compile_step(step_fn, state_sh, batch_sh),
+      target=state_lib.abstract(init, state_sh, key, sample),
+      batch=batch_sh)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run
+
+
+def _check_sae_config(workdir: str, cfg: SAEConfig) -> None:
+  changes = run_folder.config_changes(workdir, "sae_config.json", cfg.to_dict())
+  if changes:
+    raise CheckpointMismatchError(
+        f"--workdir={workdir} holds a dictionary with another config "
+        f"({os.path.join(workdir, 'sae_config.json')}): {', '.join(changes)}. Use a new "
+        f"--workdir, or the original flags.")
+
+
+def train_sae(config: TrainSAEConfig, store: Store) -> tuple[dict, dict]:
+  """Trains (or resumes) the dictionary in `config.workdir` on `store`'s activations.
+
+  Returns:
+    (results, params): results has status, step, the final logged metrics and wall time;
+    params are the trained dictionary (sharded arrays, buffers included).
+  """
+  start_time = time.time()
+  cfg = config.sae
+  if store.d_in != cfg.d_in:
+    raise ValueError(f"--d_in={cfg.d_in} but the activations at the hook site are "
+                     f"{store.d_in} wide")
+  mesh = mesh_lib.make_mesh(config.mesh)
+  workdir = os.path.abspath(config.workdir)
+  _check_sae_config(workdir, cfg)
+  sources.check_batch_size(config.batch_size, mesh)
+  progs = programs(cfg, config.optimizer, mesh, config.init_sample)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
+  try:
+    restored = ckpt.restore(progs.target)
+  except BaseException:
+    ckpt.close()
+    raise
+  if restored is None:
+    sample = np.asarray(store.sample(config.init_sample), np.float32)
+    if not np.all(np.isfinite(sample)):
+      ckpt.close()
+      raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
+                               f"NaN or Inf; cannot initialise the dictionary")
+    state = progs.init(jax.random.key(config.seed), sample)
+  else:
+    state, position = restored
+    if position.get("step") != int(state.step):
+      raise RuntimeError(f"checkpoint data position {position} does not match step "
+                         f"{int(state.step)}")
+  start = int(state.step)
+  if jax.process_index() == 0:
+    run_folder.record_flags(workdir, config.to_dict())
+    run_folder.write_json(workdir, "sae_config.json", cfg.to_dict())
+    run_folder.write_json(workdir, "data.json", store.describe())
+  logging.info("%s SAE training at step %d of %d on mesh %s",
+               "resuming" if restored else "starting", start, config.num_steps,
+               dict(mesh.shape))
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  writer.truncate_after(start)
+  metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)
+  position = lambda s: {"step": s, "data": store.describe(), "seed": config.seed}
+  hooks = [metrics_hook, CheckpointHook(ckpt, config.num_steps, position)]
+  state, stopped = loop.run(progs.step, state, store.batch, config.num_steps, hooks)
+  results = {"status": "preempted" if stopped else "completed", "step": int(state.step),
+             "wall_s": round(time.time() - start_time, 3),
+             "final": metrics_hook.last or run_folder.last_row(writer.path)}
+  if jax.process_index() == 0 and not stopped:
+    run_folder.write_json(workdir, "results.json", results)
+  return results, state.params
+
+
+def compile_only(config: TrainSAEConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
+                 capacity_name: str = "TPU v5p HBM") -> compile_lib.MemoryReport:
+  """Lowers and compiles the SAE step for `config.mesh`; reports per-device memory. Nothing
+  is allocated or trained (plan pods with XLA_FLAGS=--xla_force_host_platform_device_count=N)."""
+  mesh = mesh_lib.make_mesh(config.mesh)
+  sources.check_batch_size(config.batch_size, mesh)
+  progs = programs(config.sae, config.optimizer, mesh, config.init_sample)
+  batch = jax.ShapeDtypeStruct((config.batch_size, config.sae.d_in), jnp.float32,
+                               sharding=progs.batch)
+  return compile_lib.compile_and_report(progs.step, progs.target, batch,
+                                        capacity_gb=capacity_gb, capacity_name=capacity_name)
+
+
+def load_params(workdir: str) -> tuple[SAEConfig, dict[str, Any]]:
+  """The dictionary of a run folder's newest checkpoint, as host arrays, with its config."""
+  with open(os.path.join(workdir, "sae_config.json")) as f:
+    cfg = SAEConfig.from_dict(json.load(f))
+  _, state, _ = read_latest(os.path.join(workdir, "checkpoints"))
+  return cfg, state["params"]
