@@ -1,0 +1,485 @@
+"""How good a dictionary is on a model: reconstruction, spliced-in loss, densities, top contexts.
+
+Vocabulary (beyond `interp.sae.config`):
+  site          the hook whose activation x [b p ...] the dictionary reads; trailing axes are
+                flattened to d_in (attn.hook_z [b p h e] -> h * e).
+  evaluated     the tokens that count: every position of every sequence, less position 0 when
+                `exclude_bos` (a prepended BOS has an outlier activation no dictionary is trained
+                on; it is left unedited by every intervention and counted nowhere).
+  splice        the forward pass with x replaced by reconstruct(x) at evaluated positions;
+  zero / mean   ... replaced by 0 / by the mean of x over all evaluated tokens (a first pass).
+  CE            next-token cross-entropy of the logits at evaluated positions p < ctx - 1.
+  CE recovered  (CE_zero - CE_splice) / (CE_zero - CE_clean): 1 = as good as the model's own
+                activation, 0 = as bad as deleting it.
+  KL            KL(clean || intervention) of the next-token distributions, per evaluated token.
+  FVU           sum ||x - x_hat||^2 / sum ||x - mean x||^2 over evaluated tokens.
+  density       fraction of evaluated tokens on which a latent fires (act > 0); dead: never;
+                ultra-low: fires, but on fewer than `ultra_low_density` of the tokens.
+
+One jitted step per batch of sequences runs the clean, spliced and ablated forwards and returns
+sums (accumulated in float64 on the host) and a running top-M per latent, merged on device with
+`lax.top_k`, so no activations are stored. Top contexts of the chosen latents are then
+recomputed from the few sequences they live in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from interp.models import sharded, transformer
+from interp.models.config import TransformerConfig
+from interp.models.hooks import Hooks, check_names, hook_shapes
+from interp.parallel import mesh as mesh_lib
+from interp.parallel import sharding as shd
+from interp.sae import dictionary as dic
+from interp.sae.config import SAEConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Attributes:
+    batch_size: sequences per jitted step (a multiple of the mesh's data axis).
+    exclude_bos: leave position 0 out of everything (models that prepend a BOS).
+    mean_ablation: also splice in the mean activation (one extra forward pass per batch).
+    ultra_low_density: the density below which a (live) latent is ultra-low.
+    density_bins, density_range: the log10-density histogram.
+    dashboard_latents: latents with top contexts, the densest first (-1: all, 0: none).
+    top_m: contexts kept per latent.
+    context_before, context_after: tokens shown either side of the top-activating token.
+  """
+
+  batch_size: int = 32
+  exclude_bos: bool = True
+  mean_ablation: bool = True
+  ultra_low_density: float = 1e-5
+  density_bins: int = 56
+  density_range: tuple[float, float] = (-7.0, 0.0)
+  dashboard_latents: int = 64
+  top_m: int = 10
+  context_before: int = 8
+  context_after: int = 2
+
+  def __post_init__(self):
+    if self.batch_size <= 0 or self.top_m < 0 or self.density_bins <= 0:
+      raise ValueError(f"batch_size ({self.batch_size}) and density_bins ({self.density_bins}) "
+                       f"must be positive, top_m ({self.top_m}) non-negative")
+    if self.context_before < 0 or self.context_after < 0 or self.dashboard_latents < -1:
+      raise ValueError("context_before/after must be >= 0 and dashboard_latents >= -1")
+    if not self.density_range[0] < self.density_range[1]:
+      raise ValueError(f"density_range {self.density_range} must increase")
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """What `evaluate` measured.
+
+  Attributes:
+    metrics: flat {name: float} (JSON-able), see `evaluate`.
+    density: [d_sae] firing frequency of each latent.
+    histogram: {"edges": [bins + 1] log10 density, "counts": [bins] live latents, "dead": int}.
+    top_values, top_index: [d_sae, top_m] each latent's largest activations and the flat token
+      index (sequence * ctx + position) they occurred at; -inf / -1 where there were fewer.
+    dashboard: one dict per chosen latent with its top contexts (see `write_dashboard_data`).
+    meta: site, dictionary config and token counts.
+  """
+
+  metrics: dict
+  density: np.ndarray
+  histogram: dict
+  top_values: np.ndarray
+  top_index: np.ndarray
+  dashboard: list
+  meta: dict
+
+  def to_json(self) -> dict:
+    """Metrics and histogram as plain JSON (dashboard data goes to its own file)."""
+    return {**self.meta, "metrics": self.metrics,
+            "histogram": {k: np.asarray(v).tolist() for k, v in self.histogram.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces of the step (tested on their own)
+
+
+def activation_sums(x: jax.Array, x_hat: jax.Array, acts: jax.Array, mask: jax.Array) -> dict:
+  """Sums over the tokens where `mask` [n] holds, of inputs x, reconstructions x_hat [n, d_in] and
+  activations acts [n, d_sae]: the counts, errors and moments the metrics are built from."""
+  m = mask.astype(jnp.float32)
+  n = m.sum()
+  mean = (m[:, None] * x).sum(0) / jnp.maximum(n, 1.0)
+  norm_x = jnp.linalg.norm(x, axis=-1)
+  norm_h = jnp.linalg.norm(x_hat, axis=-1)
+  fired = (acts > 0) & mask[:, None]
+  return {
+      "n": n,
+      "sse": jnp.sum(m * jnp.sum((x - x_hat) ** 2, -1)),
+      "mean": mean,
+      "m2": jnp.sum(m * jnp.sum((x - mean) ** 2, -1)),
+      "cos": jnp.sum(m * jnp.sum(x * x_hat, -1) / jnp.maximum(norm_x * norm_h, 1e-12)),
+      "l2_ratio": jnp.sum(m * norm_h / jnp.maximum(norm_x, 1e-12)),
+      "l0": jnp.sum(fired.astype(jnp.float32)),
+      "fired": jnp.sum(fired.astype(jnp.int32), 0),
+  }
+
+
+def top_update(values: jax.Array, index: jax.Array, acts: jax.Array, mask: jax.Array,
+               offset: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Merges one batch into the running top-M per latent.
+
+  Args:
+    values, index: [d_sae, M] the running top activations and their flat token indices.
+    acts: [n, d_sae] this batch's activations; mask: [n] tokens that count.
+    offset: flat index of this batch's first token.
+  Returns:
+    The new (values, index), each latent's M largest, in decreasing order.
+  """
+  m = values.shape[1]
+  masked = jnp.where(mask[:, None], acts, -jnp.inf).T                    # [d_sae, n]
+  v_b, i_b = jax.lax.top_k(masked, min(m, masked.shape[1]))
+  v = jnp.concatenate([values, v_b], 1)
+  i = jnp.concatenate([index, offset + i_b.astype(index.dtype)], 1)
+  v, pick = jax.lax.top_k(v, m)
+  return v, jnp.take_along_axis(i, pick, 1)
+
+
+def _nll_kl(logits_clean, logits, tokens, pred_mask, tok_mask):
+  """(sum of next-token NLL over pred_mask [b p-1], sum of KL(clean || logits) over tok_mask)."""
+  logp = jax.nn.log_softmax(logits, -1)
+  logq = jax.nn.log_softmax(logits_clean, -1)
+  nll = -jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+  kl = jnp.sum(jnp.exp(logq) * (logq - logp), -1)
+  return jnp.sum(nll * pred_mask), jnp.sum(kl * tok_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitted programs
+
+
+def _masks(valid, p, start):
+  pos_ok = jnp.arange(p) >= start
+  tok_mask = valid[:, None] & pos_ok[None, :]
+  return pos_ok, tok_mask
+
+
+def _site_input(cfg, params, tokens, site):
+  logits, cache = transformer.forward(cfg, params, tokens, Hooks(capture=(site,)))
+  x = cache[site]
+  return logits, x.reshape(x.shape[0], x.shape[1], -1).astype(jnp.float32)
+
+
+def _replace(value, pos_ok):
+  """An edit writing `value` [b p d_in] (flattened site) at evaluated positions."""
+  def edit(a):
+    sel = pos_ok.reshape((1, -1) + (1,) * (a.ndim - 2))
+    return jnp.where(sel, value.reshape(a.shape).astype(a.dtype), a)
+  return edit
+
+
+def _programs(model_cfg, sae_cfg, site, config, mesh, model_sh, sae_sh):
+  """(mean_fn, step_fn, acts_fn), jitted plainly or with in/out shardings over `mesh`."""
+  flat = lambda tree: (None, ()) if tree is None else (jax.tree.structure(tree),
+                                                        tuple(jax.tree.leaves(tree)))
+  return _compiled(model_cfg, sae_cfg, site, config, mesh, *flat(model_sh), *flat(sae_sh))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(model_cfg, sae_cfg, site, config, mesh, model_def, model_leaves, sae_def,
+              sae_leaves):
+  """`_programs`, memoised (shardings flattened to hashables), so repeated evaluations of one
+  model, dictionary shape and config compile once."""
+  model_sh = None if model_def is None else jax.tree.unflatten(model_def, model_leaves)
+  sae_sh = None if sae_def is None else jax.tree.unflatten(sae_def, sae_leaves)
+  start = int(config.exclude_bos)
+
+  def ctx():
+    return shd.activation_rules(mesh, shd.ACT_RULES)
+
+  def mean_fn(params, tokens, valid):
+    with ctx():
+      _, x = _site_input(model_cfg, params, tokens, site)
+      _, tok_mask = _masks(valid, tokens.shape[1], start)
+      m = tok_mask.astype(jnp.float32)[..., None]
+      return jnp.sum(m * x, (0, 1)), jnp.sum(m)
+
+  def step_fn(params, sae, tokens, valid, mean, top_v, top_i, offset):
+    with ctx():
+      b, p = tokens.shape
+      pos_ok, tok_mask = _masks(valid, p, start)
+      pred_mask = tok_mask[:, :-1].astype(jnp.float32)
+      logits, x = _site_input(model_cfg, params, tokens, site)
+      acts = dic.encode(sae_cfg, sae, x)
+      x_hat = dic.reconstruct(sae_cfg, sae, x)
+      flat_mask = tok_mask.reshape(-1)
+      out = activation_sums(x.reshape(b * p, -1), x_hat.reshape(b * p, -1),
+                            acts.reshape(b * p, -1), flat_mask)
+      out["n_pred"] = jnp.sum(pred_mask)
+      f_mask = tok_mask.astype(jnp.float32)
+      out["nll_clean"], _ = _nll_kl(logits, logits, tokens, pred_mask, f_mask)
+      # Nothing upstream of the site changes, so the edit `reconstruct(x)` at the site writes
+      # exactly this x_hat; computing it once keeps one encoder pass per batch.
+      runs = {"spliced": x_hat, "zero": jnp.zeros_like(x)}
+      if config.mean_ablation:
+        runs["mean"] = jnp.broadcast_to(mean, x.shape)
+      for name, value in runs.items():
+        edited, _ = transformer.forward(model_cfg, params, tokens,
+                                        Hooks(edits={site: _replace(value, pos_ok)}))
+        out["nll_" + name], out["kl_" + name] = _nll_kl(logits, edited, tokens, pred_mask, f_mask)
+      if top_v.shape[1]:
+        top_v, top_i = top_update(top_v, top_i, acts.reshape(b * p, -1), flat_mask, offset)
+      return out, top_v, top_i
+
+  def acts_fn(params, sae, tokens, latents):
+    with ctx():
+      _, x = _site_input(model_cfg, params, tokens, site)
+      return jnp.take(dic.encode(sae_cfg, sae, x), latents, axis=-1)
+
+  if mesh is None:
+    return jax.jit(mean_fn), jax.jit(step_fn, donate_argnums=(5, 6)), jax.jit(acts_fn)
+  rep, rows = shd.replicated(mesh), NamedSharding(mesh, P("data"))
+  lat = NamedSharding(mesh, P("model", None))
+  return (jax.jit(mean_fn, in_shardings=(model_sh, rows, rows), out_shardings=rep),
+          jax.jit(step_fn, in_shardings=(model_sh, sae_sh, rows, rows, rep, lat, lat, rep),
+                  out_shardings=(rep, lat, lat), donate_argnums=(5, 6)),
+          jax.jit(acts_fn, in_shardings=(model_sh, sae_sh, rows, rep), out_shardings=rep))
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+
+
+def _token_array(tokens, vocab_size: int) -> np.ndarray:
+  if isinstance(tokens, (np.ndarray, jax.Array)):
+    arr = np.asarray(tokens)
+  else:
+    arr = np.concatenate([np.asarray(t) for t in tokens], 0)
+  if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.shape[0] == 0:
+    raise ValueError(f"tokens must be non-empty integer batches [n, ctx], got {arr.dtype} "
+                     f"{arr.shape}")
+  if arr.min() < 0 or arr.max() >= vocab_size:
+    raise ValueError(f"token ids lie in [{arr.min()}, {arr.max()}], outside the model's "
+                     f"vocabulary [0, {vocab_size})")
+  if arr.size >= 2**31:
+    raise ValueError(f"{arr.size} tokens: evaluate at most 2**31 - 1 at a time")
+  return arr.astype(np.int32)
+
+
+def _chunks(arr: np.ndarray, batch_size: int):
+  """(start row, padded tokens [batch_size, ctx], valid rows mask)."""
+  for s in range(0, arr.shape[0], batch_size):
+    chunk = arr[s:s + batch_size]
+    valid = np.arange(batch_size) < chunk.shape[0]
+    pad = np.zeros((batch_size - chunk.shape[0], arr.shape[1]), np.int32)
+    yield s, np.concatenate([chunk, pad], 0), valid
+
+
+def _merge_moments(parts) -> tuple[float, np.ndarray, float]:
+  """Chan et al.'s pairwise merge of (n, mean, M2) in float64: n, mean, total M2."""
+  n, mean, m2 = 0.0, None, 0.0
+  for nb, mb, m2b in parts:
+    nb, mb, m2b = float(nb), np.asarray(mb, np.float64), float(m2b)
+    if nb == 0:
+      continue
+    if mean is None:
+      n, mean, m2 = nb, mb, m2b
+      continue
+    delta = mb - mean
+    total = n + nb
+    m2 += m2b + float(delta @ delta) * n * nb / total
+    mean = mean + delta * nb / total
+    n = total
+  return n, mean, m2
+
+
+def density_histogram(density: np.ndarray, bins: int = 56,
+                      log10_range: tuple[float, float] = (-7.0, 0.0)) -> dict:
+  """Histogram of log10 densities of the live latents (values outside the range are clipped
+  into the end bins); dead latents are counted apart, as their log density is -inf."""
+  density = np.asarray(density, np.float64)
+  alive = density > 0
+  edges = np.linspace(log10_range[0], log10_range[1], bins + 1)
+  logd = np.clip(np.log10(density[alive]), edges[0], edges[-1])
+  counts, _ = np.histogram(logd, edges)
+  return {"edges": edges, "counts": counts.astype(np.int64), "dead": int((~alive).sum())}
+
+
+def density_figure(histogram: dict, title: str = "latent density"):
+  """A matplotlib Figure of `density_histogram` output (no pyplot state; save with savefig)."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(6, 3.5), layout="constrained")
+  ax = fig.subplots()
+  edges, counts = np.asarray(histogram["edges"]), np.asarray(histogram["counts"])
+  ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue")
+  ax.set_xlabel("log10 density (fraction of tokens a latent fires on)")
+  ax.set_ylabel("latents")
+  ax.set_title(f"{title} ({histogram['dead']} dead, not shown)")
+  return fig
+
+
+def density_metrics(fired: np.ndarray, n_tokens: float, ultra_low: float = 1e-5) -> dict:
+  """Dead and ultra-low-density fractions from per-latent firing counts over `n_tokens` tokens.
+
+  Returns:
+    dead_fraction (never fired), ultra_low_density_fraction (fired, but with density below
+    `ultra_low`; disjoint from dead), mean_log10_density (over live latents).
+  """
+  fired = np.asarray(fired)
+  density = fired / max(float(n_tokens), 1.0)
+  alive = fired > 0
+  return {"dead_fraction": float(np.mean(~alive)),
+          "ultra_low_density_fraction": float(np.mean(alive & (density < ultra_low))),
+          "mean_log10_density": (float(np.mean(np.log10(density[alive]))) if np.any(alive)
+                                 else float("nan"))}
+
+
+def _ratio(num: float, den: float) -> float:
+  return num / den if den else float("nan")
+
+
+def _metrics(parts: list[dict], config: EvalConfig) -> tuple[dict, np.ndarray]:
+  total = lambda key: float(sum(np.asarray(p[key], np.float64) for p in parts))
+  n, _, m2 = _merge_moments((p["n"], p["mean"], p["m2"]) for p in parts)
+  n_pred = total("n_pred")
+  fired = sum(np.asarray(p["fired"], np.int64) for p in parts)
+  density = fired / max(n, 1.0)
+  ce = {k: _ratio(total("nll_" + k), n_pred)
+        for k in ("clean", "spliced", "zero") + (("mean",) if config.mean_ablation else ())}
+  metrics = {
+      "n_tokens": n, "n_predictions": n_pred,
+      "l0": _ratio(total("l0"), n), "mse": _ratio(total("sse"), n),
+      "fvu": _ratio(total("sse"), m2), "cosine": _ratio(total("cos"), n),
+      "l2_ratio": _ratio(total("l2_ratio"), n),
+      "ce_clean": ce["clean"], "ce_spliced": ce["spliced"], "ce_zero": ce["zero"],
+      "ce_loss_recovered": _ratio(ce["zero"] - ce["spliced"], ce["zero"] - ce["clean"]),
+      "kl_spliced": _ratio(total("kl_spliced"), n), "kl_zero": _ratio(total("kl_zero"), n),
+      **density_metrics(fired, n, config.ultra_low_density),
+  }
+  if config.mean_ablation:
+    metrics.update(ce_mean=ce["mean"], kl_mean=_ratio(total("kl_mean"), n),
+                   ce_loss_recovered_mean_ablation=_ratio(ce["mean"] - ce["spliced"],
+                                                          ce["mean"] - ce["clean"]))
+  return metrics, density
+
+
+def _dashboard(arr, density, top_v, top_i, acts_fn, model_params, sae_params, config,
+               decode) -> list[dict]:
+  """Top contexts of the densest latents, activations recomputed on their sequences only."""
+  p = arr.shape[1]
+  order = [int(i) for i in np.argsort(-density, kind="stable") if density[i] > 0]
+  if config.dashboard_latents >= 0:
+    order = order[:config.dashboard_latents]
+  if not order or top_v.shape[1] == 0:
+    return []
+  seqs = sorted({int(i) // p for lat in order for i, v in zip(top_i[lat], top_v[lat]) if v > 0})
+  row_of = {s: r for r, s in enumerate(seqs)}
+  latents = jnp.asarray(order, jnp.int32)
+  acts = np.concatenate([np.asarray(acts_fn(model_params, sae_params, jnp.asarray(tok), latents))
+                         [valid] for _, tok, valid in _chunks(arr[seqs], config.batch_size)], 0)
+  start = int(config.exclude_bos)
+  out = []
+  for j, lat in enumerate(order):
+    contexts = []
+    for value, index in zip(top_v[lat], top_i[lat]):
+      if not value > 0:
+        continue
+      s, pos = divmod(int(index), p)
+      lo, hi = max(start, pos - config.context_before), min(p, pos + config.context_after + 1)
+      window = arr[s, lo:hi].tolist()
+      ctx = {"sequence": s, "position": pos, "activation": float(value), "window_start": lo,
+             "tokens": window, "acts": acts[row_of[s], lo:hi, j].astype(float).tolist()}
+      if decode is not None:
+        ctx["text"] = decode(window)
+        ctx["token_strs"] = [decode([t]) for t in window]
+      contexts.append(ctx)
+    out.append({"latent": lat, "density": float(density[lat]),
+                "max_activation": float(top_v[lat, 0]), "contexts": contexts})
+  return out
+
+
+def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAEConfig,
+             sae_params: dict, tokens: np.ndarray | jax.Array | Iterable,
+             config: EvalConfig = EvalConfig(), *, mesh: Mesh | None = None,
+             decode: Callable[[Sequence[int]], str] | None = None) -> Evaluation:
+  """Evaluates a dictionary reading `site` of a model on token sequences.
+
+  Args:
+    model_cfg, model_params: the model (placed on `mesh` here when one is given).
+    site: the hook name the dictionary reads.
+    sae_cfg, sae_params: the dictionary (`interp.sae.dictionary` params with buffers).
+    tokens: int [n, ctx] sequences, or an iterable of such batches (any sizes).
+    config: batching, BOS handling and what to collect.
+    mesh: run sharded (tokens over `data`, latents over `model`); None = plain jit.
+    decode: token ids -> text; adds text to the dashboard contexts.
+  Returns:
+    An `Evaluation`. metrics: n_tokens, n_predictions, l0, mse (mean ||x - x_hat||^2 per token,
+    raw units), fvu, cosine (mean cos(x, x_hat)), l2_ratio (mean ||x_hat|| / ||x||), ce_clean,
+    ce_spliced, ce_zero, ce_loss_recovered, kl_spliced, kl_zero, dead_fraction,
+    ultra_low_density_fraction, mean_log10_density (live latents), and with `mean_ablation`
+    ce_mean, kl_mean, ce_loss_recovered_mean_ablation.
+  """
+  check_names(model_cfg, [site], "SAE site")
+  width = math.prod(hook_shapes(model_cfg, 1, 1)[site][2:])
+  if width != sae_cfg.d_in:
+    raise ValueError(f"the dictionary reads d_in={sae_cfg.d_in}, but {site} is {width} wide")
+  arr = _token_array(tokens, model_cfg.vocab_size)
+  if arr.shape[1] < 2 + config.exclude_bos:
+    raise ValueError(f"sequences of {arr.shape[1]} tokens leave no next-token predictions")
+  model_sh = sae_sh = None
+  if mesh is not None:
+    if config.batch_size % mesh.shape["data"]:
+      raise ValueError(f"batch_size={config.batch_size} is not divisible by the mesh's data axis "
+                       f"({mesh.shape['data']})")
+    model_params, model_sh = sharded.place(model_cfg, model_params, mesh)
+    sae_params, sae_sh = mesh_lib.put_params(sae_params, dic.param_axes(sae_params), mesh)
+  mean_fn, step_fn, acts_fn = _programs(model_cfg, sae_cfg, site, config, mesh, model_sh, sae_sh)
+
+  mean = jnp.zeros((sae_cfg.d_in,), jnp.float32)
+  if config.mean_ablation:
+    sums = [mean_fn(model_params, jnp.asarray(tok), jnp.asarray(valid))
+            for _, tok, valid in _chunks(arr, config.batch_size)]
+    total = sum(np.asarray(s, np.float64) for s, _ in sums)
+    mean = jnp.asarray(total / max(sum(float(c) for _, c in sums), 1.0), jnp.float32)
+
+  m = config.top_m if config.dashboard_latents else 0
+  top_v = jnp.full((sae_cfg.d_sae, m), -jnp.inf, jnp.float32)
+  top_i = jnp.full((sae_cfg.d_sae, m), -1, jnp.int32)
+  parts = []
+  for s, tok, valid in _chunks(arr, config.batch_size):
+    out, top_v, top_i = step_fn(model_params, sae_params, jnp.asarray(tok), jnp.asarray(valid),
+                                mean, top_v, top_i, jnp.int32(s * arr.shape[1]))
+    parts.append(out)
+  parts = jax.device_get(parts)
+  metrics, density = _metrics(parts, config)
+  top_v, top_i = np.asarray(top_v), np.asarray(top_i)
+  dashboard = _dashboard(arr, density, top_v, top_i, acts_fn, model_params, sae_params, config,
+                         decode)
+  histogram = density_histogram(density, config.density_bins, config.density_range)
+  meta = {"site": site, "sae": sae_cfg.to_dict(), "n_sequences": int(arr.shape[0]),
+          "context_length": int(arr.shape[1]), "exclude_bos": config.exclude_bos}
+  return Evaluation(metrics=metrics, density=density, histogram=histogram, top_values=top_v,
+                    top_index=top_i, dashboard=dashboard, meta=meta)
+
+
+def write_dashboard_data(path: str, evaluation: Evaluation) -> str:
+  """Writes the top-context data a latent dashboard shows, as JSON, atomically.
+
+  The file: {site, sae, n_sequences, context_length, exclude_bos, metrics, latents: [{latent,
+  density, max_activation, contexts: [{sequence, position, activation, window_start, tokens,
+  acts (per token of the window), text and token_strs (when decoded)}]}]}.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  value = {**evaluation.meta, "metrics": evaluation.metrics, "latents": evaluation.dashboard}
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f)
+  os.replace(tmp, path)
+  return path
