@@ -1,0 +1,201 @@
+"""A whole SAE experiment: activations -> trained dictionary -> evaluation, files and figures.
+
+The library behind `experiments/train_sae.py`. The run folder holds what `interp.sae.train`
+writes (flags.json, sae_config.json, data.json, metrics.jsonl, checkpoints/) and, at the end:
+  results.json        training status + final L0, FVU, CE loss recovered, dead fraction, ...
+  eval.json           every evaluation metric and the log-density histogram
+  dashboard.json      top-activating contexts of the densest latents (dashboard data)
+  density.png         the log10 latent-density histogram
+  saelens/            the dictionary in SAELens's format (sae_weights.safetensors + cfg.json)
+
+Activation sources (`--source`):
+  planted             synthetic activations from known sparse directions (no model)
+  gemma3_270m         Gemma 3 270M from its pip-installed GGUF, over `--data` tokenised by its
+                      SentencePiece tokenizer
+  gpt2:FOLDER         GPT-2 from a local Hugging Face folder (safetensors + tokenizer files)
+  toy:WORKDIR         the newest checkpoint of a `train_lm` run folder (byte tokens)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from interp.data import tokenized
+from interp.models import hooks, sharded
+from interp.models.config import TransformerConfig
+from interp.parallel import mesh as mesh_lib
+from interp.sae import evaluate as eval_lib
+from interp.sae import store as store_lib
+from interp.sae import synthetic
+from interp.sae import train as sae_train
+from interp.train import run_folder
+
+SOURCES = "planted | gemma3_270m | gpt2:FOLDER | toy:WORKDIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+  """Attributes:
+    source: where activations come from (see the module doc).
+    hook: the hook site the dictionary reads (model sources).
+    data: the token source (`corpus`, `files:GLOB`, `repeat:L`).
+    context_length: tokens per model sequence.
+    model_batch_size: sequences per forward pass (a multiple of the data axis).
+    buffer_batches: forward passes per shuffled refill of the buffer.
+    data_seed: token windows and shuffling (independent of the dictionary's init seed).
+    cache_dir: if set, activations are first cached there (`cache_tokens` of them) and the run
+      streams them back; a killed caching run resumes where it stopped.
+    cache_tokens: activations to cache.
+    planted_d, planted_features, planted_density: the synthetic source.
+    eval_sequences: held-out sequences for the evaluation (model sources; 0 = skip).
+  """
+
+  source: str = "gemma3_270m"
+  hook: str = "blocks.9.hook_resid_post"
+  data: str = "corpus"
+  context_length: int = 128
+  model_batch_size: int = 8
+  buffer_batches: int = 16
+  data_seed: int = 0
+  cache_dir: str = ""
+  cache_tokens: int = 0
+  planted_d: int = 64
+  planted_features: int = 256
+  planted_density: float = 1 / 64
+  eval_sequences: int = 32
+
+  def __post_init__(self):
+    kind = self.source.partition(":")[0]
+    if kind not in ("planted", "gemma3_270m", "gpt2", "toy"):
+      raise ValueError(f"--source={self.source!r}: expected {SOURCES}")
+    if kind in ("gpt2", "toy") and not self.source.partition(":")[2]:
+      raise ValueError(f"--source={self.source!r}: give the folder, e.g. {kind}:/path/to/run")
+    if self.cache_dir and self.cache_tokens <= 0:
+      raise ValueError(f"--cache_dir={self.cache_dir} needs --cache_tokens > 0")
+
+
+@dataclasses.dataclass
+class Model:
+  name: str
+  cfg: TransformerConfig
+  params: dict
+  tokenizer: object | None
+
+
+def load_model(source: str) -> Model:
+  """The model a `--source` names, on the host."""
+  kind, _, arg = source.partition(":")
+  if kind == "gemma3_270m":
+    from interp.models import gguf_loader, tokenizer_spm
+    path = gguf_loader.default_gemma_path()
+    cfg, params = gguf_loader.load_gemma3_gguf(path)
+    return Model("gemma3_270m", cfg, params, tokenizer_spm.SPMTokenizer.from_gguf(path))
+  if kind == "gpt2":
+    from interp.models import hf_loader, tokenizer_bpe
+    cfg, params = hf_loader.load_gpt2(arg)
+    return Model(f"gpt2:{arg}", cfg, params, tokenizer_bpe.BPETokenizer.from_folder(arg))
+  from interp.train.checkpoint import read_latest
+  with open(os.path.join(arg, "model_config.json")) as f:
+    cfg = TransformerConfig.from_dict(json.load(f))
+  _, state, _ = read_latest(os.path.join(arg, "checkpoints"))
+  return Model(f"toy:{arg}", cfg, state["params"], None)
+
+
+def model_config(source: str) -> TransformerConfig:
+  """The architecture a `--source` names, without loading its weights."""
+  kind, _, arg = source.partition(":")
+  if kind == "gemma3_270m":
+    from interp.models import gguf_loader
+    return gguf_loader.gemma3_config(gguf_loader.read_gguf(gguf_loader.default_gemma_path()))
+  name = "config.json" if kind == "gpt2" else "model_config.json"
+  with open(os.path.join(arg, name)) as f:
+    saved = json.load(f)
+  if kind == "gpt2":
+    from interp.models import hf_loader
+    return hf_loader.gpt2_config(saved)
+  return TransformerConfig.from_dict(saved)
+
+
+def site_width(src: SourceConfig) -> int:
+  """The width of the activations at `--hook` (what the dictionary reads)."""
+  cfg = model_config(src.source)
+  hooks.check_names(cfg, [src.hook], "--hook")
+  shape = hooks.hook_shapes(cfg, 1, 1)[src.hook]
+  return int(np.prod(shape[2:]))
+
+
+def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Store,
+                                                                   Model | None]:
+  """The activation store (and the model behind it, if any) for one run."""
+  if src.source == "planted":
+    features = synthetic.PlantedFeatures(src.planted_d, src.planted_features,
+                                         src.planted_density)
+    return synthetic.SyntheticStore(features, batch_size, mesh, src.data_seed), None
+  model = load_model(src.source)
+  params, shardings = sharded.place(model.cfg, model.params, mesh)
+  model.params = params
+  tokens = tokenized.make_source(src.data, model.tokenizer, model.cfg.vocab_size)
+  store = store_lib.ModelStore(
+      model.cfg, params, mesh, [src.hook], tokens, batch_size=batch_size,
+      context_length=src.context_length, model_batch_size=src.model_batch_size,
+      buffer_batches=src.buffer_batches, seed=src.data_seed, param_shardings=shardings,
+      model_name=model.name)
+  if src.cache_dir:
+    store_lib.cache_activations(store, src.cache_dir, src.cache_tokens)
+    store = store_lib.CachedStore(src.cache_dir, batch_size, mesh, src.data_seed)
+  return store, model
+
+
+def _eval_tokens(src: SourceConfig, model: Model) -> np.ndarray:
+  """Held-out sequences: token windows of a seed the training stream never uses."""
+  tokens = tokenized.make_source(src.data, model.tokenizer, model.cfg.vocab_size)
+  return tokens.batch(src.data_seed + 1_000_003, 0, src.eval_sequences, src.context_length)
+
+
+def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
+        eval_config: eval_lib.EvalConfig = eval_lib.EvalConfig()) -> dict:
+  """Trains (or resumes) the dictionary, then evaluates it and writes files and figures."""
+  mesh = mesh_lib.make_mesh(config.mesh)
+  store, model = build_store(src, config.batch_size, mesh)
+  results, params = sae_train.train_sae(config, store)
+  if results["status"] != "completed":
+    return results
+  params = jax.device_get(params)
+  workdir = os.path.abspath(config.workdir)
+  final = results["final"] or {}
+  summary = {k: final.get(k) for k in ("l0", "fvu", "mse", "dead")}
+  primary = jax.process_index() == 0
+  if model is not None and src.eval_sequences:
+    evaluation = eval_lib.evaluate(
+        model.cfg, model.params, src.hook, config.sae, params, _eval_tokens(src, model),
+        eval_config, decode=getattr(model.tokenizer, "decode", None))
+    m = evaluation.metrics
+    summary = {"l0": m["l0"], "fvu": m["fvu"], "mse": m["mse"], "cosine": m["cosine"],
+               "ce_loss_recovered": m["ce_loss_recovered"], "ce_clean": m["ce_clean"],
+               "ce_spliced": m["ce_spliced"], "ce_zero": m["ce_zero"],
+               "kl_spliced": m["kl_spliced"], "dead_fraction": m["dead_fraction"],
+               "ultra_low_density_fraction": m["ultra_low_density_fraction"]}
+    if primary:
+      run_folder.write_json(workdir, "eval.json", evaluation.to_json())
+      eval_lib.write_dashboard_data(os.path.join(workdir, "dashboard.json"), evaluation)
+      fig = eval_lib.density_figure(evaluation.histogram)
+      fig.savefig(os.path.join(workdir, "density.png"), dpi=120, bbox_inches="tight")
+  elif src.source == "planted":
+    features = store.features
+    cos = synthetic.max_cosine(features.directions(), params["W_dec"])
+    summary.update(mean_max_cosine=float(cos.mean()), dead_fraction=final.get("dead"))
+  if primary:
+    from interp.sae import saelens_format
+    saelens_format.save(config.sae, params, os.path.join(workdir, "saelens"),
+                        hook_name=src.hook if model is not None else "planted",
+                        model_name=model.name if model is not None else "")
+    results = dict(results, summary=summary, source=dataclasses.asdict(src))
+    run_folder.write_json(workdir, "results.json", results)
+  logging.info("SAE results: %s", summary)
+  return results
