@@ -92,6 +92,11 @@ def activation_rules(mesh: Mesh | None, rules: Rules = ACT_RULES):
     _ACTIVE.reset(token)
 
 
+def active() -> tuple[Mesh, Rules] | None:
+  """The (mesh, rules) of the enclosing `activation_rules` context, or None outside one."""
+  return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """Sharding constraint from logical axes; a no-op outside `activation_rules`.
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from interp.sae import sparse_sharded
 from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
 
 PARAM_AXES = {
@@ -236,7 +237,8 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
   a = cfg.activation
   if a == Activation.TOPK:
     lead = x_c.shape[:-1]
-    v, i = topk_encode(x_c.reshape(-1, cfg.d_in), params["W_enc"], params["b_enc"], cfg.k)
+    v, i = sparse_sharded.topk(x_c.reshape(-1, cfg.d_in), params["W_enc"], params["b_enc"],
+                               cfg.k, topk_encode)
     return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
   if a == Activation.GATED:
     pi_gate, mag = _gated_paths(params, x_c)
@@ -271,8 +273,10 @@ def _decode_n(params: dict, codes, upto: int | None = None) -> jax.Array:
   w = params["W_dec"]
   if isinstance(codes, Sparse):
     values = codes.values if upto is None else jnp.where(codes.indices < upto, codes.values, 0.)
-    return jnp.einsum("...k,...kd->...d", values, jnp.take(w, codes.indices, axis=0)) + \
-        params["b_dec"]
+    lead = values.shape[:-1]
+    flat = sparse_sharded.decode(values.reshape(-1, values.shape[-1]),
+                                 codes.indices.reshape(-1, values.shape[-1]), w)
+    return flat.reshape(*lead, w.shape[-1]) + params["b_dec"]
   if upto is not None:
     return codes[..., :upto] @ w[:upto] + params["b_dec"]
   return codes @ w + params["b_dec"]
@@ -320,14 +324,15 @@ def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Arra
                 dead: jax.Array) -> jax.Array:
   """AuxK (Gao et al.): reconstruct the main residual with the aux_k largest dead latents.
 
-  Computed (densely) only while some latent is dead, so healthy runs pay nothing for it.
+  Computed only while some latent is dead, so healthy runs pay nothing for it; the top k_aux of
+  the dead latents go through the same sparse (and shard-local) encoder and decoder as TopK.
   """
   def loss(_):
-    pre = x_c @ params["W_enc"] + params["b_enc"]
-    masked = jnp.where(dead, pre, -jnp.inf)
-    values, indices = jax.lax.top_k(masked, cfg.effective_aux_k)
-    values = jnp.where(jnp.isfinite(values), jax.nn.relu(values), 0.0)
-    e_hat = jnp.einsum("bk,bkd->bd", values, jnp.take(params["W_dec"], indices, axis=0))
+    # Live latents get a -inf bias: never selected, no gradient; the sparse paths as above.
+    b_dead = jnp.where(dead, params["b_enc"], -jnp.inf)
+    values, indices = sparse_sharded.topk(x_c, params["W_enc"], b_dead, cfg.effective_aux_k,
+                                          topk_encode)
+    e_hat = sparse_sharded.decode(values, indices, params["W_dec"])
     err = _sq_err(residual, e_hat)
     var = jnp.mean(jnp.sum((residual - residual.mean(0)) ** 2, -1))
     return jnp.nan_to_num(err / jnp.maximum(var, 1e-12))

@@ -1,0 +1,92 @@
+"""TopK encoding and sparse decoding when the latents are sharded over a mesh axis.
+
+Under plain `jit`, XLA's partitioner meets `lax.top_k` over a sharded latent axis by gathering
+the whole [batch, d_sae] pre-activations onto every device, and a row gather from the sharded
+decoder (or the scatter of its gradient) by replicating the [d_sae, d_in] matrix: 840 GB per
+device for a 34M-latent dictionary. Here both are written per shard with `shard_map`:
+
+  encode  each shard takes the top k of its own latents (the sparse-backward `topk_encode`),
+          and the top k of the k * n candidates (n shards) is kept: the same k latents as a
+          global top k, with only k * n values per token ever gathered.
+  decode  each shard adds the rows of the selected latents it holds; one psum over the latent
+          axis sums the shards' partial reconstructions.
+
+Autodiff goes through `shard_map`: gradients reach only the selected latents' rows on the shard
+that holds them. Without an active mesh (inside `interp.parallel.sharding.activation_rules`)
+or with an unsharded latent axis, the single-device functions run unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from interp.parallel import sharding as shd
+
+
+def _vary(x, axis):
+  if hasattr(jax.lax, "pcast"):  # jax >= 0.8 spelling
+    return jax.lax.pcast(x, axis, to="varying")
+  return jax.lax.pvary(x, axis)
+
+
+def _latent_mesh():
+  """(mesh, latent mesh axis, batch mesh axis) when latents are sharded, else None."""
+  active = shd.active()
+  if active is None:
+    return None
+  mesh, rules = active
+  table = dict(rules)
+  axis = table.get("latent")
+  if axis is None or mesh.shape[axis] == 1:
+    return None
+  return mesh, axis, table.get("batch")
+
+
+def topk(x_c: jax.Array, w_enc: jax.Array, b_enc: jax.Array, k: int, local_topk):
+  """(values, indices) [B, k] of the k largest ReLU'd pre-activations, shard-local work only.
+
+  Args:
+    local_topk: the single-device (x_c, w_enc, b_enc, k) -> (values, indices).
+  """
+  where = _latent_mesh()
+  if where is None or x_c.shape[0] % where[0].shape.get(where[2], 1):
+    return local_topk(x_c, w_enc, b_enc, k)
+  mesh, axis, batch = where
+  per_shard = w_enc.shape[1] // mesh.shape[axis]
+
+  def local(x, w, b):
+    # The custom backward returns per-shard partial gradients: x (replicated over the latent
+    # axis) gets a partial from every latent shard, w and b one from every batch shard. Marking
+    # them as varying makes the transpose sum those partials (a psum over the other axis).
+    x = _vary(x, axis)
+    if batch is not None:
+      w, b = _vary(w, batch), _vary(b, batch)
+    values, idx = local_topk(x, w, b, min(k, per_shard))
+    return values, idx + jax.lax.axis_index(axis) * per_shard
+
+  # Each shard's k candidates side by side: [B, n_shards * k], sharded over the latent axis; the
+  # final top k over them is small (XLA gathers k * n_shards values per token, not d_sae).
+  values, idx = jax.shard_map(local, mesh=mesh, in_specs=(P(batch, None), P(None, axis), P(axis)),
+                              out_specs=(P(batch, axis), P(batch, axis)))(x_c, w_enc, b_enc)
+  top, pos = jax.lax.top_k(values, k)
+  return top, jnp.take_along_axis(idx, pos, axis=1)
+
+
+def decode(values: jax.Array, indices: jax.Array, w_dec: jax.Array) -> jax.Array:
+  """sum_j values[b, j] * w_dec[indices[b, j]] for [B, k] codes: [B, d_in]."""
+  where = _latent_mesh()
+  if where is None or values.ndim != 2 or values.shape[0] % where[0].shape.get(where[2], 1):
+    return jnp.einsum("...k,...kd->...d", values, jnp.take(w_dec, indices, axis=0))
+  mesh, axis, batch = where
+
+  def local(v, i, w):
+    n = w.shape[0]
+    i = i - jax.lax.axis_index(axis) * n
+    mine = (i >= 0) & (i < n)
+    rows = jnp.take(w, jnp.clip(i, 0, n - 1), axis=0)
+    return jax.lax.psum(jnp.einsum("bk,bkd->bd", jnp.where(mine, v, 0.0), rows), axis)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(batch, None), P(batch, None), P(axis, None)),
+                       out_specs=P(batch, None))(values, indices, w_dec)
