@@ -55,16 +55,17 @@ def _number(text) -> float | None:
 
 
 def plot(path: str, table: list[dict], swept: list[str], metric: str, x: str,
-         title: str = "") -> bool:
-  """Plots `metric` against flag `x`; returns False (and draws nothing) when no run has both."""
+         title: str = "", group: list[str] | None = None) -> bool:
+  """Plots `metric` against flag (or result column) `x`, one line per value of the other swept
+  flags (or of `group`); returns False (and draws nothing) when no run has both."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  points = [r for r in table if _number(r.get(metric)) is not None]
+  points = [r for r in table if _number(r.get(metric)) is not None and r.get(x) is not None]
   if not points:
     return False
-  others = [s for s in swept if s != x]
+  others = group if group is not None else [s for s in swept if s != x]
   numeric = all(_number(r[x]) is not None for r in points)
   categories = list(dict.fromkeys(r[x] for r in points))
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -83,7 +84,7 @@ def plot(path: str, table: list[dict], swept: list[str], metric: str, x: str,
       ax.set_xscale("log")
   else:
     ax.set_xticks(range(len(categories)), categories, rotation=20)
-  ax.set_xlabel(f"--{x}")
+  ax.set_xlabel(f"--{x}" if x in swept else x)
   ax.set_ylabel(metric)
   ax.set_title(title or f"{metric} vs --{x}")
   if len(groups) > 1:
@@ -96,7 +97,7 @@ def plot(path: str, table: list[dict], swept: list[str], metric: str, x: str,
 
 
 def gather(sweep_dir: str, runs: list[hyper.Run], metric: str = "final.loss",
-           x: str = "") -> tuple[str, str | None]:
+           x: str = "", group: list[str] | None = None) -> tuple[str, str | None]:
   """Writes results.csv and summary.png into `sweep_dir`; returns their paths (png None if
   nothing could be plotted)."""
   swept = list(dict.fromkeys(k for run in runs for k in run))
@@ -105,9 +106,14 @@ def gather(sweep_dir: str, runs: list[hyper.Run], metric: str = "final.loss",
   write_csv(csv_path, table, swept)
   varied = [k for k in swept if len({run.get(k) for run in runs}) > 1]
   x = x or (varied or swept or [""])[0]
-  if x and x not in swept:
-    raise ValueError(f"--plot_x={x!r} is not a swept flag; swept: {swept}")
+  columns = {k for r in table for k in r}
+  if x and x not in swept and x not in columns:
+    raise ValueError(f"--plot_x={x!r} is neither a swept flag nor a results column; swept: "
+                     f"{swept}")
+  # Against a result (e.g. an L0-FVU frontier), runs are grouped by the swept flags of `group`.
+  group = None if x in swept else [g for g in (group or ()) if g in swept]
   png_path = os.path.join(sweep_dir, "summary.png")
-  drawn = bool(x) and plot(png_path, table, swept, metric, x, f"{metric} vs --{x} "
-                           f"({os.path.basename(os.path.normpath(sweep_dir))})")
+  label = f"--{x}" if x in swept else x
+  drawn = bool(x) and plot(png_path, table, swept, metric, x, f"{metric} vs {label} "
+                           f"({os.path.basename(os.path.normpath(sweep_dir))})", group)
   return csv_path, png_path if drawn else None

@@ -64,6 +64,8 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Local runs at a time.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", [l.value for l in Launcher],
                               "Where the runs go.")
 _METRIC = flags.DEFINE_string("plot_metric", "final.loss", "results.csv column to plot.")
+_GROUP = flags.DEFINE_list("plot_group", [], "With a results column as --plot_x (e.g. an "
+                          "L0-FVU frontier): swept flags that split the runs into lines.")
 _X = flags.DEFINE_string("plot_x", "", "Swept flag on the x axis (default: the first that "
                          "varies).")
 _GATHER_ONLY = flags.DEFINE_bool("gather_only", False, "Only gather the runs' results.")
@@ -78,7 +80,7 @@ class SweepConfig:
     parallel: local runs at a time.
     launcher: where runs go.
     num_processes, devices_per_process, timeout_s, echo: per local run (`launch.local`).
-    plot_metric, plot_x: what summary.png shows.
+    plot_metric, plot_x, plot_group: what summary.png shows.
   """
 
   sweep_dir: str
@@ -92,6 +94,7 @@ class SweepConfig:
   echo: bool = False
   plot_metric: str = "final.loss"
   plot_x: str = ""
+  plot_group: tuple[str, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "launcher", Launcher(self.launcher))
@@ -234,15 +237,16 @@ def execute(cfg: SweepConfig, stop: threading.Event | None = None, argv0: str = 
     failed = run_pod(cfg, pending, argv0)
   if local.DRY_RUN.value:
     return 0
-  report(cfg.sweep_dir, runs, cfg.plot_metric, cfg.plot_x)
+  report(cfg.sweep_dir, runs, cfg.plot_metric, cfg.plot_x, list(cfg.plot_group))
   if failed:
     print(f"sweep: {len(failed)} run(s) did not complete: {', '.join(failed)}; run the same "
           "command again to retry them (finished runs are skipped)", file=sys.stderr)
   return 1 if failed else 0
 
 
-def report(sweep_dir: str, runs: list[hyper.Run], metric: str, x: str) -> None:
-  csv_path, png_path = gather_lib.gather(sweep_dir, runs, metric, x)
+def report(sweep_dir: str, runs: list[hyper.Run], metric: str, x: str,
+           group: list[str] | None = None) -> None:
+  csv_path, png_path = gather_lib.gather(sweep_dir, runs, metric, x, group)
   print(f"sweep: wrote {csv_path}" + (f" and {png_path}" if png_path else
                                       f" (no run has {metric!r} yet: no plot)"))
 
@@ -260,7 +264,8 @@ def config_from_flags(argv) -> SweepConfig:
         runs=tuple(tuple(r.items()) for r in runs), parallel=_PARALLEL.value,
         launcher=_LAUNCHER.value, num_processes=flags.FLAGS.num_processes,
         devices_per_process=flags.FLAGS.devices_per_process, timeout_s=flags.FLAGS.timeout_s,
-        echo=flags.FLAGS.echo, plot_metric=_METRIC.value, plot_x=_X.value)
+        echo=flags.FLAGS.echo, plot_metric=_METRIC.value, plot_x=_X.value,
+        plot_group=tuple(_GROUP.value))
   except ValueError as e:
     raise app.UsageError(str(e)) from e
 
@@ -270,7 +275,7 @@ def main(argv):
     raise app.UsageError("--sweep_dir is required")
   if _GATHER_ONLY.value:
     _, runs = read_manifest(_DIR.value)
-    report(_DIR.value, runs, _METRIC.value, _X.value)
+    report(_DIR.value, runs, _METRIC.value, _X.value, _GROUP.value)
     return
   sys.exit(execute(config_from_flags(argv), local.stop_on_signals(), argv[0]))
 

@@ -264,3 +264,21 @@ def test_compile_only_reports_per_device_memory(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "mesh data=2 x model=4 (8 cpu devices)" in proc.stdout
   assert "does NOT fit" in proc.stdout, proc.stdout
+
+
+def test_gather_plots_a_result_against_a_result_grouped_by_a_flag(tmp_path):
+  """An L0-FVU frontier: x and y are results columns, one line per --activation."""
+  from launch import gather as gather_lib
+  runs = [{"activation": a, "k": k} for a in ("topk", "relu") for k in (1, 2)]
+  for run in runs:
+    folder = tmp_path / f"activation={run['activation']},k={run['k']}"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(
+        {"status": "completed", "summary": {"l0": run["k"] * 4.0, "fvu": 1.0 / run["k"]}}))
+  csv_path, png = gather_lib.gather(str(tmp_path), runs, "summary.fvu", "summary.l0",
+                                    ["activation"])
+  assert png and os.path.getsize(png) > 0
+  rows = list(csv.DictReader(open(csv_path)))
+  assert sorted(float(r["summary.l0"]) for r in rows) == [4.0, 4.0, 8.0, 8.0]
+  with pytest.raises(ValueError, match="neither a swept flag nor a results column"):
+    gather_lib.gather(str(tmp_path), runs, "summary.fvu", "summary.nope")
