@@ -117,33 +117,43 @@ def init(cfg: SAEConfig, key: jax.Array, sample: jax.Array | None = None) -> dic
 # Activation rules
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def topk_encode(x_c, w_enc, b_enc, k):
-  """(values, indices) of the k largest ReLU'd pre-activations per token; sparse backward."""
-  pre = x_c @ w_enc + b_enc
-  values, indices = jax.lax.top_k(pre, k)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def topk_encode_centered(x_n, b_dec, w_enc, b_enc, k):
+  """(values, indices) of the k largest ReLU'd pre-activations (x_n - b_dec) @ w_enc + b_enc.
+
+  The backward pass touches only the k selected latents per token: their encoder columns and
+  biases get a scatter-add, b_dec gets -(w_enc @ g_b_enc) (a matrix-vector product), and the
+  per-token input gradient (a [B, k, d_in] gather) is formed only when x_n itself is
+  differentiated; otherwise XLA drops it.
+  """
+  values, indices = jax.lax.top_k((x_n - b_dec) @ w_enc + b_enc, k)
   return jax.nn.relu(values), indices
 
 
-def _topk_fwd(x_c, w_enc, b_enc, k):
-  values, indices = topk_encode(x_c, w_enc, b_enc, k)
-  return (values, indices), (x_c, w_enc, values, indices)
+def _topk_fwd(x_n, b_dec, w_enc, b_enc, k):
+  values, indices = topk_encode_centered(x_n, b_dec, w_enc, b_enc, k)
+  return (values, indices), (x_n, b_dec, w_enc, values, indices)
 
 
 def _topk_bwd(k, res, g):
   del k
-  x_c, w_enc, values, indices = res
+  x_n, b_dec, w_enc, values, indices = res
   g_pre = jnp.where(values > 0, g[0], 0.0)                           # [B, k]
   d_sae, d_in = w_enc.shape[1], w_enc.shape[0]
   flat = indices.reshape(-1)
   g_b = jnp.zeros((d_sae,), g_pre.dtype).at[flat].add(g_pre.reshape(-1))
-  rows = (g_pre[..., None] * x_c[..., None, :]).reshape(-1, d_in)   # [B * k, d_in]
+  rows = (g_pre[..., None] * (x_n - b_dec)[..., None, :]).reshape(-1, d_in)  # [B * k, d_in]
   g_w = jnp.zeros((d_sae, d_in), rows.dtype).at[flat].add(rows).T
   g_x = jnp.einsum("bk,bkd->bd", g_pre, jnp.take(w_enc.T, indices, axis=0))
-  return g_x, g_w, g_b
+  return g_x, -(w_enc @ g_b), g_w, g_b
 
 
-topk_encode.defvjp(_topk_fwd, _topk_bwd)
+topk_encode_centered.defvjp(_topk_fwd, _topk_bwd)
+
+
+def topk_encode(x_c, w_enc, b_enc, k):
+  """`topk_encode_centered` of already-centred inputs x_c (no pre-encoder bias)."""
+  return topk_encode_centered(x_c, jnp.zeros_like(x_c[0]), w_enc, b_enc, k)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -237,8 +247,8 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
   a = cfg.activation
   if a == Activation.TOPK:
     lead = x_c.shape[:-1]
-    v, i = sparse_sharded.topk(x_c.reshape(-1, cfg.d_in), params["W_enc"], params["b_enc"],
-                               cfg.k, topk_encode)
+    v, i = sparse_sharded.topk(x_n.reshape(-1, cfg.d_in), params["b_dec"], params["W_enc"],
+                               params["b_enc"], cfg.k, topk_encode_centered)
     return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
   if a == Activation.GATED:
     pi_gate, mag = _gated_paths(params, x_c)
@@ -324,20 +334,46 @@ def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Arra
                 dead: jax.Array) -> jax.Array:
   """AuxK (Gao et al.): reconstruct the main residual with the aux_k largest dead latents.
 
-  Computed only while some latent is dead, so healthy runs pay nothing for it; the top k_aux of
-  the dead latents go through the same sparse (and shard-local) encoder and decoder as TopK.
+  Computed only while some latent is dead, so healthy runs pay nothing for it. Its value and
+  gradients are both formed inside the taken branch and handed to autodiff by a custom VJP:
+  differentiating through `lax.cond` itself would save the untaken branch's residuals
+  (zero-filled, [batch, aux_k, d_in]) on every step. Selection is shard-local
+  (`sparse_sharded.topk`); the decode is one dense [batch, d_sae] @ W_dec matmul on one device
+  and the shard-local row decode when latents are sharded.
   """
-  def loss(_):
-    # Live latents get a -inf bias: never selected, no gradient; the sparse paths as above.
-    b_dead = jnp.where(dead, params["b_enc"], -jnp.inf)
-    values, indices = sparse_sharded.topk(x_c, params["W_enc"], b_dead, cfg.effective_aux_k,
-                                          topk_encode)
-    e_hat = sparse_sharded.decode(values, indices, params["W_dec"])
+  def inner(w_enc, b_enc, w_dec, x_c):
+    b_dead = jnp.where(dead, b_enc, -jnp.inf)  # live latents: never selected, no gradient
+    zero = jnp.zeros_like(x_c[0])
+    values, indices = sparse_sharded.topk(x_c, zero, w_enc, b_dead, cfg.effective_aux_k,
+                                          topk_encode_centered)
+    if sparse_sharded.latents_sharded():
+      e_hat = sparse_sharded.decode(values, indices, w_dec)
+    else:
+      rows = jnp.arange(values.shape[0])[:, None]
+      acts = jnp.zeros((values.shape[0], cfg.d_sae), values.dtype).at[rows, indices].set(values)
+      e_hat = acts @ w_dec
     err = _sq_err(residual, e_hat)
     var = jnp.mean(jnp.sum((residual - residual.mean(0)) ** 2, -1))
     return jnp.nan_to_num(err / jnp.maximum(var, 1e-12))
 
-  return jax.lax.cond(jnp.any(dead), loss, lambda _: jnp.float32(0.0), None)
+  args = (params["W_enc"], params["b_enc"], params["W_dec"], x_c)
+
+  def value_and_grads(*args):
+    return jax.lax.cond(jnp.any(dead), lambda: jax.value_and_grad(inner, argnums=(0, 1, 2, 3))(
+        *args), lambda: (jnp.float32(0.0), tuple(jnp.zeros_like(a) for a in args)))
+
+  @jax.custom_vjp
+  def aux(*args):
+    return value_and_grads(*args)[0]
+
+  def fwd(*args):
+    return value_and_grads(*args)
+
+  def bwd(grads, g):
+    return tuple(t * g for t in grads)
+
+  aux.defvjp(fwd, bwd)
+  return aux(*args)
 
 
 def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
@@ -377,7 +413,13 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
   dead = buffers["fired_ago"] >= cfg.dead_steps
   if cfg.dead_mitigation == DeadMitigation.AUXK:
     residual = jax.lax.stop_gradient(x_n - x_hat)
-    aux = cfg.aux_coeff * _aux_k_loss(cfg, params, x_c, residual, dead)
+    # Gao et al. (openai/sparse_autoencoder train.py) weigh the normalised AuxK error against
+    # the *normalised* MSE: loss = mse / Var(x) + aux_coeff * nmse_aux. `recon` here is the
+    # summed squared error, Var(x) times larger (~d_in on normalised inputs), so the AuxK term
+    # is brought to its units with the batch's E||x - mean||^2; without it AuxK was d_in times
+    # weaker than in the paper (dead latents were not revived within hundreds of steps).
+    scale = jax.lax.stop_gradient(jnp.mean(jnp.sum((x_n - x_n.mean(0)) ** 2, -1)))
+    aux = cfg.aux_coeff * scale * _aux_k_loss(cfg, params, x_c, residual, dead)
 
   fired = _fired(cfg, codes)
   new_buffers = dict(buffers, fired_ago=jnp.where(fired, 0, buffers["fired_ago"] + 1))

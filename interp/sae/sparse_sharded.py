@@ -44,32 +44,40 @@ def _latent_mesh():
   return mesh, axis, table.get("batch")
 
 
-def topk(x_c: jax.Array, w_enc: jax.Array, b_enc: jax.Array, k: int, local_topk):
-  """(values, indices) [B, k] of the k largest ReLU'd pre-activations, shard-local work only.
+def latents_sharded() -> bool:
+  """Whether the enclosing activation rules shard the latent axis over more than one device."""
+  return _latent_mesh() is not None
+
+
+def topk(x_n: jax.Array, b_dec: jax.Array, w_enc: jax.Array, b_enc: jax.Array, k: int,
+         local_topk):
+  """(values, indices) [B, k] of the k largest ReLU'd pre-activations of (x_n - b_dec),
+  shard-local work only.
 
   Args:
-    local_topk: the single-device (x_c, w_enc, b_enc, k) -> (values, indices).
+    local_topk: the single-device (x_n, b_dec, w_enc, b_enc, k) -> (values, indices).
   """
   where = _latent_mesh()
-  if where is None or x_c.shape[0] % where[0].shape.get(where[2], 1):
-    return local_topk(x_c, w_enc, b_enc, k)
+  if where is None or x_n.shape[0] % where[0].shape.get(where[2], 1):
+    return local_topk(x_n, b_dec, w_enc, b_enc, k)
   mesh, axis, batch = where
   per_shard = w_enc.shape[1] // mesh.shape[axis]
 
-  def local(x, w, b):
-    # The custom backward returns per-shard partial gradients: x (replicated over the latent
-    # axis) gets a partial from every latent shard, w and b one from every batch shard. Marking
-    # them as varying makes the transpose sum those partials (a psum over the other axis).
-    x = _vary(x, axis)
+  def local(x, c, w, b):
+    # The custom backward returns per-shard partial gradients: x and b_dec (replicated over the
+    # latent axis) get a partial from every latent shard, w, b and b_dec one from every batch
+    # shard. Marking them as varying makes the transpose sum those partials (a psum).
+    x, c = _vary(x, axis), _vary(c, axis)
     if batch is not None:
-      w, b = _vary(w, batch), _vary(b, batch)
-    values, idx = local_topk(x, w, b, min(k, per_shard))
+      w, b, c = _vary(w, batch), _vary(b, batch), _vary(c, batch)
+    values, idx = local_topk(x, c, w, b, min(k, per_shard))
     return values, idx + jax.lax.axis_index(axis) * per_shard
 
   # Each shard's k candidates side by side: [B, n_shards * k], sharded over the latent axis; the
   # final top k over them is small (XLA gathers k * n_shards values per token, not d_sae).
-  values, idx = jax.shard_map(local, mesh=mesh, in_specs=(P(batch, None), P(None, axis), P(axis)),
-                              out_specs=(P(batch, axis), P(batch, axis)))(x_c, w_enc, b_enc)
+  values, idx = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(batch, None), P(None), P(None, axis), P(axis)),
+      out_specs=(P(batch, axis), P(batch, axis)))(x_n, b_dec, w_enc, b_enc)
   top, pos = jax.lax.top_k(values, k)
   return top, jnp.take_along_axis(idx, pos, axis=1)
 
