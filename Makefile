@@ -12,8 +12,10 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+# SAELens pins transformer-lens<4, so it goes in without its dependency resolver (see the file).
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-saelens.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-saelens.txt
 	touch $@
 
 env: $(VENV)/.runtime

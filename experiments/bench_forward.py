@@ -40,6 +40,9 @@ from typing import Callable
 
 from absl import app, flags
 
+# Memory and CPU probes (Linux; no JAX or torch), shared with the other benchmarks.
+from interp.bench.measure import peak, reset_peak, rss, settle, time_calls
+
 # Goals and the issue's reference numbers on this machine (2 CPU cores).
 GOALS = {"attn_only": 1.5, "gpt2_small": 1.2}   # interp tokens/s over TL tokens/s, at least
 MEMORY_GOAL = 0.7                                # interp peak_rss_forward_delta over TL's, at most
@@ -175,69 +178,6 @@ def captured_names(names, skip_scores: bool = False) -> list[str]:
   attn = "q|k|v|pattern|z" if skip_scores else "q|k|v|attn_scores|pattern|z"
   pat = re.compile(rf"blocks\.\d+\.(hook_resid_(pre|mid|post)|hook_attn_out|attn\.hook_({attn}))$")
   return [n for n in names if pat.match(n)]
-
-
-# ----- Memory and CPU probes (Linux). VmHWM is reset by writing 5 to /proc/self/clear_refs.
-
-def _status_bytes(field: str) -> int:
-  with open("/proc/self/status") as fh:
-    for line in fh:
-      if line.startswith(field + ":"):
-        return int(line.split()[1]) * 1024
-  raise KeyError(field)
-
-
-def rss() -> int:
-  return _status_bytes("VmRSS")
-
-
-def peak() -> int:
-  return _status_bytes("VmHWM")
-
-
-def reset_peak() -> bool:
-  try:
-    with open("/proc/self/clear_refs", "w") as fh:
-      fh.write("5")
-    return True
-  except OSError:
-    return False
-
-
-def malloc_trim() -> None:
-  """Returns freed heap pages to the OS, so RSS counts live memory only (glibc; else a no-op)."""
-  try:
-    import ctypes
-    ctypes.CDLL(None).malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
-
-
-def settle(timeout: float = 5.0) -> int:
-  """RSS once pending frees are done: XLA releases buffers asynchronously, so trim until stable."""
-  import gc
-  last, t0 = -1, time.perf_counter()
-  while time.perf_counter() - t0 < timeout:
-    gc.collect()
-    malloc_trim()
-    now = rss()
-    if abs(now - last) < 2**20:
-      return now
-    last = now
-    time.sleep(0.25)
-  return rss()
-
-
-def time_calls(call, block, reps: int) -> list[float]:
-  """Seconds per call; the previous outputs are dropped before each call so they do not pile up."""
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    out = call()
-    block(out)
-    times.append(time.perf_counter() - t0)
-    del out
-  return times
 
 
 def measure_phases(spec: ModelSpec, call, block, cfg: BenchConfig, setup=lambda: {}) -> dict:
