@@ -1,0 +1,121 @@
+"""experiments/train_sae.py end to end: SIGKILL and resume exactly, 2 processes == 1, a toy model.
+
+The binary runs in subprocesses, each choosing its simulated device count before JAX starts.
+"""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from interp.sae import saelens_format
+from interp.sae import synthetic
+from interp.sae import train as sae_train
+from interp.parallel import mesh as mesh_lib
+from interp.sae.config import SAEConfig
+from interp.train.checkpoint import CheckpointConfig
+from interp.train.optim import OptimizerConfig
+from tests.test_train import environment, latest, wait_for_checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BINARY = str(ROOT / "experiments" / "train_sae.py")
+# TopK with AuxK and a short dead window: the dead-latent counters (buffers) must resume too.
+PLANTED = ["--source=planted", "--activation=topk", "--k=4", "--d_sae=256", "--batch_size=128",
+           "--init_sample=256", "--log_every=1", "--lr=3e-3", "--warmup_steps=5",
+           "--dead_steps=5", "--seed=1"]
+
+
+def run(workdir, *flags, devices=1, timeout=300):
+  proc = subprocess.run([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
+                        env=environment(devices), capture_output=True, text=True,
+                        timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def rows(workdir) -> dict[int, dict]:
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return {r["step"]: r for r in map(json.loads, filter(None, lines))}
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+  flags = (*PLANTED, "--num_steps=120", "--checkpoint_every=20")
+  reference = tmp_path / "reference"
+  run(reference, *flags)
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
+                          env=environment(1), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  wait_for_checkpoint(proc, workdir, after=0)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = latest(workdir)[0]
+  assert killed_at < 120 and not (workdir / "results.json").exists()
+  out = run(workdir, *flags).stderr
+  assert f"resuming SAE training at step {killed_at} of 120" in out
+  step, state, _ = latest(workdir)
+  _, ref_state, _ = latest(reference)
+  assert step == 120
+  for part in ("params", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, state[part], ref_state[part])
+  assert rows(workdir) == rows(reference)
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["summary"]["l0"] == 4.0 and results["summary"]["mean_max_cosine"] > 0.5
+  # The SAELens-format copy holds the trained dictionary.
+  cfg, params = saelens_format.load(str(workdir / "saelens"))
+  assert cfg.d_sae == 256 and params["W_dec"].shape == (256, 64)
+
+
+def test_two_processes_match_one_process(tmp_path):
+  """2 processes x 4 devices on data:2,model:4 == 1 process x 8 devices, to 1e-5."""
+  steps = 12
+  two = tmp_path / "two"
+  cmd = [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=4",
+         "--timeout_s=240", "--", sys.executable, BINARY, f"--workdir={two}", *PLANTED,
+         "--mesh=data:2,model:4", f"--num_steps={steps}"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  # Meanwhile, the same run in this process (8 simulated devices, data:8).
+  features = synthetic.PlantedFeatures()
+  mesh = mesh_lib.make_mesh("data:8,model:1")
+  cfg = SAEConfig(d_in=64, d_sae=256, activation="topk", k=4, dead_mitigation="auxk",
+                  dead_steps=5)
+  config = sae_train.TrainSAEConfig(
+      workdir=str(tmp_path / "one"), sae=cfg, batch_size=128, num_steps=steps, seed=1,
+      mesh="data:8,model:1", log_every=1, init_sample=256,
+      optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5, grad_clip=0.0),
+      checkpoint=CheckpointConfig(every_steps=200))
+  sae_train.train_sae(config, synthetic.SyntheticStore(features, 128, mesh))
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-4000:]
+  one, many = rows(tmp_path / "one"), rows(two)
+  assert sorted(many) == list(range(1, steps + 1))  # process 0 alone wrote the metrics
+  for step in one:
+    for key in ("loss", "mse", "l0", "aux", "fvu"):
+      np.testing.assert_allclose(many[step][key], one[step][key], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{key} at step {step}")
+
+
+def test_binary_on_a_toy_model(tmp_path):
+  """A tiny train_lm run, then an SAE on its residual stream: evaluated, with files."""
+  lm_dir = tmp_path / "lm"
+  subprocess.run([sys.executable, str(ROOT / "experiments" / "train_lm.py"),
+                  f"--workdir={lm_dir}", "--n_layers=1", "--d_model=32", "--n_heads=2",
+                  "--n_ctx=32", "--d_mlp=64", "--batch_size=8", "--num_steps=20",
+                  "--log_every=10"], cwd=ROOT, env=environment(1), check=True,
+                 capture_output=True, timeout=300)
+  workdir = tmp_path / "sae"
+  run(workdir, f"--source=toy:{lm_dir}", "--hook=blocks.0.hook_resid_post", "--expansion=4",
+      "--activation=topk", "--k=8", "--lr=3e-3", "--batch_size=256", "--num_steps=40", "--context_length=32",
+      "--model_batch_size=8", "--buffer_batches=4", "--eval_sequences=16", "--init_sample=256")
+  results = json.loads((workdir / "results.json").read_text())
+  summary = results["summary"]
+  assert set(summary) >= {"l0", "fvu", "ce_loss_recovered", "dead_fraction"}
+  assert 0 < summary["l0"] < 128 and 0 <= summary["dead_fraction"] <= 1
+  assert np.isfinite(summary["ce_loss_recovered"]) and summary["fvu"] < 1.0
+  for name in ("eval.json", "dashboard.json", "density.png", "saelens/cfg.json"):
+    assert (workdir / name).exists(), name
