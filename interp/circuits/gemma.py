@@ -1,0 +1,113 @@
+"""Induction and previous-token heads of Gemma 3 270M, and what ablating them costs.
+
+On `batch` sequences of <bos> + a random segment of `seg_len` tokens + the same segment again
+(tokens drawn without replacement from ids [low, high), ordinary vocabulary in Gemma's
+tokenizer), it measures every head's previous-token and prefix-matching scores, then the mean
+loss on the second copy (tokens 2..seg_len of it: the first token of the copy cannot be
+predicted) with the `top_k` best induction heads ablated together, against `random_sets` sets
+of `top_k` heads drawn at random from the others. All ablations of one kind run as one
+`lax.map`ped program (one at a time: each forward holds [batch, tokens, 262144] logits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.circuits import ablate, data, icl, scores
+from interp.models import transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmaConfig:
+  """Attributes: batch, seg_len, top_k, random_sets (see the module docstring); seed; low and
+  high, the token id range; modes, the ablations to run ("zero", "mean")."""
+
+  batch: int = 8
+  seg_len: int = 50
+  top_k: int = 3
+  random_sets: int = 5
+  seed: int = 0
+  low: int = 1000
+  high: int = 20000
+  modes: tuple[str, ...] = ("mean", "zero")
+
+
+def second_copy_loss(seg_len: int):
+  """metric(logits, tokens): mean loss on the induction-predictable tokens of the second copy
+  of <bos> + A + A, i.e. tokens seg_len + 2 .. 2 seg_len."""
+  def metric(logits, tokens):
+    losses = icl.token_losses(logits, tokens)  # entry i predicts token i + 1
+    return losses[:, seg_len + 1:2 * seg_len].mean()
+  return metric
+
+
+def first_copy_loss(seg_len: int):
+  def metric(logits, tokens):
+    return icl.token_losses(logits, tokens)[:, 1:seg_len].mean()
+  return metric
+
+
+def _top(values: np.ndarray, k: int) -> list[dict]:
+  flat = np.argsort(-values, axis=None)[:k]
+  return [{"head": f"L{l}H{h}", "layer": int(l), "index": int(h), "score": float(values[l, h])}
+          for l, h in zip(*np.unravel_index(flat, values.shape))]
+
+
+def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
+  """Loads Gemma 3 270M (or takes `model` = (cfg, params)) and measures it; JSON-able dict."""
+  from interp.models import gguf_loader
+  from interp.models.tokenizer_spm import SPMTokenizer
+  start = time.perf_counter()
+  path = gguf_loader.default_gemma_path()
+  cfg, params = model if model is not None else gguf_loader.load_gemma3_gguf(path)
+  bos = SPMTokenizer.from_gguf(path).bos_id
+  load_s = time.perf_counter() - start
+  tokens = data.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
+                                config.high, low=config.low, bos=bos)
+
+  @jax.jit
+  def clean(p, t):
+    logits, cache = transformer.run_with_cache(cfg, p, t, scores.pattern_names(cfg))
+    patterns = jnp.stack([cache[n].astype(jnp.float32) for n in scores.pattern_names(cfg)])
+    return {"previous_token": scores.previous_token_scores(patterns, t),
+            "prefix_matching": scores.prefix_matching_scores(patterns, t),
+            "duplicate_token": scores.duplicate_token_scores(patterns, t),
+            "second_copy_loss": second_copy_loss(config.seg_len)(logits, t),
+            "first_copy_loss": first_copy_loss(config.seg_len)(logits, t)}
+
+  t0 = time.perf_counter()
+  base = jax.tree.map(np.asarray, clean(params, tokens))
+  forward_s = time.perf_counter() - t0
+  prefix, prev = base["prefix_matching"], base["previous_token"]
+  top = _top(prefix, config.top_k)
+  rng = np.random.default_rng(config.seed)
+  others = [(l, h) for l in range(cfg.n_layers) for h in range(cfg.n_heads)
+            if (l, h) not in {(t["layer"], t["index"]) for t in top}]
+  sets = [[(t["layer"], t["index"]) for t in top]]
+  sets += [[others[i] for i in rng.choice(len(others), config.top_k, replace=False)]
+           for _ in range(config.random_sets)]
+  masks = jnp.stack([ablate.head_mask(cfg, s) for s in sets])
+  ablations = {}
+  for mode in config.modes:
+    losses = np.asarray(ablate.ablate(cfg, params, tokens, masks, second_copy_loss(config.seg_len),
+                                      mode=mode, chunk=1))
+    rise = losses - float(base["second_copy_loss"])
+    ablations[mode] = {
+        "top_heads_loss": float(losses[0]), "top_heads_rise": float(rise[0]),
+        "random_sets": [[f"L{l}H{h}" for l, h in s] for s in sets[1:]],
+        "random_losses": losses[1:].tolist(), "random_rise_mean": float(rise[1:].mean()),
+        "random_rise_max": float(rise[1:].max())}
+  return {"tokens": {"batch": config.batch, "seg_len": config.seg_len,
+                     "id_range": [config.low, config.high], "bos": bos},
+          "scores": {k: base[k] for k in ("previous_token", "prefix_matching", "duplicate_token")},
+          "top_induction_heads": top, "top_previous_token_heads": _top(prev, config.top_k),
+          "first_copy_loss": float(base["first_copy_loss"]),
+          "second_copy_loss": float(base["second_copy_loss"]), "ablations": ablations,
+          "config": dataclasses.asdict(config),
+          "seconds": {"load": round(load_s, 2), "clean_forward": round(forward_s, 2),
+                      "total": round(time.perf_counter() - start, 2)}}

@@ -1,0 +1,120 @@
+"""Induction heads form in trained attention-only toys (Olsson et al., 2022), asserted with numbers.
+
+Tiny models (vocabulary 24, d_model 64, 2 heads, 32 tokens) trained on 8 simulated devices on
+`pairs:4-16` (random segments, each followed by its copy), measured on held-out repeated random
+tokens. The 2-layer model's phase change comes at ~350-450 steps; seeds are fixed. Both of its
+layer-1 heads become induction heads, and with seeds 0 and 1 one of them carries most of the
+ICL gain (its ablation removes ~70%, the other's ~10%); seed 2 splits it (17% and 40%, measured
+with `experiments/induction_heads.py --seed=2`), so the single-head assertions hold for the
+fixed seed, while the circuit-level ones (layer 1 as a whole, the previous-token head acting
+only through K-composition) held for all three.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from interp.circuits import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = {"num_steps": 700, "snapshot_every": 50, "log_every": 50,
+         "ablations": ("zero", "zero_pattern_preserving")}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+  return experiment.InductionConfig(workdir=str(tmp_path_factory.mktemp("induction")),
+                                    gemma=False, **FLAGS)
+
+
+@pytest.fixture(scope="module")
+def attn2(config):
+  return experiment.train_and_analyze(config, "attn2")
+
+
+def test_two_layer_model_has_a_previous_token_and_an_induction_head(attn2):
+  prev_layer, prev = attn2["previous_token_head"]
+  ind_layer, ind = attn2["induction_head"]
+  scores = {k: np.array(v) for k, v in attn2["scores"].items()}
+  assert prev_layer == 0 and scores["previous_token"][0, prev] > 0.5, scores
+  assert ind_layer == 1 and scores["prefix_matching"][1, ind] > 0.5, scores
+  assert scores["prefix_matching"][0].max() < 0.1  # layer 0 cannot do induction
+  assert attn2["icl"] < -2.0  # of log(24) = 3.2 nats at most
+  # K-composition: the previous-token head is the source of the largest pair, into an induction
+  # head, well above the Gaussian baseline; the other layer-0 head composes at baseline level.
+  k = attn2["composition"]["k"]
+  k_scores, base = np.array(k["scores"])[0, :, 1, :], k["baseline"]
+  largest = attn2["largest_k_composition"]
+  assert largest["source"] == [0, prev] and scores["prefix_matching"][largest["target"][0],
+                                                                      largest["target"][1]] > 0.5
+  assert attn2["circuit_k_composition"] > 1.8 * base, (k_scores, base)
+  assert k_scores[1 - prev].max() < 1.1 * base
+  for kind in ("q", "v"):  # nothing else composes above the baseline
+    assert np.array(attn2["composition"][kind]["scores"])[0, :, 1, :].max() < base
+
+
+def test_ablation_removes_icl_only_through_the_circuit(attn2):
+  prev = attn2["previous_token_head"][1]
+  ind = attn2["induction_head"][1]
+  zero = np.array(attn2["ablation"]["zero"]["removed"])
+  frozen = np.array(attn2["ablation"]["zero_pattern_preserving"]["removed"])
+  # Pattern-preserving (Olsson et al.): the induction head's output carries the ICL gain, every
+  # other single head's removal costs little.
+  assert frozen[1, ind] > 0.5, frozen
+  others = [frozen[l, h] for l in range(2) for h in range(2) if (l, h) != (1, ind)]
+  assert max(others) < 0.2, frozen
+  # Plain ablation: the previous-token head matters too, but only through the attention it
+  # gives layer 1 (K-composition): with patterns frozen its removal costs nothing.
+  assert zero[0, prev] > 0.8 and frozen[0, prev] < 0.1, (zero, frozen)
+  assert zero[1, ind] > 0.5 and zero[0, 1 - prev] < 0.2
+  assert attn2["ablation"]["zero"]["layer_removed"][1] > 0.8  # both layer-1 heads: all of it
+
+
+def test_phase_change_in_the_snapshots(attn2):
+  pc = attn2["phase_change"]
+  snaps = attn2["snapshots"]
+  assert snaps[0]["step"] == 0 and snaps[-1]["step"] == 700
+  assert np.max(snaps[0]["prefix_matching"]) < 0.1 and snaps[0]["icl"] > -0.1
+  assert 150 <= pc["icl_half_step"] <= 650, pc
+  assert pc["icl_before"] > -1.0 and pc["icl_final"] < -2.0, pc
+  assert pc["prefix_matching_above_half_step"] <= pc["icl_half_step"] + 50
+
+
+def test_one_layer_model_has_no_induction_head_and_little_icl(config):
+  # 400 steps: as far as the 2-layer model's phase change (~350-400).
+  attn1 = experiment.train_and_analyze(
+      dataclasses.replace(config, num_steps=400, snapshot_every=100, ablations=("zero",)), "attn1")
+  assert np.max(attn1["scores"]["prefix_matching"]) < 0.15, attn1["scores"]
+  assert attn1["icl"] > -0.3, attn1["icl"]
+
+
+def test_rerun_resumes_with_nothing_to_train(config, attn2):
+  again = experiment.train_and_analyze(config, "attn2")
+  assert again["step"] == 700 and again["snapshots"] == attn2["snapshots"]
+  assert again["loss_curve"] == attn2["loss_curve"]
+  np.testing.assert_allclose(again["icl"], attn2["icl"], rtol=1e-6)
+
+
+def test_binary_trains_a_smeared_key_model_with_an_induction_head(tmp_path):
+  """The binary end to end (8 devices, from tests/__init__.py): smeared keys let one layer do
+  induction (Olsson et al.'s architecture experiment)."""
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  cmd = [sys.executable, "experiments/induction_heads.py", f"--workdir={tmp_path}",
+         "--models=smear1", "--num_steps=250", "--snapshot_every=50", "--log_every=50",
+         "--nogemma", "--ablations=zero"]
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "smear1: ICL" in out.stdout
+  with open(tmp_path / "results.json") as f:
+    smear1 = json.load(f)["models"]["smear1"]
+  ind = smear1["induction_head"][1]
+  assert smear1["scores"]["prefix_matching"][0][ind] > 0.5, smear1["scores"]
+  assert smear1["icl"] < -2.0
+  assert smear1["ablation"]["zero"]["removed"][0][ind] > 0.5
+  for name in ("training_curves.png", "head_scores_over_training.png", "ablations.png"):
+    assert os.path.exists(tmp_path / name), name
