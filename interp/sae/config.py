@@ -66,22 +66,46 @@ class SAEConfig:
     d_in, d_sae: input width and number of latents.
     activation: the rule (see module doc).
     k: latents kept per token (topk; batchtopk keeps k * batch over the batch).
-    l1_coeff: weight of the L1 penalty (relu, gated).
-    decoder_norm: `unit` or `weighted` (relu, gated; topk-family and jumprelu use unit rows at
-      init only, as their papers do).
-    l0_coeff: weight of the L0 penalty (jumprelu).
-    bandwidth: rectangle-kernel width of the JumpReLU straight-through estimator.
-    threshold_init: initial JumpReLU threshold.
+    l1_coeff: weight of the L1 penalty (relu, gated). 5 is Anthropic's (April 2024) value for
+      inputs with E||x||^2 = d_in. With unit rows L1 shrinks every ReLU activation by
+      l1_coeff / 2, so it should stay well below twice a typical feature magnitude.
+    decoder_norm: `unit` (every rule: decoder rows renormalised after each step, the parallel
+      gradient removed) or `weighted` (free rows; the relu and gated L1 weighs each latent by
+      its decoder-row norm).
+    l0_coeff: weight of the L0 penalty (jumprelu): the squared reconstruction error, in
+      normalised units (E||x||^2 = d_in, so about one unit per coordinate), that a latent must
+      save on a token to be worth firing there. The reconstruction term is d_in * FVU on this
+      scale, so the former default 1e-3 made the penalty negligible: a dense code wins and the
+      thresholds fall instead of rising (4-sparse planted data, d_in = 64: L0 ~180 after 300
+      steps at 1e-3; at 0.05, 65 latents at FVU 0.01 still beat 4 at FVU 0.2; at 1-4, L0 3-6).
+    bandwidth: rectangle-kernel width of the JumpReLU straight-through estimator. Rajamanoharan
+      et al. use 0.001 on inputs of unit mean squared norm, i.e. about 0.05 of a coordinate's
+      scale at Gemma widths (d ~ 2304-3584); on our inputs a coordinate's scale is 1, hence 0.05.
+    threshold_init: initial JumpReLU threshold (normalised units). Pre-activations start with a
+      spread of about `init_decoder_norm` (encoder columns of that norm on inputs of unit
+      coordinate scale), so 0.01 starts JumpReLU close to ReLU, as the paper does. The threshold
+      is learned as log(theta) with Adam, which moves it by about a factor e^lr per step: a run
+      needs roughly ln(final / threshold_init) / lr steps to reach its final thresholds.
     dead_mitigation: `auxk` (topk family), `resample` (any rule) or `none`.
     dead_steps: a latent silent for this many steps is dead (AuxK's target, resampling's victims).
     aux_k: latents the AuxK loss reconstructs the residual with (0: d_in // 2).
-    aux_coeff: AuxK loss weight (Gao et al.: 1/32).
+    aux_coeff: AuxK loss weight (Gao et al.: 1/32), relative to the reconstruction loss measured
+      as normalised MSE (FVU), as in Gao et al.'s code; `dictionary.loss` scales it accordingly.
     resample_every: Bricken resampling period in steps (with dead_mitigation=resample).
     threshold_lr: EMA rate of the BatchTopK inference threshold.
     matryoshka: increasing prefix sizes < d_sae for nested losses (empty: off).
     normalize_input: scale inputs by a constant so that their mean squared coordinate is 1
       (E||x||^2 = d_in), estimated from a sample before training; decode undoes it.
-    init_decoder_norm: norm of the decoder rows at init (Anthropic's weighted L1 uses ~0.1).
+    init_decoder_norm: norm of the decoder rows at init; the encoder starts as their transpose.
+      With `decoder_norm=unit` the rows are back at unit norm after the first update, so this
+      is the encoder's initial scale. 1.0 (tied unit rows, Gao et al.) suits TopK, whose
+      selection is scale-free. For the ReLU family (relu, jumprelu, gated) prefer ~0.1, as in
+      Anthropic's April 2024 update: from tied unit rows a dictionary of width d_sae
+      reconstructs about (d_sae / 2 d_in) x at init (every positive latent adds its projection:
+      4x at d_sae = 8 d_in), and the first hundreds of steps go to shrinking the encoder,
+      killing latents on the way (planted data, ReLU+L1, 300 steps at lr 1e-2: mean max cosine
+      0.63 from 1.0, 0.99 from 0.1; with l1_coeff=5 from 1.0 nearly every latent died).
+      BatchTopK gains a little too (its global cut overshoots on high-norm tokens at init).
   """
 
   d_in: int
@@ -90,7 +114,7 @@ class SAEConfig:
   k: int = 32
   l1_coeff: float = 5.0
   decoder_norm: DecoderNorm = DecoderNorm.UNIT
-  l0_coeff: float = 1e-3
+  l0_coeff: float = 1.0
   bandwidth: float = 0.05
   threshold_init: float = 0.01
   dead_mitigation: DeadMitigation = DeadMitigation.NONE

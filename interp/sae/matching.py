@@ -99,9 +99,9 @@ class SeedStabilityConfig:
     thresholds: cosine thresholds of the shared fractions.
     source: where the activations come from.
     d, n_features, density, features_seed: the planted features (d is d_in). The features'
-      seed must differ from every init seed: `PlantedFeatures.directions` and
-      `dictionary.init` draw the same normal [n, d] from the same key, so a dictionary with
-      init seed == features seed would start at the truth.
+      seed is kept apart from the init seeds (refused if equal), a second guard beside
+      `PlantedFeatures.directions` folding a constant into its key, so that no dictionary
+      starts at the truth.
     data_seed: the activation stream, the same for every seed (seeds differ in init only).
     batch_size, num_steps, lr: training.
     k: TopK's latents per token.
