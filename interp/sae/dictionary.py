@@ -235,9 +235,20 @@ def _center(params, x_n):
   return x_n - params["b_dec"]
 
 
-def _gated_paths(params, x_c):
-  pi_gate = x_c @ params["W_enc"] + params["b_gate"]
-  mag = x_c @ (params["W_enc"] * jnp.exp(params["r_mag"])) + params["b_mag"]
+def _centred_matmul(x_n, b_dec, w):
+  """(x_n - b_dec) @ w written as x_n @ w - b_dec @ w.
+
+  Equal up to rounding, but autodiff then gives b_dec its gradient as a matrix-vector product
+  (-w @ sum_b g) instead of a dense [batch, d_sae] @ w.T for the input gradient that is only
+  summed: one of the step's six dense matmuls, when x_n (data) is not differentiated.
+  """
+  return x_n @ w - b_dec @ w
+
+
+def _gated_paths(params, x_n):
+  pi_gate = _centred_matmul(x_n, params["b_dec"], params["W_enc"]) + params["b_gate"]
+  w_mag = params["W_enc"] * jnp.exp(params["r_mag"])
+  mag = _centred_matmul(x_n, params["b_dec"], w_mag) + params["b_mag"]
   return pi_gate, jax.nn.relu(mag)
 
 
@@ -251,9 +262,9 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
                                params["b_enc"], cfg.k, topk_encode_centered)
     return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
   if a == Activation.GATED:
-    pi_gate, mag = _gated_paths(params, x_c)
+    pi_gate, mag = _gated_paths(params, x_n)
     return (pi_gate > 0) * mag, {"pi_gate": pi_gate}
-  pre = x_c @ params["W_enc"] + params["b_enc"]
+  pre = _centred_matmul(x_n, params["b_dec"], params["W_enc"]) + params["b_enc"]
   if a == Activation.RELU:
     return jax.nn.relu(pre), {}
   if a == Activation.JUMPRELU:
