@@ -19,6 +19,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from interp.circuits import experiment
+from interp.train import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
 _MODELS = flags.DEFINE_list("models", list(experiment.MODELS),
@@ -63,12 +64,7 @@ def config_from_flags() -> experiment.InductionConfig:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from interp.parallel import mesh as mesh_lib
-  mesh_lib.maybe_initialize_distributed()  # before anything touches a device
-  from interp.train import checkpoint
-  checkpoint.quiet_orbax_logs()
+  cli.start(argv)
   results = experiment.run(config_from_flags())
   for name, m in results["models"].items():
     pc = m["phase_change"]

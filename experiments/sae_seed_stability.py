@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from interp.train import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume.",
                                required=True)
 _WIDTHS = flags.DEFINE_list("widths", ["128", "256", "512"], "Dictionary widths (d_sae).")
@@ -53,13 +55,8 @@ def config_from_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from interp.parallel import mesh as mesh_lib
-  mesh_lib.maybe_initialize_distributed()  # before anything touches a device
+  cli.start(argv)
   from interp.sae import matching
-  from interp.train import checkpoint
-  checkpoint.quiet_orbax_logs()
   config = config_from_flags()
   results = matching.run_seed_stability(config)
   print(matching.summary_table(results))

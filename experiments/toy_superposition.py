@@ -71,11 +71,9 @@ def main(argv):
     # Read when the CPU backend starts, which has not happened yet.
     os.environ["XLA_FLAGS"] = (f"{flags_now} --xla_force_host_platform_device_count="
                                f"{_CPU_DEVICES.value}").strip()
-  from interp.parallel import mesh as mesh_lib
-  mesh_lib.maybe_initialize_distributed()  # before anything touches a device
+  from interp.train import cli
+  cli.start(argv)
   from interp.toy import experiment
-  from interp.train import checkpoint
-  checkpoint.quiet_orbax_logs()
   results = experiment.run_family(config_from_flags())
   print(f"{results['status']} at step {results['step']}: {results.get('figures', [])}")
 

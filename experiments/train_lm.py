@@ -24,8 +24,7 @@ from absl import app, flags
 
 from interp.data import tokenize_bytes
 from interp.models import config as model_config
-from interp.parallel import mesh as mesh_lib
-from interp.train import checkpoint, compile_only, lm, optim
+from interp.train import checkpoint, cli, compile_only, lm, optim
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume "
                                "(required unless --compile_only).")
@@ -79,15 +78,10 @@ def config_from_flags() -> lm.TrainLMConfig:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  mesh_lib.maybe_initialize_distributed()  # before anything touches a device
-  checkpoint.quiet_orbax_logs()
+  cli.start(argv)
   config = config_from_flags()
   if _COMPILE_ONLY.value:
-    name = ("TPU v5p HBM" if _DEVICE_GB.value == compile_only.TPU_V5P_HBM_GB
-            else "--device_memory_gb")
-    report = lm.compile_only(config, _DEVICE_GB.value, name)
+    report = lm.compile_only(config, _DEVICE_GB.value, cli.capacity_name(_DEVICE_GB.value))
     print(report.format())
     return
   if not config.workdir:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from interp.parallel import mesh as mesh_lib
 from interp.sae import evaluate as eval_lib
 from interp.sae import experiment
 from interp.sae import train as sae_train
 from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
-from interp.train import checkpoint, compile_only, optim
+from interp.train import checkpoint, cli, compile_only, optim
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume.")
 _SEED = flags.DEFINE_integer("seed", 0, "Dictionary initialisation.")
@@ -121,15 +120,11 @@ def configs_from_flags(d_in: int | None = None):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  mesh_lib.maybe_initialize_distributed()  # before anything touches a device
-  checkpoint.quiet_orbax_logs()
+  cli.start(argv)
   config, src = configs_from_flags()
   if _COMPILE_ONLY.value:
-    name = ("TPU v5p HBM" if _DEVICE_GB.value == compile_only.TPU_V5P_HBM_GB
-            else "--device_memory_gb")
-    print(sae_train.compile_only(config, _DEVICE_GB.value, name).format())
+    report = sae_train.compile_only(config, _DEVICE_GB.value, cli.capacity_name(_DEVICE_GB.value))
+    print(report.format())
     return
   if not config.workdir:
     raise app.UsageError("--workdir is required (unless --compile_only)")

@@ -16,6 +16,8 @@ import dataclasses
 import enum
 import math
 
+from interp.choices import choice
+
 
 class NormType(str, enum.Enum):
   NONE = "none"
@@ -103,12 +105,8 @@ class TransformerConfig:
     # Enums may arrive as strings from flags or JSON; normalise and validate them here.
     for field, enum_type in (("mlp", MLPType), ("act", Activation), ("norm", NormType),
                              ("positional", PositionalType)):
-      value = getattr(self, field)
-      try:
-        object.__setattr__(self, field, enum_type(value))
-      except ValueError:
-        valid = ", ".join(e.value for e in enum_type)
-        raise ValueError(f"TransformerConfig.{field}={value!r}: expected one of {valid}") from None
+      object.__setattr__(self, field, choice(enum_type, getattr(self, field),
+                                             f"TransformerConfig.{field}"))
     if self.n_kv_heads is None:
       object.__setattr__(self, "n_kv_heads", self.n_heads)
     if self.n_heads % self.n_kv_heads:

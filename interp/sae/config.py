@@ -32,6 +32,8 @@ import dataclasses
 import enum
 import json
 
+from interp.choices import choice
+
 
 class Activation(str, enum.Enum):
   RELU = "relu"
@@ -50,14 +52,6 @@ class DeadMitigation(str, enum.Enum):
   NONE = "none"
   AUXK = "auxk"          # topk / batchtopk only
   RESAMPLE = "resample"  # Bricken et al. 2023
-
-
-def _enum(kind, value, flag):
-  try:
-    return kind(value)
-  except ValueError:
-    valid = ", ".join(m.value for m in kind)
-    raise ValueError(f"--{flag}={value!r} is not one of: {valid}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +123,10 @@ class SAEConfig:
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
-    set_("activation", _enum(Activation, self.activation, "activation"))
-    set_("decoder_norm", _enum(DecoderNorm, self.decoder_norm, "decoder_norm"))
-    set_("dead_mitigation", _enum(DeadMitigation, self.dead_mitigation, "dead_mitigation"))
+    set_("activation", choice(Activation, self.activation, "--activation"))
+    set_("decoder_norm", choice(DecoderNorm, self.decoder_norm, "--decoder_norm"))
+    set_("dead_mitigation", choice(DeadMitigation, self.dead_mitigation,
+                                    "--dead_mitigation"))
     set_("matryoshka", tuple(int(m) for m in self.matryoshka))
     if self.d_in <= 0 or self.d_sae <= 0:
       raise ValueError(f"--d_in={self.d_in} and --d_sae={self.d_sae} must be positive")

@@ -37,15 +37,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from interp.choices import choice  # noqa: F401 (toy modules use data.choice)
+
 TWO_32 = 4294967296.0
-
-
-def choice(kind: type[enum.Enum], value, flag: str):
-  """`kind(value)`, or a ValueError naming `flag` and listing the valid values."""
-  try:
-    return kind(value)
-  except ValueError:
-    raise ValueError(f"{flag}={value!r}: expected one of {[k.value for k in kind]}") from None
 
 
 class Prng(str, enum.Enum):

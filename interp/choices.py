@@ -1,0 +1,14 @@
+"""Flag values checked against an enum at the door (STYLE: no behaviour chosen by loose strings)."""
+
+from __future__ import annotations
+
+import enum
+
+
+def choice(kind: type[enum.Enum], value, flag: str):
+  """`kind(value)`, or a ValueError naming `flag` and listing the valid values."""
+  try:
+    return kind(value)
+  except ValueError:
+    valid = ", ".join(str(k.value) for k in kind)
+    raise ValueError(f"{flag}={value!r} is not one of: {valid}") from None
