@@ -10,5 +10,5 @@ def choice(kind: type[enum.Enum], value, flag: str):
   try:
     return kind(value)
   except ValueError:
-    valid = ", ".join(str(k.value) for k in kind)
+    valid = ", ".join(repr(k.value) for k in kind)
     raise ValueError(f"{flag}={value!r} is not one of: {valid}") from None

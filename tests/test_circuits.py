@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from interp.circuits import ablate, data, icl, lens, scores, weights
+from interp.data import sources
 from interp.models import config, hooks, transformer
 
 TOY = config.attn_only(2, 16, 4, 12, 20)
@@ -77,15 +78,15 @@ def test_repeated_tokens_and_pairs_source():
   assert toks.shape == (4, 15) and (toks[:, 0] == 1).all()
   np.testing.assert_array_equal(toks[:, 1:8], toks[:, 8:])
   assert all(len(set(row[1:8])) == 7 for row in toks) and toks[:, 1:].min() >= 10
-  src = data.make_source("pairs:3-5", 16)
+  src = sources.make_source("pairs:3-5", 16)
   batch = src.batch(seed=1, step=2, batch_size=4, length=33)
   np.testing.assert_array_equal(batch, src.batch(1, 2, 4, 33))
   np.testing.assert_array_equal(batch[2:], src.batch(1, 2, 4, 33, rows=slice(2, 4)))
   for row in batch:  # segments of 3..5 distinct tokens, each followed by its copy
     assert _parses_as_pairs(list(row), range(3, 6))
   with pytest.raises(ValueError, match="pairs:MIN-MAX"):
-    data.make_source("pairs:4", 16)
-  assert data.make_source("repeat:8", 16).segment_len == 8
+    sources.make_source("pairs:4", 16)
+  assert sources.make_source("repeat:8", 16).segment_len == 8
 
 
 def test_copying_scores_match_full_ov_eigenvalues(toy):

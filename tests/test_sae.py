@@ -281,3 +281,9 @@ def test_bad_input_is_named(tmp_path):
   wrong = synthetic.PlantedFeatures(d=32)
   with pytest.raises(ValueError, match="--d_in=64 but the activations"):
     train(tmp_path, cfg, steps=1, batch=64, name="d_in", features=wrong)
+
+
+def test_batchtopk_refuses_a_batch_its_int32_count_cannot_hold(tmp_path):
+  cfg = SAEConfig(d_in=64, d_sae=2**20, activation="batchtopk", k=4)
+  with pytest.raises(ValueError, match="counts --batch_size x --d_sae = 4294967296 values"):
+    sae_train.TrainSAEConfig(workdir=str(tmp_path), sae=cfg, batch_size=4096)

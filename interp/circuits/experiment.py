@@ -31,6 +31,7 @@ import numpy as np
 
 from interp.circuits import ablate, data, icl, scores, weights
 from interp.circuits import train as train_lib
+from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
 from interp.train.checkpoint import CheckpointConfig
@@ -96,7 +97,7 @@ class InductionConfig:
     if self.n_ctx // 2 > self.vocab_size:
       raise ValueError(f"held-out segments of n_ctx / 2 = {self.n_ctx // 2} distinct tokens need "
                        f"--vocab_size >= {self.n_ctx // 2}")
-    data.make_source(self.data, self.vocab_size)
+    sources.make_source(self.data, self.vocab_size)
 
   def model(self, name: str) -> model_config.TransformerConfig:
     layers, smear = MODELS[name]

@@ -1,18 +1,11 @@
-"""Train a small LM on any token source, keeping snapshots of analysis metrics as it trains.
+"""Train a small LM while keeping snapshots of analysis metrics: `interp.train.lm.run` plus a
+snapshot hook.
 
-The same compiled programs, loss, checkpoints and loop as `interp.train.lm.train_lm`; two
-differences: the source may be one of `interp.circuits.data` (`pairs:MIN-MAX`), and a snapshot
-function of the parameters (head scores, ICL, ...) is evaluated every `snapshot_every` steps
-and at step 0, its values appended to `snapshots.jsonl`. The run folder holds:
-
-  config.json          this run's TrainConfig
-  model_config.json    the TransformerConfig; a later run with another one is refused
-  metrics.jsonl        training loss, accuracy, grad norm every `log_every` steps
-  snapshots.jsonl      {"step": s, name: value (nested lists for arrays)} per snapshot
-  checkpoints/<step>/  Orbax checkpoints (train state + data position)
-
-Running the same config again resumes from the latest checkpoint; rows of metrics.jsonl and
-snapshots.jsonl past it are dropped first, so the records read like an uninterrupted run.
+A snapshot function of the parameters (head scores, ICL, ...) is evaluated at step 0, every
+`snapshot_every` steps and at the end; its values are appended to `snapshots.jsonl` beside what
+every LM run keeps (flags.json, model_config.json, data.json, metrics.jsonl, checkpoints/,
+results.json; `interp.train.lm`). Running the same config again resumes from the latest
+checkpoint; snapshot rows past it are dropped first, so the records read like one run.
 """
 
 from __future__ import annotations
@@ -24,15 +17,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
-from absl import logging
 
-from interp.circuits import data as data_lib
 from interp.data import sources
 from interp.models.config import TransformerConfig
-from interp.parallel import mesh as mesh_lib
-from interp.train import lm, loop
-from interp.train import metrics as metrics_lib
-from interp.train.checkpoint import CheckpointConfig, CheckpointHook, Checkpointer
+from interp.train import lm
+from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 
 Snapshot = Callable[[dict], dict]  # params -> {name: array}
@@ -62,7 +51,7 @@ class TrainConfig:
   checkpoint: CheckpointConfig = CheckpointConfig(every_steps=500, keep=1)
 
   def __post_init__(self):
-    data_lib.make_source(self.data, self.model.vocab_size)  # fails early on a bad spec
+    sources.make_source(self.data, self.model.vocab_size)  # fails early on a bad spec
     if min(self.batch_size, self.num_steps, self.log_every) <= 0 or self.snapshot_every < 0:
       raise ValueError(f"batch_size, num_steps and log_every must be positive, snapshot_every "
                        f"non-negative: {self}")
@@ -79,13 +68,6 @@ class Trained(NamedTuple):
   status: str           # "completed" | "preempted"
   metrics: list[dict]   # rows of metrics.jsonl
   snapshots: list[dict]  # rows of snapshots.jsonl
-
-
-def _write_json(workdir: str, name: str, value) -> None:
-  tmp = os.path.join(workdir, name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, name))
 
 
 def read_rows(path: str) -> list[dict]:
@@ -131,42 +113,23 @@ class SnapshotHook:
 
 def train(config: TrainConfig, snapshot: Snapshot | None = None) -> Trained:
   """Trains (or resumes) `config.model` in `config.workdir`, snapshotting as it goes."""
-  mesh = mesh_lib.make_mesh(config.mesh)
-  source = data_lib.make_source(config.data, config.model.vocab_size)
   workdir = os.path.abspath(config.workdir)
-  lm.check_model_config(workdir, config.model)
-  sources.check_batch_size(config.batch_size, mesh)
-  programs = lm._programs(config.model, config.optimizer, mesh)  # pylint: disable=protected-access
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
-  try:
-    restored = ckpt.restore(programs.target)
-  except BaseException:
-    ckpt.close()
-    raise
-  state = programs.init(jax.random.key(config.seed)) if restored is None else restored[0]
-  start = int(state.step)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(workdir, "config.json", config.to_dict())
-    _write_json(workdir, "model_config.json", config.model.to_dict())
-  logging.info("%s %s at step %d of %d", "resuming" if restored else "starting", workdir, start,
-               config.num_steps)
-
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  writer.truncate_after(start)
-  hooks = [metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)]
   snap_path = os.path.join(workdir, "snapshots.jsonl")
-  if snapshot is not None:
+
+  def hooks(start, state):
+    if snapshot is None:
+      return []
     snap = SnapshotHook(snapshot, config.snapshot_every, config.num_steps, snap_path, start)
     if start == 0:
       snap.record(0, state.params)
-    hooks.append(snap)
-  position = lambda s: {"step": s, "data": config.data, "seed": config.seed}
-  hooks.append(CheckpointHook(ckpt, config.num_steps, position))
-  batches = sources.make_batches(source, mesh, config.seed, config.batch_size,
-                                 config.model.n_ctx + 1)
-  state, stopped = loop.run(programs.step, state, batches, config.num_steps, hooks)
+    return [snap]
+
+  lm_config = lm.TrainLMConfig(
+      workdir=workdir, model=config.model, data=config.data, batch_size=config.batch_size,
+      num_steps=config.num_steps, seed=config.seed, mesh=config.mesh, log_every=config.log_every,
+      optimizer=config.optimizer, checkpoint=config.checkpoint)
+  results, state = lm.run(lm_config, hooks)
   params = jax.tree.map(np.asarray, jax.device_get(state.params))
-  return Trained(params=params, step=int(state.step),
-                 status="preempted" if stopped else "completed",
-                 metrics=read_rows(writer.path), snapshots=read_rows(snap_path))
+  return Trained(params=params, step=int(state.step), status=results["status"],
+                 metrics=read_rows(os.path.join(workdir, "metrics.jsonl")),
+                 snapshots=read_rows(snap_path))

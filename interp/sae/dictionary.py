@@ -405,8 +405,8 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
     recon = (recon + mse) / (len(cfg.matryoshka) + 1)
   else:
     recon = mse
-  dec_norm = jnp.linalg.norm(params["W_dec"], axis=-1)
-  weights = dec_norm if cfg.decoder_norm == DecoderNorm.WEIGHTED else 1.0
+  weights = (jnp.linalg.norm(params["W_dec"], axis=-1)
+             if cfg.decoder_norm == DecoderNorm.WEIGHTED else 1.0)
   sparsity = aux = jnp.float32(0.0)
   a = cfg.activation
   if a == Activation.RELU:

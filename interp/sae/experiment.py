@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from interp.data import tokenized
-from interp.models import hooks, sharded
+from interp.models import sharded
 from interp.models.config import TransformerConfig
 from interp.parallel import mesh as mesh_lib
 from interp.sae import evaluate as eval_lib
@@ -124,10 +124,7 @@ def model_config(source: str) -> TransformerConfig:
 
 def site_width(src: SourceConfig) -> int:
   """The width of the activations at `--hook` (what the dictionary reads)."""
-  cfg = model_config(src.source)
-  hooks.check_names(cfg, [src.hook], "--hook")
-  shape = hooks.hook_shapes(cfg, 1, 1)[src.hook]
-  return int(np.prod(shape[2:]))
+  return store_lib.check_sites(model_config(src.source), [src.hook])[1]
 
 
 def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Store,

@@ -83,8 +83,11 @@ class TrainSAEConfig:
     for name in ("batch_size", "num_steps", "log_every", "init_sample"):
       if getattr(self, name) <= 0:
         raise ValueError(f"--{name}={getattr(self, name)} must be positive")
-    if self.sae.activation.value == "batchtopk" and self.sae.k * self.batch_size > 2**31 - 1:
-      raise ValueError("--k times --batch_size overflows the BatchTopK selection")
+    if (self.sae.activation.value == "batchtopk"
+        and self.batch_size * self.sae.d_sae > 2**31 - 1):
+      # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.
+      raise ValueError(f"--activation=batchtopk counts --batch_size x --d_sae = "
+                       f"{self.batch_size * self.sae.d_sae} values in int32; use a smaller batch")
 
   def to_dict(self) -> dict:
     out = dataclasses.asdict(self)
@@ -133,8 +136,7 @@ def resample(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array, key: 
 
 def _reset_moments(optimizer, opt_state, trainable, dead):
   """Zeroes Adam's moments of the resampled latents."""
-  names = jax.tree.map(lambda _: None, trainable)
-  names = {k: k for k in names}
+  names = {k: k for k in trainable}  # each leaf's name, to find its latent axis
   return optax.tree_map_params(
       optimizer, lambda leaf, name: _where_latent(dead, name, jnp.zeros_like(leaf), leaf),
       opt_state, names, transform_non_params=lambda x: x)

@@ -191,6 +191,19 @@ def train_lm(config: TrainLMConfig) -> dict:
   Returns:
     The results: status ("completed" or "preempted"), step, final logged metrics, wall time.
   """
+  return run(config)[0]
+
+
+def run(config: TrainLMConfig,
+        extra_hooks: Callable[[int, state_lib.TrainState], list] | None = None):
+  """`train_lm` that also returns the final TrainState, with experiment-specific loop hooks.
+
+  Args:
+    extra_hooks: (start step, initial or restored state) -> hooks run after the metrics hook
+      and before the checkpoint hook (e.g. snapshots of analysis metrics during training).
+  Returns:
+    (results, final state).
+  """
   start_time = time.time()
   mesh = mesh_lib.make_mesh(config.mesh)
   source = sources.make_source(config.data, config.model.vocab_size)
@@ -225,7 +238,8 @@ def train_lm(config: TrainLMConfig) -> dict:
   writer.truncate_after(start)
   metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)
   position = lambda s: {"step": s, "data": config.data, "seed": config.seed}
-  hooks = [metrics_hook, CheckpointHook(ckpt, config.num_steps, position)]
+  hooks = [metrics_hook, *(extra_hooks(start, state) if extra_hooks else []),
+           CheckpointHook(ckpt, config.num_steps, position)]
   batches = sources.make_batches(source, mesh, config.seed, config.batch_size,
                                  config.model.n_ctx + 1)
   state, stopped = loop.run(programs.step, state, batches, config.num_steps, hooks)
@@ -235,7 +249,7 @@ def train_lm(config: TrainLMConfig) -> dict:
              "final": metrics_hook.last or run_folder.last_row(writer.path)}
   if primary and not stopped:
     run_folder.write_json(workdir, "results.json", results)
-  return results
+  return results, state
 
 
 def compile_only(config: TrainLMConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
