@@ -201,9 +201,8 @@ class Transformer(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens, hk: HookContext):
+  def __call__(self, tokens, hk: HookContext, logits_at=None):
     cfg = self.cfg
-    init = nn.initializers.normal(cfg.init_std)
     embed = Embed(cfg, name="embed")
     x = embed(tokens)
     if cfg.embed_scale:
@@ -216,6 +215,8 @@ class Transformer(nn.Module):
       x = Block(cfg, layer, name=f"blocks_{layer}")(x, hk)
     if cfg.norm != NormType.NONE:
       x = Norm(cfg, "ln_final", name="ln_final")(x, hk)
+    if logits_at is not None:  # unembed only the positions asked for: [b k d]
+      x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
     if cfg.tied_embeddings:
       logits = embed.attend(x)
     else:
@@ -267,10 +268,13 @@ def param_axes(params) -> dict:
   return jax.tree_util.tree_map_with_path(axes, params)
 
 
-def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None):
+def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, logits_at=None):
   """Runs the model: returns (logits [b p v] float32, cache {hook name: activation}).
 
   Hook names are checked here, at trace time, so an unknown name fails before anything runs.
+  `logits_at` (int [b k]) unembeds only those positions, giving logits [b k v]: with Gemma's
+  262k-token vocabulary the unembedding dominates a short prompt's cost, and circuit metrics
+  read one or two positions.
   """
   hooks = hooks or Hooks()
   hooks.validate(cfg)
@@ -278,8 +282,13 @@ def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None):
     raise ValueError(f"tokens must be [batch, seq] integers, got shape {tokens.shape}")
   if cfg.positional == PositionalType.LEARNED and tokens.shape[1] > cfg.n_ctx:
     raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={cfg.n_ctx}")
+  if logits_at is not None:
+    logits_at = jnp.asarray(logits_at, jnp.int32)
+    if logits_at.ndim != 2 or logits_at.shape[0] != tokens.shape[0]:
+      raise ValueError(f"logits_at must be [batch, k] positions for tokens {tokens.shape}, "
+                       f"got shape {logits_at.shape}")
   hk = HookContext(hooks)
-  logits = Transformer(cfg).apply({"params": params}, tokens, hk)
+  logits = Transformer(cfg).apply({"params": params}, tokens, hk, logits_at)
   return logits, hk.cache
 
 
@@ -288,11 +297,13 @@ def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None):
   return forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=dict(edits or {})))
 
 
-def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None):
+def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None,
+               logits_at=None):
   """Gradient of `metric(logits)` (a scalar) with respect to the activations at `names`.
 
   Adds a zero tensor at each hook and differentiates with respect to it, so the returned
   gradients are exactly d metric / d activation (what attribution patching needs).
+  `logits_at` is passed to `forward` (metric then sees logits [b k v]).
   Returns (metric value, cache of the activations, {name: gradient}).
   """
   from interp.models.hooks import hook_shapes
@@ -306,7 +317,8 @@ def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None
     for n, dlt in deltas.items():
       prev = base_edits.get(n)
       new_edits[n] = (lambda x, dlt=dlt, prev=prev: (prev(x) if prev else x) + dlt.astype(x.dtype))
-    logits, cache = forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=new_edits))
+    logits, cache = forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=new_edits),
+                            logits_at)
     return metric(logits), cache
 
   (value, cache), grads = jax.value_and_grad(f, has_aux=True)(zeros)
