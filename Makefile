@@ -16,6 +16,10 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-saelens.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-saelens.txt
+	@# Debian's headless Chromium for tests/test_graph_viewer.py (skipped there without it).
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; } || echo "warning: could not install chromium" >&2
 	touch $@
 
 env: $(VENV)/.runtime
