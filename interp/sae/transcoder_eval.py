@@ -1,0 +1,109 @@
+"""A transcoder judged by the model: next-token loss with every MLP replaced by it.
+
+Vocabulary (beyond `interp.sae.transcoder` and `interp.sae.evaluate`):
+  clean      the model's own forward.
+  replaced   one forward in which each layer's hook_mlp_out is the transcoder's prediction from
+             that same forward's MLP inputs: an edit at layer l's input site encodes it and
+             records acts[l] in a Python dict during the trace, and the edit at layer l's
+             hook_mlp_out decodes from acts[0..l] (a CLT reads every earlier layer's latents).
+             Errors compound through the layers, as they do in a replacement model.
+  zero       every hook_mlp_out replaced by 0 (all MLPs ablated).
+  CE         mean next-token cross-entropy over positions 0 .. p-2 of every sequence.
+  recovered  (CE_zero - CE_replaced) / (CE_zero - CE_clean).
+  FVU, L0    per layer on the clean forward's activations (as in training).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.models import transformer
+from interp.models.config import TransformerConfig
+from interp.models.hooks import Hooks
+from interp.sae import transcoder as tc
+
+
+def _ce(logits, tokens):
+  logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1))
+
+
+def replacement_edits(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig, params: dict,
+                      record: dict | None = None) -> dict:
+  """Hook edits that replace every MLP by the transcoder within one forward pass.
+
+  Args:
+    model_cfg, cfg, params: the model's config and the transcoder.
+    record: a dict that receives {layer: acts [b p n]} during the trace (optional).
+  Returns:
+    {hook name: edit} for `interp.models.hooks.Hooks(edits=...)`.
+  """
+  ins, outs = tc.sites(model_cfg)
+  L = cfg.n_layers
+  acts, x_ins = ({} if record is None else record), {}
+
+  def read(l):
+    def edit(x):
+      x_ins[l] = x
+      acts[l] = tc.encode_layer(cfg, params, x, l)
+      return x
+    return edit
+
+  def write(l):
+    def edit(x):
+      stacked = jnp.stack([acts[s] for s in range(l + 1)], axis=2)  # layers 0..l: [b p l+1 n]
+      return tc.decode_layer(cfg, params, stacked, l, x_ins[l]).astype(x.dtype)
+    return edit
+
+  edits = {ins[l]: read(l) for l in range(L)}
+  edits.update({outs[l]: write(l) for l in range(L)})
+  return edits
+
+
+@functools.lru_cache(maxsize=8)
+def _program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
+  ins, outs = tc.sites(model_cfg)
+
+  def run(model_params, params, tokens):
+    clean, cache = transformer.forward(model_cfg, model_params, tokens,
+                                       Hooks(capture=ins + outs))
+    replaced, _ = transformer.forward(model_cfg, model_params, tokens,
+                                      Hooks(edits=replacement_edits(model_cfg, cfg, params)))
+    zero_edits = {o: jnp.zeros_like for o in outs}
+    zero, _ = transformer.forward(model_cfg, model_params, tokens, Hooks(edits=zero_edits))
+    x_in = jnp.stack([cache[s] for s in ins], axis=2).reshape(-1, len(ins), model_cfg.d_model)
+    x_out = jnp.stack([cache[s] for s in outs], axis=2).reshape(x_in.shape)
+    acts = tc.encode(cfg, params, x_in)
+    err = jnp.sum((x_out - tc.decode(cfg, params, acts, x_in)) ** 2, axis=(0, 2))
+    var = jnp.sum((x_out - x_out.mean(0)) ** 2, axis=(0, 2))
+    return {"ce_clean": _ce(clean, tokens), "ce_replaced": _ce(replaced, tokens),
+            "ce_zero": _ce(zero, tokens), "fvu": err / jnp.maximum(var, 1e-12),
+            "l0": jnp.mean(jnp.sum(acts > 0, -1).astype(jnp.float32), 0)}
+
+  return jax.jit(run)
+
+
+def replaced_loss(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderConfig,
+                  params: dict, tokens) -> dict:
+  """The model's loss clean, with every MLP replaced by the transcoder, and with MLPs ablated.
+
+  Args:
+    model_cfg, model_params: the model.
+    cfg, params: the transcoder (scales folded in or not).
+    tokens: int [batch, seq] sequences (one jitted batch).
+  Returns:
+    {ce_clean, ce_replaced, ce_zero, ce_recovered: floats; fvu, l0: per-layer lists}.
+  """
+  if cfg.n_layers != model_cfg.n_layers or cfg.d_model != model_cfg.d_model:
+    raise ValueError(f"transcoder of {cfg.n_layers} layers x d_model {cfg.d_model} for a model "
+                     f"of {model_cfg.n_layers} x {model_cfg.d_model}")
+  out = jax.device_get(_program(model_cfg, cfg)(model_params, params, jnp.asarray(tokens)))
+  res = {k: float(out[k]) for k in ("ce_clean", "ce_replaced", "ce_zero")}
+  gap = res["ce_zero"] - res["ce_clean"]
+  res["ce_recovered"] = (res["ce_zero"] - res["ce_replaced"]) / gap if gap else float("nan")
+  res.update(fvu=np.asarray(out["fvu"]).tolist(), l0=np.asarray(out["l0"]).tolist())
+  return res

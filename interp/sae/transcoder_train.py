@@ -1,0 +1,231 @@
+"""Sharded transcoder training through the shared loop, optimizer, checkpoints and stores.
+
+Vocabulary (beyond `interp.sae.transcoder`):
+  paired row  one token's [2L, d] activations: the L MLP inputs, then the L MLP outputs. A
+              `ModelStore` over `sites_in + sites_out` (all of width d) serves batches
+              [B, 2L, d] of them with the SAE machinery unchanged (`transcoder_store`); the
+              step splits each batch into x_in = rows[:, :L] and x_out = rows[:, L:].
+
+Parameters are sharded along `latent` (mesh axis `model`), batches along `data`, and the step
+is `interp.train.loop.compile_step` (jit with in/out shardings, the state donated). With a
+`workdir`, the run folder holds transcoder_config.json, data.json, metrics.jsonl and Orbax
+checkpoints, and a rerun resumes exactly (batch s is a pure function of the store's seed and
+s); without one nothing is written (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from interp.data import sources
+from interp.parallel import mesh as mesh_lib
+from interp.parallel import sharding as shd
+from interp.sae import store as store_lib
+from interp.sae import transcoder as tc
+from interp.train import loop
+from interp.train import metrics as metrics_lib
+from interp.train import run_folder
+from interp.train import state as state_lib
+from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
+                                     Checkpointer)
+from interp.train.optim import OptimizerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTranscoderConfig:
+  """Attributes:
+    transcoder: the dictionary (`interp.sae.transcoder.TranscoderConfig`).
+    workdir: the run folder (None: no checkpoints or files).
+    batch_size: tokens per step (global); a multiple of the data axis.
+    num_steps: total updates.
+    seed: dictionary init (the store has its own data seed).
+    log_every: metrics fetched, checked for NaN/Inf and recorded every this many steps (and
+      at steps 1 and num_steps).
+    init_sample: tokens read before training for the scales and b_dec.
+    optimizer, checkpoint: as for every run.
+  """
+
+  transcoder: tc.TranscoderConfig
+  workdir: str | None = None
+  batch_size: int = 1024
+  num_steps: int = 1000
+  seed: int = 0
+  log_every: int = 50
+  init_sample: int = 1024
+  optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, warmup_steps=50, grad_clip=0.0)
+  checkpoint: CheckpointConfig = CheckpointConfig()
+
+  def __post_init__(self):
+    for name in ("batch_size", "num_steps", "log_every", "init_sample"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+
+  def to_dict(self) -> dict:
+    out = dataclasses.asdict(self)
+    out["transcoder"] = self.transcoder.to_dict()
+    return out
+
+
+def transcoder_store(model_cfg, model_params, mesh, source, **store_kwargs):
+  """A `ModelStore` of paired rows [2L, d] (MLP inputs, then outputs) for every layer.
+
+  Args:
+    model_cfg, model_params: the model.
+    mesh: the (data, model) mesh.
+    source: token windows (`interp.data.sources`).
+    **store_kwargs: batch_size, context_length, model_batch_size, buffer_batches, seed, ...
+  """
+  ins, outs = tc.sites(model_cfg)
+  return store_lib.ModelStore(model_cfg, model_params, mesh, ins + outs, source, **store_kwargs)
+
+
+def array_store(x_in, x_out, batch_size: int, mesh, seed: int = 0):
+  """An in-memory store of paired rows from x_in, x_out [N, L, d]."""
+  return store_lib.ArrayStore(np.concatenate([np.asarray(x_in), np.asarray(x_out)], axis=1),
+                              batch_size, mesh, seed, name="transcoder")
+
+
+def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation):
+  """The pure step (state, paired rows [B, 2L, d]) -> (state, scalar metrics)."""
+  L = cfg.n_layers
+
+  def step(state: state_lib.TrainState, batch: jax.Array):
+    trainable, buffers = tc.split(state.params)
+    loss_fn = lambda t: tc.loss(cfg, {**t, **buffers}, batch[:, :L], batch[:, L:])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    vectors = {name: metrics.pop(name + "_layer") for name in ("fvu", "l0")}
+    per_layer = {f"{name}_{l}": v[l] for name, v in vectors.items() for l in range(L)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics, **per_layer}
+    return state_lib.TrainState(step=state.step + 1, params={**trainable, **buffers},
+                                opt_state=opt_state), metrics
+  return step
+
+
+class Programs(NamedTuple):
+  init: Callable          # jitted (key, sample [N, 2L, d]) -> TrainState in its shardings
+  step: Callable          # jitted donating (state, batch) -> (state, metrics)
+  target: state_lib.TrainState
+  batch: jax.sharding.Sharding
+
+
+@functools.lru_cache(maxsize=8)
+def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh,
+             init_sample: int = 8) -> Programs:
+  """Compiled init and step for one transcoder, optimizer and mesh (memoised)."""
+  optimizer = optim.build()
+  L = cfg.n_layers
+
+  def init(key, sample):
+    params = tc.init(cfg, key, sample[:, :L], sample[:, L:])
+    return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                opt_state=optimizer.init(tc.split(params)[0]))
+
+  key = jax.random.key(0)
+  sample = jax.ShapeDtypeStruct((init_sample, 2 * L, cfg.d_model), jnp.float32)
+  abstract = jax.eval_shape(init, key, sample)
+  param_sh = mesh_lib.param_shardings(mesh, tc.param_axes(cfg, abstract.params),
+                                      abstract.params, shd.PARAM_RULES)
+  trainable_sh, _ = tc.split(param_sh)
+  state_sh = state_lib.shardings(optimizer, tc.split(abstract.params)[0], trainable_sh, mesh)
+  state_sh = state_lib.TrainState(step=state_sh.step, params=param_sh,
+                                  opt_state=state_sh.opt_state)
+  batch_sh = mesh_lib.batch_sharding(mesh, 3)
+  replicated = shd.replicated(mesh)
+
+  def step_fn(state, batch):
+    with shd.activation_rules(mesh, shd.ACT_RULES):
+      return make_step(cfg, optimizer)(state, batch)
+
+  return Programs(
+      init=jax.jit(init, in_shardings=(replicated, replicated), out_shardings=state_sh),
+      step=loop.compile_step(step_fn, state_sh, batch_sh),
+      target=state_lib.abstract(init, state_sh, key, sample), batch=batch_sh)
+
+
+class HistoryHook:
+  """Loop hook: host copies of the metrics at step 1, every `every` steps and the last."""
+
+  def __init__(self, every: int, num_steps: int):
+    self.every, self.num_steps, self.rows = every, num_steps, []
+
+  def __call__(self, step: int, state, metrics) -> None:
+    del state
+    if step == 1 or step % self.every == 0 or step == self.num_steps:
+      values = metrics_lib.to_host(metrics)
+      metrics_lib.check_finite(values, step)
+      self.rows.append({"step": step, **values})
+
+  def close(self) -> None:
+    pass
+
+
+def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tuple[dict, dict]:
+  """Trains (or, with a workdir, resumes) a transcoder on paired activations.
+
+  Args:
+    config: the run.
+    store_or_arrays: a store serving paired rows [B, 2L, d] (`transcoder_store`,
+      `array_store`), or a tuple (x_in, x_out) of arrays [N, L, d].
+    mesh: the (data, model) mesh (`interp.parallel.mesh.make_mesh`); `model` shards latents.
+  Returns:
+    (results, params): results has status, step, wall_s, history (metrics at the logged
+    steps) and final; params are the trained transcoder with its scales folded in
+    (`transcoder.fold_scales`), sharded like the training state.
+  """
+  start_time = time.time()
+  cfg = config.transcoder
+  store = store_or_arrays
+  if isinstance(store_or_arrays, (tuple, list)):
+    store = array_store(*store_or_arrays, config.batch_size, mesh, seed=config.seed)
+  want = (2 * cfg.n_layers, cfg.d_model)
+  if tuple(store.source.row_shape) != want:
+    raise ValueError(f"the store serves rows {tuple(store.source.row_shape)}; a transcoder of "
+                     f"{cfg.n_layers} layers and d_model {cfg.d_model} reads paired rows {want}")
+  sources.check_batch_size(config.batch_size, mesh)
+  progs = programs(cfg, config.optimizer, mesh, config.init_sample)
+  history = HistoryHook(config.log_every, config.num_steps)
+  hooks, restored, ckpt = [history], None, None
+  if config.workdir:
+    workdir = os.path.abspath(config.workdir)
+    if run_folder.config_changes(workdir, "transcoder_config.json", cfg.to_dict()):
+      raise CheckpointMismatchError(f"--workdir={workdir} holds a transcoder with another "
+                                    f"config; use a new --workdir or the original flags")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
+    restored = ckpt.restore(progs.target)
+  if restored is None:
+    sample = np.asarray(store.sample(config.init_sample), np.float32)
+    if not np.all(np.isfinite(sample)):
+      raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
+                               f"NaN or Inf; cannot initialise the transcoder")
+    state = progs.init(jax.random.key(config.seed), sample)
+  else:
+    state = restored[0]
+  if config.workdir:
+    if jax.process_index() == 0:
+      run_folder.record_flags(workdir, config.to_dict())
+      run_folder.write_json(workdir, "transcoder_config.json", cfg.to_dict())
+      run_folder.write_json(workdir, "data.json", store.describe())
+    writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+    writer.truncate_after(int(state.step))
+    position = lambda s: {"step": s, "data": store.describe(), "seed": config.seed}
+    hooks += [metrics_lib.MetricsHook(writer, config.log_every, config.num_steps,
+                                      int(state.step)),
+              CheckpointHook(ckpt, config.num_steps, position)]
+  state, stopped = loop.run(progs.step, state, store.batch, config.num_steps, hooks)
+  results = {"status": "preempted" if stopped else "completed", "step": int(state.step),
+             "wall_s": round(time.time() - start_time, 3), "history": history.rows,
+             "final": history.rows[-1] if history.rows else None}
+  if config.workdir and jax.process_index() == 0 and not stopped:
+    run_folder.write_json(workdir, "results.json", results)
+  return results, tc.fold_scales(cfg, state.params)
