@@ -97,3 +97,68 @@ def induction_gemma(workdir: str, quick: bool) -> Section:
                  summary=f"{cfg.batch} sequences of <bos> + {cfg.seg_len} random tokens (ids "
                          f"{cfg.low}-{cfg.high}) + the same again.",
                  figures=[fig], rows=rows)
+
+
+@register("ioi_gemma")
+def ioi_gemma(workdir: str, quick: bool) -> Section:
+  from interp.circuits import ioi, ioi_experiment
+  config = ioi_experiment.IOIConfig(workdir=workdir, n_prompts=4 if quick else 16,
+                                    patching=not quick, circuit=ioi.CircuitConfig())
+  r = ioi_experiment.run(config)
+  b, f = r["baseline"], r["faithfulness"]
+  fmt = lambda pairs: ", ".join(f"{h} {v:+.2f}" for h, v in pairs[:3])
+  rows = [("logit difference IO - S (p_ABC corrupted)",
+           f"{b['logit_diff']:.2f} ({b['logit_diff_corrupt']:.2f})", "> 0 (GPT-2 small: 3.56)"),
+          ("accuracy (LD > 0); IO is the top-1 token", f"{b['accuracy']:.2f}; {b['io_top1']:.2f}",
+           "-"),
+          ("largest negative / positive direct effects (x clean LD)",
+           f"{fmt(r['largest_negative_direct'])} / {fmt(r['largest_positive_direct'])}",
+           "name movers / negative name movers")]
+  rows += [(f"class: {name.replace('_', ' ')}", ", ".join(heads) or "-", "-")
+           for name, heads in r["classes"].items()]
+  rows.append(("faithfulness: circuit LD / model LD (all other heads mean-ablated per template)",
+               f"{f['faithfulness']:.2f} ({f['n_heads']} heads; no heads: "
+               f"{f['logit_diff_all_heads_ablated']:.2f})", "GPT-2 small: 0.87"))
+  if "patching" in r:
+    for kind, m in r["patching"].items():
+      a = m["agreement"]
+      rows.append((f"attribution vs activation patching ({kind}): Pearson r, Kendall tau",
+                   f"{a['pearson_r']:.2f}, {a['kendall_tau']:.2f}", "high"))
+  return Section(title="Indirect object identification in Gemma 3 270M (Wang et al., 2022)",
+                 summary=f"{b['n_prompts']} IOI prompts (6 templates, ABBA/BABA) and their p_ABC "
+                         "corruptions; head classes by path patching (effects relative to the "
+                         "clean logit difference) and attention by role.",
+                 figures=r["figures"], rows=rows)
+
+
+@register("clamping_gemma")
+def clamping_gemma(workdir: str, quick: bool) -> Section:
+  from interp.circuits import clamping
+  title = "Feature clamping on Gemma 3 270M (a small-scale 'Golden Gate')"
+  sae_dir = os.path.join(os.path.dirname(workdir), "sae_gemma")
+  if not os.path.exists(os.path.join(sae_dir, "sae_config.json")):
+    return Section(title=title, summary=f"needs the sae_gemma entry's dictionary in {sae_dir}; "
+                   "run the suite with it first.")
+  config = clamping.ClampConfig(
+      workdir=workdir, sae_dir=sae_dir, n_new=8 if quick else 24,
+      multiples=(0.0, 2.0, 8.0) if quick else clamping.ClampConfig.multiples,
+      generate_multiples=(4.0,) if quick else clamping.ClampConfig.generate_multiples)
+  r = clamping.run(config)
+  dr = r["dose_response"]
+  top = r["top_contexts"][0]
+  rows = [("latent found for the concept (mean activation on concept - neutral sentences)",
+           f"{r['latent']} ({r.get('concept_score', float('nan')):.2f})", "-"),
+          ("its strongest corpus context", f"{top['before']}[[{top['token']}]]{top['after']}"
+           .replace("\n", " ").replace("|", "/"), "about the concept"),
+          ("its output tokens (decoder row, logit lens)", ", ".join(r["output_tokens"][:6]), "-")]
+  for m, p, kl, loss in zip(dr["multiples"], dr["target_prob"], dr["kl"], dr["loss"]):
+    rows.append((f"clamp x{m:g} max activation: output-token mass, KL, held-out loss",
+                 f"{p:.4f}, {kl:.3f}, {loss:.3f} (unclamped {dr['loss_unclamped']:.3f})",
+                 "mass and KL rise with the dose"))
+  for m, g in r["generations"].items():
+    rows.append((f"generation at x{m}: concept-word rate; first sample",
+                 f"{g['concept_word_rate']:.3f}; " + g["texts"][0].replace("\n", " ")
+                 .replace("|", "/")[:160], "rises with the clamp"))
+  return Section(title=title, summary=f"Latent of the `sae_gemma` dictionary at `{r['hook']}`, "
+                 "clamped at every position with the reconstruction error kept (no clamp = "
+                 "unchanged model).", figures=r["figures"], rows=rows)
