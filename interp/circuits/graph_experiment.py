@@ -1,0 +1,160 @@
+"""One attribution-graph experiment: model + transcoder (loaded or trained) + prompt -> files.
+
+The library behind `experiments/attribution_graph.py`. The run folder (`workdir`) holds:
+  transcoder/     the transcoder's own run folder (`interp.sae.transcoder_train`) when trained
+                  here; a rerun reuses it (a finished run resumes at its last step)
+  graph.json      the pruned graph (`interp.attribution_graph/1`, `GraphConfig` thresholds)
+  graph.html      the self-contained viewer page
+  results.json    scores, node/edge counts before and after pruning (stored and default
+                  thresholds), steering agreement, timings
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from interp.circuits import graph_json, graph_prune, graph_validate, graphs
+from interp.data import tokenized
+from interp.parallel import mesh as mesh_lib
+from interp.sae import experiment as sae_experiment
+from interp.sae import transcoder as tc
+from interp.sae import transcoder_train
+from interp.train import checkpoint, run_folder
+from interp.train.optim import OptimizerConfig
+from interp.viz import graph_html
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphRunConfig:
+  """Attributes:
+    model: gemma3_270m | gpt2:DIR | toy:RUN (`interp.sae.experiment.load_model`).
+    prompt: the text whose next token the graph explains.
+    workdir: the run folder. transcoder_dir: load a transcoder run folder from here ("" =
+      train one into workdir/transcoder).
+    transcoder: the dictionary to train; num_steps, batch_size, context_length: its training.
+    graph: sizes and stored thresholds.
+    n_steer, steer_factor: features steered in the real model for the agreement check.
+    context_sequences, context_length: corpus windows scanned for feature contexts.
+    mesh: the mesh (targets split over `data`).
+  """
+
+  model: str = "gemma3_270m"
+  prompt: str = "The capital of Texas is"
+  workdir: str = ""
+  transcoder_dir: str = ""
+  transcoder: tc.TranscoderConfig | None = None
+  num_steps: int = 500
+  batch_size: int = 1024
+  context_length: int = 64
+  graph: graphs.GraphConfig = graphs.GraphConfig()
+  n_steer: int = 5
+  steer_factor: float = 0.0
+  context_sequences: int = 64
+  mesh: str = "data:-1,model:1"
+
+
+def load_transcoder(folder: str) -> tuple[tc.TranscoderConfig, dict]:
+  """A trained transcoder (scales folded) from its run folder."""
+  with open(os.path.join(folder, "transcoder_config.json")) as f:
+    cfg = tc.TranscoderConfig.from_dict(json.load(f))
+  _, state, _ = checkpoint.read_latest(os.path.join(folder, "checkpoints"))
+  return cfg, tc.fold_scales(cfg, {k: jax.numpy.asarray(v) for k, v in state["params"].items()})
+
+
+def _tokens(model, text: str) -> np.ndarray:
+  if model.tokenizer is None:  # byte-level toys
+    return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+  ids = tokenized.encode(model.tokenizer, text)
+  bos = tokenized.bos_id(model.tokenizer)
+  return np.concatenate([[bos], ids]).astype(np.int32) if bos is not None else ids
+
+
+def _decoder(model):
+  if model.tokenizer is None:
+    return lambda t: bytes([t]).decode("utf-8", "replace") if t < 256 else f"<{t}>"
+  if hasattr(model.tokenizer, "id_to_piece"):
+    return lambda t: model.tokenizer.id_to_piece(t).replace("\u2581", " ")
+  return lambda t: model.tokenizer.decode([t])
+
+
+def run(config: GraphRunConfig) -> dict:
+  """Loads or trains the transcoder, builds, prunes, checks and writes the graph.
+
+  Returns:
+    The results dict (also written to workdir/results.json).
+  """
+  os.makedirs(config.workdir, exist_ok=True)
+  t_start = time.perf_counter()
+  model = sae_experiment.load_model(config.model)
+  cfg, params = model.cfg, jax.tree.map(jax.numpy.asarray, model.params)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  source = tokenized.make_source("corpus", model.tokenizer, cfg.vocab_size)
+  tc_dir = config.transcoder_dir or os.path.join(config.workdir, "transcoder")
+  train_results = None
+  if config.transcoder_dir:
+    tc_cfg, tc_params = load_transcoder(tc_dir)
+  else:
+    tc_cfg = config.transcoder or tc.TranscoderConfig(n_layers=cfg.n_layers, d_model=cfg.d_model)
+    store = transcoder_train.transcoder_store(
+        cfg, params, mesh, source, batch_size=config.batch_size,
+        context_length=config.context_length, model_name=model.name)
+    train_cfg = transcoder_train.TrainTranscoderConfig(
+        transcoder=tc_cfg, workdir=tc_dir, batch_size=config.batch_size,
+        num_steps=config.num_steps, init_sample=min(1024, 4 * config.batch_size),
+        optimizer=OptimizerConfig(lr=1e-3, warmup_steps=min(50, config.num_steps // 5),
+                                  grad_clip=0.0))
+    train_results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
+    tc_params = jax.device_get(tc_params)
+  tokens = _tokens(model, config.prompt)
+  t0 = time.perf_counter()
+  graph = graphs.build(cfg, params, tc_cfg, tc_params, tokens, config.graph, mesh)
+  build_s = time.perf_counter() - t0
+  scores = graph_prune.scores(graph.adjacency, graph.layout, graph.probs)
+  g = config.graph
+  stored = graph_prune.prune(graph.adjacency, graph.layout, graph.probs, g.node_threshold,
+                             g.edge_threshold)
+  default = graph_prune.prune(graph.adjacency, graph.layout, graph.probs)
+  feats = graph_validate.top_features(graph, config.n_steer)
+  pred = graph_validate.predicted_effects(graph, feats, config.steer_factor)
+  obs = graph_validate.observed_effects(cfg, params, tc_cfg, tc_params, graph, feats,
+                                        config.steer_factor)
+  decode = _decoder(model)
+  info = graphs.feature_info(graph)
+  keys = sorted({(int(info["layer"][i]), int(info["feature"][i]))
+                 for i in np.nonzero(stored.node_mask[:graph.layout.n_features])[0]})
+  corpus = source.batch(12345, 0, config.context_sequences, config.context_length)
+  t0 = time.perf_counter()
+  contexts = graph_json.feature_contexts(cfg, params, tc_cfg, tc_params, corpus, keys, decode)
+  contexts_s = time.perf_counter() - t0
+  out = graph_json.to_json(
+      graph, stored, [decode(int(t)) for t in tokens], [decode(int(t)) for t in
+                                                        graph.logit_tokens],
+      prompt=config.prompt, model=model.name, transcoder=f"{tc_cfg.kind.value} {tc_dir}",
+      scores=scores, thresholds={"node": g.node_threshold, "edge": g.edge_threshold},
+      contexts=contexts)
+  graph_html.save_graph_json(out, os.path.join(config.workdir, "graph.json"))
+  graph_html.write_graph_html(out, os.path.join(config.workdir, "graph.html"))
+  count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
+  results = {
+      "prompt": config.prompt, "tokens": len(tokens), "scores": scores,
+      "unpruned": {"nodes": graph.layout.n, "edges": int(np.count_nonzero(graph.adjacency)),
+                   "active_features": int(len(graph.active["act"])),
+                   "feature_nodes": graph.layout.n_features},
+      "pruned_stored": count(stored), "pruned_default": count(default),
+      "logits": [{"token": decode(int(t)), "prob": float(p)}
+                 for t, p in zip(graph.logit_tokens, graph.probs)],
+      "steering": {"factor": config.steer_factor,
+                   **graph_validate.agreement(pred, obs)},
+      "timings": {**{k: round(v, 3) for k, v in graph.timings.items()},
+                  "build_s": round(build_s, 3), "contexts_s": round(contexts_s, 3),
+                  "wall_s": round(time.perf_counter() - t_start, 3)},
+      "transcoder": tc_cfg.to_dict(),
+      "transcoder_training": None if train_results is None else train_results.get("final")}
+  run_folder.write_json(config.workdir, "results.json", results)
+  return results
