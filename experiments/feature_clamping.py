@@ -31,7 +31,9 @@ _WORDS = flags.DEFINE_list("concept_words", list(clamping.CONCEPT_WORDS),
                            "Words counted in the generations.")
 _MULTIPLES = flags.DEFINE_list("multiples", ["0", "0.5", "1", "2", "4", "8"],
                                "Clamp doses, x the latent's max activation.")
-_GEN = flags.DEFINE_list("generate_multiples", ["1", "4", "8"], "Doses to generate at.")
+_GEN = flags.DEFINE_list("generate_multiples", ["1.5", "2.5", "4"], "Doses to generate at.")
+_REF = flags.DEFINE_float("reference_multiple", 2.0, "Dose whose most-promoted tokens are the "
+                          "latent's output tokens.")
 _N_NEW = flags.DEFINE_integer("n_new", 24, "Generated tokens per prompt.")
 
 
@@ -42,7 +44,8 @@ def config_from_flags() -> clamping.ClampConfig:
         concept=tuple(_CONCEPT.value), neutral=tuple(_NEUTRAL.value),
         prompts=tuple(_PROMPTS.value), concept_words=tuple(_WORDS.value),
         multiples=tuple(float(m) for m in _MULTIPLES.value),
-        generate_multiples=tuple(float(m) for m in _GEN.value), n_new=_N_NEW.value)
+        generate_multiples=tuple(float(m) for m in _GEN.value),
+        reference_multiple=_REF.value, n_new=_N_NEW.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
 

@@ -6,7 +6,9 @@ Given a trained SAE run folder (`experiments/train_sae.py`) on a model:
      that on `neutral` sentences (or take `--latent`), and show its top-activating contexts on
      held-out windows of the built-in corpus, with its maximum activation there;
   2. clamp it to `multiples` x that maximum at every position and measure, per dose: the
-     probability mass of the latent's output tokens (its decoder row's logit-lens top tokens)
+     probability mass of the latent's output tokens (the 10 tokens whose log-probability a
+     clamp at `reference_multiple` raises most on the prompts; the decoder row's logit-lens
+     tokens are reported too, but at a middle layer they ignore the rest of the model)
      on unrelated prompts, the KL divergence from the unclamped next-token distribution there,
      and the next-token loss on held-out text (`steering.dose_response`);
   3. generate greedily from the unrelated prompts at a few doses, and count how often the
@@ -40,14 +42,16 @@ NEUTRAL = ("The weather was sunny and warm all week.",
            "He painted the old fence a bright blue colour.")
 PROMPTS = ("My favourite food is", "Yesterday I went to the", "The best way to spend a weekend is",
            "Once upon a time, there was a")
-CONCEPT_WORDS = ("exception", "error", "raise", "raised", "raises", "except", "traceback",
-                 "handler", "errors", "exceptions")
+CONCEPT_WORDS = ("exception", "exceptions", "error", "errors", "raise", "raised", "raises",
+                 "except", "traceback", "handler", "invalid", "problem", "problems", "fail",
+                 "failed", "failure", "wrong", "complaint", "complaints", "fraud")
 
 
 @dataclasses.dataclass(frozen=True)
 class ClampConfig:
   """Attributes: workdir; sae_dir (an SAE run folder); latent (-1: find it from the concept
-  sentences); multiples (doses, x the latent's max activation); n_new (generated tokens);
+  sentences); multiples (doses, x the latent's max activation); reference_multiple (the dose
+  that defines the output tokens); n_new (generated tokens);
   context_windows / heldout_windows, window (corpus windows for contexts and the loss)."""
 
   workdir: str
@@ -58,7 +62,8 @@ class ClampConfig:
   prompts: tuple[str, ...] = PROMPTS
   concept_words: tuple[str, ...] = CONCEPT_WORDS
   multiples: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-  generate_multiples: tuple[float, ...] = (1.0, 4.0, 8.0)
+  generate_multiples: tuple[float, ...] = (1.5, 2.5, 4.0)
+  reference_multiple: float = 2.0
   n_new: int = 24
   context_windows: int = 32
   heldout_windows: int = 8
@@ -133,10 +138,14 @@ def run(config: ClampConfig) -> dict:
   max_act = float(acts.max())
   results["max_activation"] = max_act
   results["top_contexts"] = top_contexts(tok, windows, acts)
-  targets = steering.output_tokens(cfg, params, sae, latent, k=10)
+  lens_tokens = steering.output_tokens(cfg, params, sae, latent, k=10)
+  results["logit_lens_tokens"] = [tok.decode([int(t)]) for t in lens_tokens]
+  p_ids, p_mask = _batch(tok, config.prompts)
+  targets = steering.promoted_tokens(cfg, params, sae_cfg, sae, hook, jnp.array([latent]),
+                                     jnp.array([config.reference_multiple * max_act]),
+                                     jnp.asarray(p_ids), jnp.asarray(p_mask))
   results["output_tokens"] = [tok.decode([int(t)]) for t in targets]
 
-  p_ids, p_mask = _batch(tok, config.prompts)
   heldout = corpus.batch(7_000_002, 0, config.heldout_windows, config.window)
   doses = jnp.asarray(config.multiples, jnp.float32)[:, None] * max_act
   t = time.time()

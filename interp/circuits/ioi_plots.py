@@ -67,15 +67,15 @@ def patching_maps(workdir: str, results: dict) -> str:
 def circuit_diagram(workdir: str, classes: dict, cfg, faithfulness: dict) -> str:
   """Heads of each class placed by layer; arrows show which class was found through which."""
   plt = _plt()
-  fig, ax = plt.subplots(figsize=(8, 6))
+  fig, ax = plt.subplots(figsize=(10, 6))
   order = [c for c in CLASS_COLOURS if classes.get(c)]
   xs = {c: i for i, c in enumerate(order)}
   centres = {}
   for c in order:
     heads = sorted(classes[c])
     for j, (layer, head) in enumerate(heads):
-      x = xs[c] + 0.25 * (j - (len(heads) - 1) / 2)
-      ax.scatter([x], [layer], s=900, color=CLASS_COLOURS[c], alpha=0.8, edgecolor="black")
+      x = xs[c] + 0.3 * (j - (len(heads) - 1) / 2)
+      ax.scatter([x], [layer], s=500, color=CLASS_COLOURS[c], alpha=0.8, edgecolor="black")
       ax.text(x, layer, f"{layer}.{head}", ha="center", va="center", fontsize=8)
     centres[c] = (xs[c], float(np.mean([l for l, _ in heads])))
   for src, dst, via in FEEDS:

@@ -72,6 +72,20 @@ def output_tokens(model_cfg: TransformerConfig, model_params, sae_params: dict, 
   return np.asarray(jax.lax.top_k(logits, k)[1])
 
 
+@functools.partial(jax.jit, static_argnames=("model_cfg", "sae_cfg", "hook", "k"))
+def promoted_tokens(model_cfg: TransformerConfig, model_params, sae_cfg: SAEConfig, sae_params,
+                    hook: str, latents, values, prompts, prompt_mask, k: int = 10) -> jax.Array:
+  """The k tokens whose next-token log-probability the clamp raises most, averaged over the
+  real positions of `prompts` [b p]: the latent's output measured through the whole model (the
+  decoder row's logit lens, `output_tokens`, ignores every layer after the hook)."""
+  base, _ = transformer.forward(model_cfg, model_params, prompts)
+  hooks = Hooks(edits={hook: clamp_edit(sae_cfg, sae_params, latents, values)})
+  clamped, _ = transformer.forward(model_cfg, model_params, prompts, hooks)
+  diff = jax.nn.log_softmax(clamped, -1) - jax.nn.log_softmax(base, -1)
+  m = prompt_mask.astype(jnp.float32)[..., None]
+  return jax.lax.top_k((diff * m).sum((0, 1)) / m.sum(), k)[1]
+
+
 @functools.partial(jax.jit, static_argnames=("model_cfg", "sae_cfg", "hook"))
 def max_activations(model_cfg: TransformerConfig, model_params, sae_cfg: SAEConfig, sae_params,
                     hook: str, tokens) -> jax.Array:
