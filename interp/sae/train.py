@@ -190,33 +190,44 @@ def _init_fn(cfg: SAEConfig, optimizer):
   return init
 
 
-@functools.lru_cache(maxsize=8)
-def programs(cfg: SAEConfig, optim: OptimizerConfig, mesh, init_sample: int = 8) -> Programs:
-  """Compiled init and step (memoised per shapes, so sweeps and tests reuse them)."""
-  optimizer = optim.build()
-  init = _init_fn(cfg, optimizer)
+def dictionary_programs(init, step, optimizer, split, axes, mesh, sample) -> Programs:
+  """Sharded, compiled init and step for a dictionary (an SAE or a transcoder set).
+
+  Args:
+    init: (key, sample) -> TrainState; step: (state, batch) -> (state, metrics).
+    optimizer: the optax transformation `init` used for the trainable params.
+    split: params -> (trainable, buffers); axes: params -> logical axes per leaf.
+    mesh: the mesh; sample: the abstract init sample, [N, ...] like a batch.
+  """
   key = jax.random.key(0)
-  sample = jax.ShapeDtypeStruct((init_sample, cfg.d_in), jnp.float32)
   abstract = jax.eval_shape(init, key, sample)
-  param_sh = mesh_lib.param_shardings(mesh, dic.param_axes(abstract.params), abstract.params,
+  param_sh = mesh_lib.param_shardings(mesh, axes(abstract.params), abstract.params,
                                       shd.PARAM_RULES)
-  trainable_sh, _ = dic.split(param_sh)
-  trainable_abs, _ = dic.split(abstract.params)
-  state_sh = state_lib.shardings(optimizer, trainable_abs, trainable_sh, mesh)
+  trainable_sh, _ = split(param_sh)
+  state_sh = state_lib.shardings(optimizer, split(abstract.params)[0], trainable_sh, mesh)
   state_sh = state_lib.TrainState(step=state_sh.step, params=param_sh,
                                   opt_state=state_sh.opt_state)
-  batch_sh = mesh_lib.batch_sharding(mesh)
+  batch_sh = mesh_lib.batch_sharding(mesh, len(sample.shape))
   replicated = shd.replicated(mesh)
 
   def step_fn(state, batch):
     with shd.activation_rules(mesh, shd.ACT_RULES):
-      return make_step(cfg, optimizer)(state, batch)
+      return step(state, batch)
 
   return Programs(
       init=jax.jit(init, in_shardings=(replicated, replicated), out_shardings=state_sh),
       step=loop.compile_step(step_fn, state_sh, batch_sh),
       target=state_lib.abstract(init, state_sh, key, sample),
       batch=batch_sh)
+
+
+@functools.lru_cache(maxsize=8)
+def programs(cfg: SAEConfig, optim: OptimizerConfig, mesh, init_sample: int = 8) -> Programs:
+  """Compiled init and step (memoised per shapes, so sweeps and tests reuse them)."""
+  optimizer = optim.build()
+  sample = jax.ShapeDtypeStruct((init_sample, cfg.d_in), jnp.float32)
+  return dictionary_programs(_init_fn(cfg, optimizer), make_step(cfg, optimizer), optimizer,
+                             dic.split, dic.param_axes, mesh, sample)
 
 
 # ---------------------------------------------------------------------------------------------

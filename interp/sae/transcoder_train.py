@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +26,8 @@ import numpy as np
 import optax
 
 from interp.data import sources
-from interp.parallel import mesh as mesh_lib
-from interp.parallel import sharding as shd
 from interp.sae import store as store_lib
+from interp.sae import train as sae_train
 from interp.sae import transcoder as tc
 from interp.train import loop
 from interp.train import metrics as metrics_lib
@@ -112,17 +110,11 @@ def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation)
   return step
 
 
-class Programs(NamedTuple):
-  init: Callable          # jitted (key, sample [N, 2L, d]) -> TrainState in its shardings
-  step: Callable          # jitted donating (state, batch) -> (state, metrics)
-  target: state_lib.TrainState
-  batch: jax.sharding.Sharding
-
-
 @functools.lru_cache(maxsize=8)
 def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh,
-             init_sample: int = 8) -> Programs:
-  """Compiled init and step for one transcoder, optimizer and mesh (memoised)."""
+             init_sample: int = 8) -> sae_train.Programs:
+  """Compiled init and step for one transcoder, optimizer and mesh (memoised); init and the
+  batches take samples [N, 2L, d] (inputs then targets)."""
   optimizer = optim.build()
   L = cfg.n_layers
 
@@ -131,26 +123,9 @@ def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh,
     return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                 opt_state=optimizer.init(tc.split(params)[0]))
 
-  key = jax.random.key(0)
   sample = jax.ShapeDtypeStruct((init_sample, 2 * L, cfg.d_model), jnp.float32)
-  abstract = jax.eval_shape(init, key, sample)
-  param_sh = mesh_lib.param_shardings(mesh, tc.param_axes(cfg, abstract.params),
-                                      abstract.params, shd.PARAM_RULES)
-  trainable_sh, _ = tc.split(param_sh)
-  state_sh = state_lib.shardings(optimizer, tc.split(abstract.params)[0], trainable_sh, mesh)
-  state_sh = state_lib.TrainState(step=state_sh.step, params=param_sh,
-                                  opt_state=state_sh.opt_state)
-  batch_sh = mesh_lib.batch_sharding(mesh, 3)
-  replicated = shd.replicated(mesh)
-
-  def step_fn(state, batch):
-    with shd.activation_rules(mesh, shd.ACT_RULES):
-      return make_step(cfg, optimizer)(state, batch)
-
-  return Programs(
-      init=jax.jit(init, in_shardings=(replicated, replicated), out_shardings=state_sh),
-      step=loop.compile_step(step_fn, state_sh, batch_sh),
-      target=state_lib.abstract(init, state_sh, key, sample), batch=batch_sh)
+  return sae_train.dictionary_programs(init, make_step(cfg, optimizer), optimizer, tc.split,
+                                       lambda p: tc.param_axes(cfg, p), mesh, sample)
 
 
 class HistoryHook:
