@@ -25,4 +25,10 @@ Modules:
   lime       LIME (Ribeiro et al., 2016): a locally weighted linear surrogate
   gradients  gradient x input and integrated gradients (Sundararajan et al., 2017)
   heads      attention patterns and per-source write norms of every head; `head_evidence`
+  evidence   all of the above against causal effects (patching a token or a head from a
+             counterfactual prompt): Kendall tau, top-k overlap, mismatched heads
+  evidence_tasks, evidence_report, evidence_plots
+             the prompt batches, the library behind `experiments/evidence_report.py`, and its
+             figures, statements and report.md
+  suite_entries  the `evidence_report` entry of the figure suite
 """

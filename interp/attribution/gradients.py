@@ -37,7 +37,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from interp.attribution.masking import Metric
+from interp.attribution.masking import Metric, join_metric, read_at, split_metric
 from interp.choices import choice
 from interp.models import transformer
 from interp.models.config import TransformerConfig
@@ -102,12 +102,14 @@ def token_embeddings(cfg: TransformerConfig, params, tokens) -> jax.Array:
 
 
 def lm_embedding_fn(cfg: TransformerConfig, params, tokens, metric: Metric):
-  """f(embeddings [p d]) = metric(logits [p v]) of the model with `hook_embed` replaced."""
+  """f(embeddings [p d]) = metric(logits [p v]) of the model with `hook_embed` replaced
+  (only the metric's `position` unembedded, where it has one: `masking.read_at`)."""
   tokens = jnp.asarray(tokens, jnp.int32)[None]
+  logits_at, metric = read_at(metric, tokens.shape[1])
 
   def f(emb):
     logits, _ = transformer.forward(cfg, params, tokens,
-                                    Hooks(edits={"hook_embed": patch(emb[None])}))
+                                    Hooks(edits={"hook_embed": patch(emb[None])}), logits_at)
     return metric(logits[0])
   return f
 
@@ -126,14 +128,26 @@ def lm_baseline(cfg: TransformerConfig, params, tokens, baseline_token=None,
   return base
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric"))
-def lm_grad_x_input(cfg: TransformerConfig, params, tokens, metric: Metric) -> jax.Array:
-  """Gradient x input [p] of `metric` for tokens [p], on the `hook_embed` embeddings."""
-  f = lm_embedding_fn(cfg, params, tokens, metric)
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static"))
+def _lm_grad_x_input(cfg, params, tokens, metric_static, metric_leaves):
+  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves))
   return grad_x_input(f, token_embeddings(cfg, params, tokens))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric", "steps", "rule", "chunk"))
+def lm_grad_x_input(cfg: TransformerConfig, params, tokens, metric: Metric) -> jax.Array:
+  """Gradient x input [p] of `metric` for tokens [p], on the `hook_embed` embeddings."""
+  return _lm_grad_x_input(cfg, params, tokens, *split_metric(metric))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "steps", "rule", "chunk"))
+def _lm_integrated_gradients(cfg, params, tokens, metric_static, metric_leaves, baseline_token,
+                             keep, steps, rule, chunk):
+  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves))
+  x = token_embeddings(cfg, params, tokens)
+  base = lm_baseline(cfg, params, tokens, baseline_token, keep)
+  return integrated_gradients(f, x, base, steps, rule, chunk)
+
+
 def lm_integrated_gradients(cfg: TransformerConfig, params, tokens, metric: Metric,
                             baseline_token=None, keep=None, steps: int = 64,
                             rule: Rule = Rule.MIDPOINT, chunk: int | None = None) -> jax.Array:
@@ -141,9 +155,8 @@ def lm_integrated_gradients(cfg: TransformerConfig, params, tokens, metric: Metr
 
   The baseline is `lm_baseline(cfg, params, tokens, baseline_token, keep)`; the attributions
   sum to about metric(input) - metric(baseline embeddings). Other arguments as in
-  `integrated_gradients`.
+  `integrated_gradients`. One compiled program serves every `LogitDiff` / `LogProb` metric of
+  the same shapes (`masking.split_metric`).
   """
-  f = lm_embedding_fn(cfg, params, tokens, metric)
-  x = token_embeddings(cfg, params, tokens)
-  base = lm_baseline(cfg, params, tokens, baseline_token, keep)
-  return integrated_gradients(f, x, base, steps, rule, chunk)
+  return _lm_integrated_gradients(cfg, params, tokens, *split_metric(metric), baseline_token,
+                                  keep, steps, rule, chunk)

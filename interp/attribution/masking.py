@@ -9,6 +9,12 @@ coalitions a Shapley estimate asks for, and on a sharded model one call covers t
 
 Attributions from this package are NumPy float64 arrays [p]: the model runs on the device, but
 the regressions over the values are small and ill-conditioned enough to want float64 on the host.
+
+Metrics and compilation: `LogitDiff` and `LogProb` are pytrees whose fields (tokens, position)
+enter the compiled program as traced values (`split_metric`), so explaining many prompts with
+different answers reuses one program; any other callable is a static argument (hashed). A
+metric with a `position` field is read there only: the model unembeds that one position
+(`read_at`), which on Gemma's 262k vocabulary is most of a short prompt's cost.
 """
 
 from __future__ import annotations
@@ -55,6 +61,34 @@ class LogProb:
     return jax.nn.log_softmax(logits[self.position])[self.token]
 
 
+jax.tree_util.register_dataclass(LogitDiff, data_fields=["good", "bad", "position"],
+                                 meta_fields=[])
+jax.tree_util.register_dataclass(LogProb, data_fields=["token", "position"], meta_fields=[])
+
+
+def split_metric(metric: Metric):
+  """(static part, traced leaves) of a metric (module docstring): a pytree of integers passes
+  its leaves traced, anything else is static whole with no leaves."""
+  leaves, treedef = jax.tree.flatten(metric)
+  if leaves and all(isinstance(x, (int, np.integer, np.ndarray, jax.Array)) for x in leaves):
+    return treedef, tuple(leaves)
+  return metric, ()
+
+
+def join_metric(static, leaves) -> Metric:
+  """Inverse of `split_metric`, inside the compiled program."""
+  return jax.tree.unflatten(static, leaves) if leaves else static
+
+
+def read_at(metric: Metric, p: int):
+  """(logits_at [1 1], metric reading row 0 of [1 v] logits) for a metric with a `position`
+  field, or (None, metric) for one that may read any position."""
+  if not (dataclasses.is_dataclass(metric) and hasattr(metric, "position")):
+    return None, metric
+  at = jnp.reshape(jnp.asarray(metric.position, jnp.int32) % p, (1, 1))
+  return at, dataclasses.replace(metric, position=0)
+
+
 def players(p: int, keep=None) -> np.ndarray:
   """Indices of the positions that may be masked: all of range(p) except those in `keep`."""
   if keep is None:
@@ -83,19 +117,29 @@ def evaluate(value: Value, masks) -> np.ndarray:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric", "chunk"))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "chunk"))
+def _masked_values(cfg, params, tokens, masks, metric_static, metric_leaves, baseline_token,
+                   keep, chunk):
+  metric = join_metric(metric_static, metric_leaves)
+  logits_at, metric = read_at(metric, tokens.shape[0])
+
+  def one(mask):
+    seq = jnp.where(mask | keep, tokens, baseline_token)
+    logits, _ = transformer.forward(cfg, params, seq[None], logits_at=logits_at)
+    return metric(logits[0]).astype(jnp.float32)
+  return jax.lax.map(one, masks, batch_size=chunk)
+
+
 def masked_values(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
                   baseline_token, keep, chunk: int) -> jax.Array:
   """`metric` of the model on `tokens` [p] under each of `masks` [n p]: float32 [n].
 
-  Positions where neither the mask nor `keep` [p] is set read `baseline_token`. Runs `chunk`
-  sequences at a time (n must be a multiple of `chunk`; `masked_lm_value` pads).
+  Positions where neither the mask nor `keep` [p] is set read `baseline_token` (a scalar, or
+  int [p] for a different replacement per position, e.g. a counterfactual prompt's). Runs
+  `chunk` sequences at a time (n must be a multiple of `chunk`; `masked_lm_value` pads).
   """
-  def one(mask):
-    seq = jnp.where(mask | keep, tokens, baseline_token)
-    logits, _ = transformer.forward(cfg, params, seq[None])
-    return metric(logits[0]).astype(jnp.float32)
-  return jax.lax.map(one, masks, batch_size=chunk)
+  static, leaves = split_metric(metric)
+  return _masked_values(cfg, params, tokens, masks, static, leaves, baseline_token, keep, chunk)
 
 
 def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, baseline_token: int,
@@ -107,7 +151,9 @@ def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, base
     tokens: int [p], one sequence.
     metric: `metric(logits [p v]) -> scalar`, e.g. `LogitDiff(good, bad)` or `LogProb(token)`.
       Hashable metrics (the dataclasses here) let repeated calls share one compiled program.
-    baseline_token: the token that replaces a masked one.
+    baseline_token: the token that replaces a masked one; int [p] for one per position (a
+      counterfactual prompt: masking position i is then patching its token, i.e. its
+      layer-0 residual stream, from that prompt).
     keep: bool [p], positions never masked whatever the mask says (default none).
     chunk: forwards per vmapped step. The mask count is padded up to a multiple of `chunk`
       (with all-kept rows, discarded), so calls with similar counts reuse the compiled program.

@@ -167,3 +167,4 @@ def run_suite(workdir: str, only: tuple[str, ...] = (), quick: bool = False) -> 
 from interp.toy import suite_entries  # noqa: F401,E402  pylint: disable=g-import-not-at-top
 from interp.sae import suite_entries as _sae_entries  # noqa: F401,E402  pylint: disable=g-import-not-at-top
 from interp.circuits import suite_entries as _circuits_entries  # noqa: F401,E402  pylint: disable=g-import-not-at-top
+from interp.attribution import suite_entries as _attribution_entries  # noqa: F401,E402  pylint: disable=g-import-not-at-top
