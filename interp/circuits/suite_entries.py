@@ -102,7 +102,7 @@ def induction_gemma(workdir: str, quick: bool) -> Section:
 @register("ioi_gemma")
 def ioi_gemma(workdir: str, quick: bool) -> Section:
   from interp.circuits import ioi, ioi_experiment
-  config = ioi_experiment.IOIConfig(workdir=workdir, n_prompts=4 if quick else 16,
+  config = ioi_experiment.IOIConfig(workdir=workdir, n_prompts=4 if quick else 8,
                                     patching=not quick, circuit=ioi.CircuitConfig())
   r = ioi_experiment.run(config)
   b, f = r["baseline"], r["faithfulness"]
