@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from interp import choices
 from interp.attribution import evidence, evidence_plots, evidence_tasks
 
 SETTINGS = ("ioi_gemma", "induction_gemma", "induction_toy")
@@ -58,9 +59,7 @@ class ReportConfig:
   gemma_high: int = 20000
 
   def __post_init__(self):
-    unknown = set(self.settings) - set(SETTINGS)
-    if unknown or not self.settings:
-      raise ValueError(f"--settings: unknown {sorted(unknown)}; valid: {', '.join(SETTINGS)}")
+    choices.subset(self.settings, SETTINGS, "--settings")
     if self.n_prompts < 2 or self.seg_len < 3:
       raise ValueError(f"need n_prompts >= 2 and seg_len >= 3, got {self.n_prompts}, "
                        f"{self.seg_len}")

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp import choices
 from interp.circuits import ablate, data, icl, scores, weights
 from interp.circuits import train as train_lib
 from interp.data import sources
@@ -86,12 +87,8 @@ class InductionConfig:
   gemma_random_sets: int = 5
 
   def __post_init__(self):
-    unknown = set(self.models) - set(MODELS)
-    if unknown or not self.models:
-      raise ValueError(f"--models: unknown {sorted(unknown)}; valid: {', '.join(MODELS)}")
-    unknown = set(self.ablations) - set(ABLATIONS)
-    if unknown:
-      raise ValueError(f"--ablations: unknown {sorted(unknown)}; valid: {', '.join(ABLATIONS)}")
+    choices.subset(self.models, MODELS, "--models")
+    choices.subset(self.ablations, ABLATIONS, "--ablations", allow_empty=True)
     if self.d_model % self.n_heads:
       raise ValueError(f"--d_model={self.d_model} must be a multiple of --n_heads={self.n_heads}")
     if self.n_ctx // 2 > self.vocab_size:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import weights
+from interp.circuits import lens
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
 from interp.models.hooks import Hooks
@@ -140,12 +140,7 @@ def linear_forward(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderCo
 
 def readout_logits(cfg: TransformerConfig, params: dict, final_last: jax.Array) -> jax.Array:
   """Logits [v] (bias and soft-cap included) of one normalised residual [d]."""
-  logits = final_last @ weights.unembedding(cfg, params, fold_norms=False)
-  if cfg.unembed_bias:
-    logits = logits + params["unembed"]["b_U"]
-  if cfg.final_logit_softcap:
-    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
-  return logits
+  return lens.unembed(cfg, params, final_last)
 
 
 def capture(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig, tc_params: dict,
