@@ -136,7 +136,9 @@ def run(config: GraphRunConfig) -> dict:
       graph, stored, [decode(int(t)) for t in tokens], [decode(int(t)) for t in
                                                         graph.logit_tokens],
       prompt=config.prompt, model=model.name, transcoder=f"{tc_cfg.kind.value} {tc_dir}",
-      scores=scores, thresholds={"node": g.node_threshold, "edge": g.edge_threshold},
+      # The viewer opens at circuit-tracer's default cut; the file keeps nodes and edges up to
+      # the stored (looser) thresholds so its sliders can widen the view.
+      scores=scores, thresholds={"node": 0.8, "edge": 0.98},
       contexts=contexts)
   graph_html.save_graph_json(out, os.path.join(config.workdir, "graph.json"))
   graph_html.write_graph_html(out, os.path.join(config.workdir, "graph.html"))
