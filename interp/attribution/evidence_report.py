@@ -26,11 +26,11 @@ import os
 import time
 
 import jax
-import numpy as np
 from absl import logging
 
 from interp import choices
 from interp.attribution import evidence, evidence_plots, evidence_tasks
+from interp.train import run_folder
 
 SETTINGS = ("ioi_gemma", "induction_gemma", "induction_toy")
 TITLES = {"ioi_gemma": "Gemma 3 270M, IOI", "induction_gemma": "Gemma 3 270M, repeated tokens",
@@ -63,20 +63,6 @@ class ReportConfig:
     if self.n_prompts < 2 or self.seg_len < 3:
       raise ValueError(f"need n_prompts >= 2 and seg_len >= 3, got {self.n_prompts}, "
                        f"{self.seg_len}")
-
-
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(x).tolist())
-  if isinstance(x, (float, np.floating)):
-    return None if np.isnan(x) else round(float(x), 5)
-  if isinstance(x, (np.integer, np.bool_)):
-    return x.item()
-  return x
 
 
 def measure(cfg, params, prompts: evidence.Prompts, config: evidence.EvidenceConfig) -> dict:
@@ -159,7 +145,7 @@ def run(config: ReportConfig) -> dict:
     t = time.perf_counter()
     settings["induction_toy"] = _toy_setting(config)
     settings["induction_toy"]["seconds"]["total"] = round(time.perf_counter() - t, 1)
-  results = _jsonable({"config": dataclasses.asdict(config), "settings": settings,
+  results = run_folder.jsonable({"config": dataclasses.asdict(config), "settings": settings,
                        "table": table(settings)})
   results["figures"] = evidence_plots.draw_all(results, config.workdir)
   results["licenses"] = evidence_plots.licenses(results)

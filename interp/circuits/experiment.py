@@ -35,6 +35,7 @@ from interp.circuits import train as train_lib
 from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
+from interp.train import run_folder
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 
@@ -197,20 +198,6 @@ def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
   return out
 
 
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(x).tolist())
-  if isinstance(x, (float, np.floating)):
-    return round(float(x), 5)
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
 def train_and_analyze(config: InductionConfig, name: str) -> dict:
   """Trains (or resumes) one toy, then measures it; returns its results."""
   cfg = config.model(name)
@@ -239,7 +226,7 @@ def run(config: InductionConfig) -> dict:
     results["gemma"] = gemma.measure(gemma.GemmaConfig(
         batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
         random_sets=config.gemma_random_sets, seed=config.seed))
-  results = _jsonable(results)
+  results = run_folder.jsonable(results)
   if jax.process_index() == 0:
     results["figures"] = plots.draw_all(results, config.workdir)
   results["wall_seconds"] = round(time.perf_counter() - start, 2)

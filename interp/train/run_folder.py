@@ -10,9 +10,25 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 from absl import logging
 
 from interp.train import metrics as metrics_lib
+
+
+def jsonable(x, digits: int = 5):
+  """Nested results as plain JSON: arrays to lists, floats rounded to `digits`, NaN to null."""
+  if isinstance(x, dict):
+    return {str(k): jsonable(v, digits) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [jsonable(v, digits) for v in x]
+  if hasattr(x, "__array__") and not isinstance(x, (float, int)):
+    return jsonable(np.asarray(x).tolist(), digits)
+  if isinstance(x, (float, np.floating)):
+    return None if np.isnan(x) else round(float(x), digits)
+  if isinstance(x, (np.integer, np.bool_)):
+    return x.item()
+  return x
 
 
 def write_json(workdir: str, name: str, value) -> None:
