@@ -181,8 +181,8 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
   s, st = r["scores"], r["steering"]
   top = ", ".join(f"{l['token']!r} {l['prob']:.2f}" for l in r["logits"][:3])
   rows = [("prompt; top next tokens", f"{prompt!r}; {top}", "' Paris'"),
-          ("transcoders: per-layer TopK (k 16), training FVU",
-           f"{(r['transcoder_training'] or {}).get('fvu', float('nan')):.3f}", "-"),
+          ("transcoders: per-layer TopK (k 16), training FVU per layer (mean of 18)",
+           f"{(r['transcoder_training'] or {}).get('fvu', float('nan')) / 18:.3f}", "-"),
           ("replacement score; completeness score", f"{s['replacement']:.3f}; "
            f"{s['completeness']:.3f}", "1 for a perfect transcoder"),
           ("nodes / edges: unpruned; pruned at 0.8 / 0.98",
