@@ -10,14 +10,14 @@
   python experiments/attribution_graph.py --model=toy:runs/lm --workdir=runs/graph_toy \
       --d_latent=512 --k=8 --num_steps=300 --batch_size=512 --prompt="the cat sat on the"
 
-Writes graph.json, graph.html and results.json (`interp.circuits.graph_experiment`).
+Writes graph.json, graph.html and results.json (`interp.graphs.experiment`).
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from interp.circuits import graph_experiment, graphs
+from interp.graphs import experiment as graph_experiment, attribute
 from interp.sae import transcoder as tc
 from interp.train import cli
 
@@ -52,7 +52,7 @@ def config_from_flags(n_layers: int, d_model: int) -> graph_experiment.GraphRunC
   try:
     transcoder = tc.TranscoderConfig(kind=_KIND.value, n_layers=n_layers, d_model=d_model,
                                      d_latent=_D_LATENT.value, activation=_ACT.value, k=_K.value)
-    graph = graphs.GraphConfig(max_logits=_MAX_LOGITS.value, logit_mass=_LOGIT_MASS.value,
+    graph = attribute.GraphConfig(max_logits=_MAX_LOGITS.value, logit_mass=_LOGIT_MASS.value,
                                max_feature_nodes=_MAX_FEATS.value, chunk=_CHUNK.value,
                                node_threshold=_NODE_T.value, edge_threshold=_EDGE_T.value)
     return graph_experiment.GraphRunConfig(

@@ -46,7 +46,7 @@ def worker(length: int) -> dict:
   """Builds one graph of a `length`-token corpus prompt; returns timings and memory."""
   import jax
   import numpy as np
-  from interp.circuits import graphs
+  from interp.graphs import attribute
   from interp.data import tokenized
   from interp.sae import experiment
   from interp.sae import transcoder as tc
@@ -58,10 +58,10 @@ def worker(length: int) -> dict:
   tc_params = tc.init(tc_cfg, jax.random.key(0))
   source = tokenized.make_source("corpus", model.tokenizer, cfg.vocab_size)
   tokens = np.asarray(source.batch(0, 0, 1, length)[0])
-  config = graphs.GraphConfig(max_feature_nodes=_MAX_FEATS.value, chunk=_CHUNK.value)
+  config = attribute.GraphConfig(max_feature_nodes=_MAX_FEATS.value, chunk=_CHUNK.value)
   loaded_rss = measure.rss()
   t0 = time.perf_counter()
-  graph = graphs.build(cfg, params, tc_cfg, tc_params, tokens, config)
+  graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, config)
   first = time.perf_counter() - t0
   stats = jax.devices()[0].memory_stats() or {}
   return {"tokens": length, "first_build_s": round(first, 3), "timings": graph.timings,

@@ -8,26 +8,26 @@ Finds the latent for a concept (largest mean activation on --concept sentences m
 --multiples x its maximum activation at every position, and measures the dose-response of its
 output tokens, the KL divergence on unrelated prompts and the held-out loss; then generates
 from --prompts with and without the clamp. The SAE is spliced in with its reconstruction error
-kept, so with no clamp the model's output is unchanged. Library: `interp.circuits.clamping`.
+kept, so with no clamp the model's output is unchanged. Library: `interp.steering.experiment`.
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from interp.circuits import clamping
+from interp.steering import experiment
 from interp.train import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
 _SAE_DIR = flags.DEFINE_string("sae_dir", None, "Run folder of experiments/train_sae.py.",
                                required=True)
 _LATENT = flags.DEFINE_integer("latent", -1, "Latent to clamp; -1 finds it from --concept.")
-_CONCEPT = flags.DEFINE_multi_string("concept", list(clamping.CONCEPT),
+_CONCEPT = flags.DEFINE_multi_string("concept", list(experiment.CONCEPT),
                                      "Sentences about the concept.")
-_NEUTRAL = flags.DEFINE_multi_string("neutral", list(clamping.NEUTRAL), "Unrelated sentences.")
-_PROMPTS = flags.DEFINE_multi_string("prompts", list(clamping.PROMPTS),
+_NEUTRAL = flags.DEFINE_multi_string("neutral", list(experiment.NEUTRAL), "Unrelated sentences.")
+_PROMPTS = flags.DEFINE_multi_string("prompts", list(experiment.PROMPTS),
                                      "Unrelated prompts (dose-response, KL, generations).")
-_WORDS = flags.DEFINE_list("concept_words", list(clamping.CONCEPT_WORDS),
+_WORDS = flags.DEFINE_list("concept_words", list(experiment.CONCEPT_WORDS),
                            "Words counted in the generations.")
 _MULTIPLES = flags.DEFINE_list("multiples", ["0", "0.5", "1", "2", "4", "8"],
                                "Clamp doses, x the latent's max activation.")
@@ -37,9 +37,9 @@ _REF = flags.DEFINE_float("reference_multiple", 2.0, "Dose whose most-promoted t
 _N_NEW = flags.DEFINE_integer("n_new", 24, "Generated tokens per prompt.")
 
 
-def config_from_flags() -> clamping.ClampConfig:
+def config_from_flags() -> experiment.ClampConfig:
   try:
-    return clamping.ClampConfig(
+    return experiment.ClampConfig(
         workdir=_WORKDIR.value, sae_dir=_SAE_DIR.value, latent=_LATENT.value,
         concept=tuple(_CONCEPT.value), neutral=tuple(_NEUTRAL.value),
         prompts=tuple(_PROMPTS.value), concept_words=tuple(_WORDS.value),
@@ -52,7 +52,7 @@ def config_from_flags() -> clamping.ClampConfig:
 
 def main(argv):
   cli.start(argv)
-  r = clamping.run(config_from_flags())
+  r = experiment.run(config_from_flags())
   print(f"latent {r['latent']} (max activation {r['max_activation']:.2f}); output tokens: "
         f"{r['output_tokens']}")
   for c in r["top_contexts"][:3]:

@@ -2,21 +2,22 @@
 
   python experiments/figures.py --workdir=runs/figures [--only=lm_training] [--quick]
 
-Writes each entry's run folder under --workdir and a report at <workdir>/report.md.
+Writes each entry's run folder under --workdir and a report at <workdir>/report.md; the entries
+are listed in `interp.figures`.
 """
 
 from absl import app, flags
 
-from interp.viz import suite
+from interp import figures
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/figures", "Folder for the report and runs.")
-_ONLY = flags.DEFINE_list("only", [], f"Entries to run (default all): {', '.join(suite.SUITE)}.")
+_ONLY = flags.DEFINE_list("only", [], f"Entries to run (default all): {', '.join(figures.SUITE)}.")
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes, for smoke tests.")
 
 
 def main(argv):
   del argv
-  path = suite.run_suite(_WORKDIR.value, tuple(_ONLY.value), _QUICK.value)
+  path = figures.run_suite(_WORKDIR.value, tuple(_ONLY.value), _QUICK.value)
   print(f"report: {path}")
 
 

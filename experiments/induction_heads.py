@@ -10,7 +10,7 @@ the in-context-learning score as they train, then measures composition and ablat
 finds Gemma 3 270M's induction and previous-token heads on repeated random tokens and ablates
 the top ones against random heads. Writes the figures, results.json and each toy's run folder
 (models/<name>/) into --workdir; re-running resumes the training. The library is
-`interp.circuits.experiment`; it takes ~2.5 CPU-minutes (the toys ~1, Gemma ~1.5), 4 minutes
+`interp.induction.experiment`; it takes ~2.5 CPU-minutes (the toys ~1, Gemma ~1.5), 4 minutes
 of wall time on two busy cores.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from interp.circuits import experiment
+from interp.induction import experiment
 from interp.train import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)

@@ -8,7 +8,7 @@ tokenizer) and their p_ABC corruptions: the logit difference and accuracy, every
 effect, the head classes found by path patching (name movers, negative name movers,
 S-inhibition, induction, duplicate-token, previous-token), the circuit's faithfulness under
 per-template mean ablation of all other heads, and activation vs attribution patching maps.
-Writes results.json and figures into --workdir. The library is `interp.circuits.ioi_experiment`;
+Writes results.json and figures into --workdir. The library is `interp.ioi.experiment`;
 on Gemma 3 270M with 16 prompts it takes ~6 minutes on two CPU cores.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from interp.circuits import ioi, ioi_experiment
+from interp.ioi import circuit as ioi, experiment
 from interp.train import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
@@ -31,9 +31,9 @@ _CHUNK = flags.DEFINE_integer("chunk", 8, "Senders / sites per vmapped batch.")
 _PATCHING = flags.DEFINE_bool("patching", True, "Also compute the patching maps.")
 
 
-def config_from_flags() -> ioi_experiment.IOIConfig:
+def config_from_flags() -> experiment.IOIConfig:
   try:
-    return ioi_experiment.IOIConfig(
+    return experiment.IOIConfig(
         workdir=_WORKDIR.value, model=_MODEL.value, n_prompts=_N.value, seed=_SEED.value,
         circuit=ioi.CircuitConfig(threshold=_THRESHOLD.value, max_per_class=_PER_CLASS.value,
                                   chunk=_CHUNK.value),
@@ -44,7 +44,7 @@ def config_from_flags() -> ioi_experiment.IOIConfig:
 
 def main(argv):
   cli.start(argv)
-  r = ioi_experiment.run(config_from_flags())
+  r = experiment.run(config_from_flags())
   b, f = r["baseline"], r["faithfulness"]
   print(f"logit diff {b['logit_diff']:.3f} (corrupt {b['logit_diff_corrupt']:.3f}), accuracy "
         f"{b['accuracy']:.3f}, IO top-1 {b['io_top1']:.3f}")

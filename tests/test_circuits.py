@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.circuits import ablate, data, icl, lens, scores, weights
+from interp.circuits import ablate, icl, lens, scores, weights
+
+from interp.induction import segments as data
 from interp.data import sources
 from interp.models import config, hooks, transformer
 

@@ -2,12 +2,12 @@
 
 import os
 
-from interp.viz import suite
+from interp import figures
 
 
 def test_quick_lm_entry_writes_report_with_relative_figure(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  path = suite.run_suite("runs/figs", only=("lm_training",), quick=True)
+  path = figures.run_suite("runs/figs", only=("lm_training",), quick=True)
   text = open(path).read()
   assert "](lm_training/loss.png)" in text
   assert os.path.exists(os.path.join("runs/figs", "lm_training", "loss.png"))

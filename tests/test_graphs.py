@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.circuits import graph_json, graph_linear, graph_prune, graph_validate, graphs
+from interp.graphs import export, linear, prune as graph_prune, validate, attribute
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
@@ -82,16 +82,16 @@ def gpt2():
   cfg = _gpt2_like()
   params = _params(cfg, 3)
   c, p = _exact_tc(cfg, params)
-  return cfg, params, c, p, graphs.build(cfg, params, c, p, TOKENS)
+  return cfg, params, c, p, attribute.build(cfg, params, c, p, TOKENS)
 
 
 @pytest.mark.parametrize("which", ["gemma", "gpt2"])
 def test_replacement_logits_equal_real(which, gemma, gpt2):
   cfg, params = gemma if which == "gemma" else gpt2[:2]
   c, p = _random_tc(cfg, "skip")
-  rep = graph_linear.capture(cfg, params, c, p, TOKENS)
-  _, final = graph_linear.linear_forward(cfg, params, c, p, rep.frozen, rep.embed, rep.mlp)
-  logits = graph_linear.readout_logits(cfg, params, final[-1])
+  rep = linear.capture(cfg, params, c, p, TOKENS)
+  _, final = linear.linear_forward(cfg, params, c, p, rep.frozen, rep.embed, rep.mlp)
+  logits = linear.readout_logits(cfg, params, final[-1])
   real, _ = transformer.forward(cfg, params, jnp.asarray(TOKENS)[None])
   np.testing.assert_allclose(logits, real[0, -1], atol=1e-4)
   np.testing.assert_allclose(rep.logits, real[0, -1], atol=1e-4)
@@ -102,12 +102,12 @@ def test_replacement_logits_equal_real(which, gemma, gpt2):
 def test_incoming_edges_plus_bias_equal_value(kind, gemma):
   cfg, params = gemma
   c, p = _random_tc(cfg, kind)
-  g = graphs.build(cfg, params, c, p, TOKENS)
+  g = attribute.build(cfg, params, c, p, TOKENS)
   assert g.layout.n_features == cfg.n_layers * P * 4 and g.layout.n_logits >= 1
-  sums = g.adjacency[graphs.target_rows(g)].sum(1) + g.bias
+  sums = g.adjacency[attribute.target_rows(g)].sum(1) + g.bias
   np.testing.assert_allclose(sums, g.values, atol=2e-5)
   # feature targets' values are the transcoder's own pre-activations
-  info = graphs.feature_info(g)
+  info = attribute.feature_info(g)
   pre = np.asarray(g.rep.pre)[info["layer"], info["pos"], info["feature"]]
   np.testing.assert_allclose(g.values[:g.layout.n_features], pre, atol=1e-5)
 
@@ -115,7 +115,7 @@ def test_incoming_edges_plus_bias_equal_value(kind, gemma):
 def test_edges_plus_bias_gpt2_and_exact_scores(gpt2):
   cfg, params, c, p, g = gpt2
   assert float(jnp.abs(g.rep.error).max()) < 1e-5
-  sums = g.adjacency[graphs.target_rows(g)].sum(1) + g.bias
+  sums = g.adjacency[attribute.target_rows(g)].sum(1) + g.bias
   np.testing.assert_allclose(sums, g.values, atol=2e-5)
   s = graph_prune.scores(g.adjacency, g.layout, g.probs)
   assert s["replacement"] == pytest.approx(1.0, abs=1e-6)
@@ -124,7 +124,7 @@ def test_edges_plus_bias_gpt2_and_exact_scores(gpt2):
   for noise in (0.02, 0.1):  # degrade the decoder: errors appear and both scores fall
     noisy = dict(p, W_dec=p["W_dec"] + noise * jax.random.normal(jax.random.key(1),
                                                                   p["W_dec"].shape))
-    gn = graphs.build(cfg, params, c, noisy, TOKENS)
+    gn = attribute.build(cfg, params, c, noisy, TOKENS)
     sn = graph_prune.scores(gn.adjacency, gn.layout, gn.probs)
     assert sn["replacement"] < previous["replacement"] - 1e-3
     assert sn["completeness"] < previous["completeness"] - 1e-4
@@ -160,27 +160,27 @@ def test_same_edges_on_one_and_eight_devices(gpt2):
   cfg, params, c, p, g = gpt2
   one = mesh_lib.make_mesh("data:1,model:1")
   eight = mesh_lib.make_mesh("data:8,model:1")
-  g1 = graphs.build(cfg, params, c, p, TOKENS, graphs.GraphConfig(chunk=8), mesh=one)
-  g8 = graphs.build(cfg, params, c, p, TOKENS, graphs.GraphConfig(chunk=8), mesh=eight)
+  g1 = attribute.build(cfg, params, c, p, TOKENS, attribute.GraphConfig(chunk=8), mesh=one)
+  g8 = attribute.build(cfg, params, c, p, TOKENS, attribute.GraphConfig(chunk=8), mesh=eight)
   np.testing.assert_allclose(g1.adjacency, g8.adjacency, atol=1e-6)
   np.testing.assert_allclose(g1.adjacency, g.adjacency, atol=1e-6)
 
 
 def test_greedy_selection_keeps_influential_features(gpt2):
   cfg, params, c, p, g = gpt2
-  small = graphs.build(cfg, params, c, p, TOKENS,
-                       graphs.GraphConfig(max_feature_nodes=64, select_batch=32))
+  small = attribute.build(cfg, params, c, p, TOKENS,
+                       attribute.GraphConfig(max_feature_nodes=64, select_batch=32))
   assert small.layout.n_features == 64
-  top = graph_validate.top_features(g, 16)
+  top = validate.top_features(g, 16)
   assert len(set(g.selected[top]) & set(small.selected)) >= 12
 
 
 def test_steering_agrees_with_graph(gpt2):
   cfg, params, c, p, g = gpt2
-  feats = graph_validate.top_features(g, 5)
-  pred = graph_validate.predicted_effects(g, feats, 0.9)
-  obs = graph_validate.observed_effects(cfg, params, c, p, g, feats, 0.9)
-  agree = graph_validate.agreement(pred, obs)
+  feats = validate.top_features(g, 5)
+  pred = validate.predicted_effects(g, feats, 0.9)
+  obs = validate.observed_effects(cfg, params, c, p, g, feats, 0.9)
+  agree = validate.agreement(pred, obs)
   assert agree["correlation"] > 0.9, agree
   # frozen norms miss how steering rescales the residual: the size is right to within ~2x
   assert agree["mean_abs_error"] < np.mean(np.abs(obs)), agree
@@ -189,9 +189,9 @@ def test_steering_agrees_with_graph(gpt2):
 def test_attention_score_attribution(gemma):
   cfg, params = gemma
   c, p = _random_tc(cfg, "plt")
-  g = graphs.build(cfg, params, c, p, TOKENS)
+  g = attribute.build(cfg, params, c, p, TOKENS)
   layer, head, q, k = 1, 2, P - 1, 3
-  r = graph_validate.attention_score_attribution(cfg, params, c, p, g, layer, head, q, k)
+  r = validate.attention_score_attribution(cfg, params, c, p, g, layer, head, q, k)
   name = f"blocks.{layer}.attn.hook_attn_scores"
   _, cache = transformer.forward(cfg, params, jnp.asarray(TOKENS)[None], Hooks(capture=(name,)))
   assert r["score"] == pytest.approx(float(cache[name][0, head, q, k]), abs=1e-4)
@@ -205,13 +205,13 @@ def test_attention_score_attribution(gemma):
 def test_json_validates_and_renders(gpt2, tmp_path):
   cfg, params, c, p, g = gpt2
   pruned = graph_prune.prune(g.adjacency, g.layout, g.probs, 0.95, 0.99)
-  info = graphs.feature_info(g)
+  info = attribute.feature_info(g)
   keys = sorted({(int(info["layer"][i]), int(info["feature"][i]))
                  for i in np.nonzero(pruned.node_mask[:g.layout.n_features])[0]})
   corpus = np.random.default_rng(1).integers(0, 64, (4, 16))
-  ctx = graph_json.feature_contexts(cfg, params, c, p, corpus, keys, lambda t: f"<{t}>")
+  ctx = export.feature_contexts(cfg, params, c, p, corpus, keys, lambda t: f"<{t}>")
   assert all(len(v) >= 1 for v in ctx.values())
-  out = graph_json.to_json(
+  out = export.to_json(
       g, pruned, [f"<{t}>" for t in TOKENS], [f"<{t}>" for t in g.logit_tokens],
       prompt="toy", model="gpt2-like", transcoder="exact",
       scores=graph_prune.scores(g.adjacency, g.layout, g.probs),

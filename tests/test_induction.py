@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from interp.circuits import experiment
+from interp.induction import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {"num_steps": 700, "snapshot_every": 50, "log_every": 50,

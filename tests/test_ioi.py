@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.circuits import ioi, ioi_data, ioi_experiment
+from interp.ioi import circuit as ioi, prompts as ioi_data, experiment
 from interp.data import tokenized
 from interp.models import transformer
 from interp.models.config import TransformerConfig
@@ -93,7 +93,7 @@ def test_faithfulness_of_everything_is_one_and_of_nothing_is_the_ablated_model()
 
 def test_agreement_measures():
   a = np.arange(10.0)
-  out = ioi_experiment.agreement(a, 2 * a + 1, k=3)
+  out = experiment.agreement(a, 2 * a + 1, k=3)
   assert out["pearson_r"] == pytest.approx(1.0) and out["kendall_tau"] == pytest.approx(1.0)
   assert out["top3_overlap"] == 1.0
-  assert ioi_experiment.agreement(a, -a, k=3)["kendall_tau"] == pytest.approx(-1.0)
+  assert experiment.agreement(a, -a, k=3)["kendall_tau"] == pytest.approx(-1.0)

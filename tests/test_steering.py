@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.circuits import steering
+from interp.steering import clamp as steering
 from interp.models import generate, transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks

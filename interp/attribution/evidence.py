@@ -36,7 +36,7 @@ import numpy as np
 
 from interp.attribution import gradients, heads, lime, masking, shapley
 from interp.circuits import patching
-from interp.circuits.ioi_experiment import agreement as _agreement
+from interp.ioi.experiment import agreement as _agreement
 from interp.models import transformer
 
 TOKEN_METHODS = ("occlusion", "shapley", "lime", "grad_x_input", "integrated_gradients")
@@ -110,7 +110,7 @@ class EvidenceConfig:
 
 
 def agreement(estimate, exact, k: int) -> dict:
-  """`ioi_experiment.agreement`: {pearson_r, kendall_tau, topk_overlap}, all NaN where a vector
+  """`ioi.experiment.agreement`: {pearson_r, kendall_tau, topk_overlap}, all NaN where a vector
   is constant (no ranking to agree with)."""
   estimate, exact = np.ravel(estimate), np.ravel(exact)
   if np.ptp(estimate) == 0 or np.ptp(exact) == 0:

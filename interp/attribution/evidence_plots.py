@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from interp.attribution.evidence import HEAD_EVIDENCE, TOKEN_METHODS
+from interp.viz import plotting
 
 STRONG, WEAK = 0.6, 0.3
 NAMES = {"occlusion": "occlusion", "shapley": "Shapley (KernelSHAP / exact)", "lime": "LIME",
@@ -21,19 +22,12 @@ NAMES = {"occlusion": "occlusion", "shapley": "Shapley (KernelSHAP / exact)", "l
          "direct_effect": "direct effect (path patching to logits)"}
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def _num(x) -> float:
   return float("nan") if x is None else float(x)
 
 
 def agreement_bars(results: dict, path: str) -> str:
-  plt = _plt()
+  plt = plotting.pyplot()
   rows, settings = list(results["table"]), list(results["settings"])
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
   width = 0.8 / max(len(settings), 1)
@@ -54,7 +48,7 @@ def agreement_bars(results: dict, path: str) -> str:
 
 
 def head_scatter(results: dict, path: str) -> str:
-  plt = _plt()
+  plt = plotting.pyplot()
   settings = list(results["settings"])
   fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
   for ax, s in zip(axes[0], settings):
@@ -78,7 +72,7 @@ def head_scatter(results: dict, path: str) -> str:
 def example_tokens(results: dict, path: str) -> str:
   """Prompt 0 of each setting: causal effect and every attribution, each row scaled to its
   largest |value|."""
-  plt = _plt()
+  plt = plotting.pyplot()
   settings = list(results["settings"])
   fig, axes = plt.subplots(len(settings), 1, figsize=(11, 2.2 * len(settings)), squeeze=False)
   names = ("causal",) + TOKEN_METHODS

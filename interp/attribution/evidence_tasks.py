@@ -1,7 +1,7 @@
 """The prompt batches of the evidence report (`evidence.Prompts`), and its toy with a known
 mechanism.
 
-  ioi          IOI prompts (`interp.circuits.ioi_data`): metric logit(IO) - logit(S) at END,
+  ioi          IOI prompts (`interp.ioi.prompts`): metric logit(IO) - logit(S) at END,
                counterfactual p_ABC, head source IO. Prompts of different templates are
                right-padded; the padding sits after END, so it is kept, never a player.
   repeated     <bos>? + a random segment A of L tokens + A again, cut one token short:
@@ -9,7 +9,7 @@ mechanism.
                log-probability of A[L-1], which only induction predicts. Head source: the token
                after the first occurrence of A[L-2], i.e. A[L-1] in the first copy.
                Counterfactual: another such sequence.
-  toy          the 2-layer attention-only induction toy of `interp.circuits.experiment`, trained
+  toy          the 2-layer attention-only induction toy of `interp.induction.experiment`, trained
                on `pairs:4-16`; its induction head (best prefix-matching score, last layer)
                and previous-token head (best previous-token score, layer 0) are measured on
                held-out repeated tokens, and the tokens known to matter are A[L-2] and A[L-1] of
@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from interp.attribution.evidence import Prompts
-from interp.circuits import data, ioi_data, scores
+from interp.induction import segments
+from interp.ioi import prompts as ioi_data
+from interp.circuits import scores
 
 
 def _labels(tokenizer, tokens: np.ndarray) -> tuple[tuple[str, ...], ...]:
@@ -59,7 +61,7 @@ def repeated(key: jax.Array, n: int, seg_len: int, high: int, low: int = 0,
   """`n` repeated-random-token prompts (module docstring); tokens from [low, high)."""
   k_clean, k_corrupt = jax.random.split(key)
   lay = repeated_layout(seg_len, bos is not None)
-  full = lambda k: np.asarray(data.repeated_tokens(k, n, seg_len, high, low=low, bos=bos))
+  full = lambda k: np.asarray(segments.repeated_tokens(k, n, seg_len, high, low=low, bos=bos))
   tokens, corrupt = full(k_clean), full(k_corrupt)
   answer = tokens[:, lay["length"]]
   tokens, corrupt = tokens[:, :lay["length"]], corrupt[:, :lay["length"]]
@@ -85,8 +87,8 @@ def train_toy(workdir: str, num_steps: int, seed: int = 0):
     (cfg, params, {"induction": (layer, head), "previous_token": (layer, head)}, head scores
     {name: [l h]} on held-out repeated tokens, n_ctx, vocab_size).
   """
-  from interp.circuits import experiment
-  from interp.circuits import train as train_lib
+  from interp.induction import experiment
+  from interp.induction import training as train_lib
   config = experiment.InductionConfig(workdir=workdir, models=("attn2",), gemma=False,
                                       num_steps=num_steps, seed=seed, snapshot_every=0,
                                       log_every=max(1, num_steps // 10))

@@ -1,4 +1,4 @@
-"""The evidence report in the figure suite (`interp.viz.suite`).
+"""The evidence report in the figure suite (`interp.figures`).
 
 `evidence_report` runs `interp.attribution.evidence_report` into `<suite workdir>/evidence_report/`
 and reports its agreement table: token attributions and attention-level evidence against causal
@@ -8,15 +8,16 @@ Quick mode: the toy only (60 steps, 2 prompts, few samples), so the smoke test n
 
 from __future__ import annotations
 
-from interp.viz.report import Section
-from interp.viz.suite import register
+from interp.viz.report import Registry, Section
+
+ENTRIES = Registry()
 
 
 def _cell(x) -> str:
   return "nan" if x is None else f"{x:.2f}"
 
 
-@register("evidence_report")
+@ENTRIES.register("evidence_report")
 def evidence_report_entry(workdir: str, quick: bool) -> Section:
   from interp.attribution import evidence, evidence_report
   if quick:

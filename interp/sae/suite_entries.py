@@ -1,4 +1,4 @@
-"""The SAE entry of the figure suite (`interp.viz.suite`): a small TopK dictionary on Gemma 3
+"""The SAE entry of the figure suite (`interp.figures`): a small TopK dictionary on Gemma 3
 270M's middle residual stream (`blocks.9.hook_resid_post`) over the built-in corpus, trained,
 evaluated by splicing it back into the model, and summarised as a report section.
 
@@ -17,8 +17,9 @@ from interp.sae import train as sae_train
 from interp.sae.config import SAEConfig
 from interp.train import checkpoint
 from interp.train.optim import OptimizerConfig
-from interp.viz.report import Section
-from interp.viz.suite import register
+from interp.viz.report import Registry, Section
+
+ENTRIES = Registry()
 
 HOOK = "blocks.9.hook_resid_post"
 
@@ -34,7 +35,7 @@ def settings(quick: bool) -> dict:
               buffer_batches=8, eval_sequences=32, d_sae=5120)
 
 
-@register("sae_gemma")
+@ENTRIES.register("sae_gemma")
 def sae_gemma(workdir: str, quick: bool) -> Section:
   checkpoint.quiet_orbax_logs()
   s = settings(quick)

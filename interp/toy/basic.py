@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from interp.toy import measures, plots
+from interp.toy import measures
+from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.experiment import FamilySpec, Settings
 
@@ -64,7 +65,7 @@ def analyze(s: Settings, sweep, run) -> dict:
 
 
 def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
-  plt = plots.pyplot()
+  plt = plotting.pyplot()
   sp = results["sparsities"]
   n = s.n_features
   heat, axes = plt.subplots(2, len(sp), figsize=(2.1 * len(sp), 4.6), squeeze=False)
@@ -98,7 +99,7 @@ def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
   sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
   bars.colorbar(sm, ax=baxes, shrink=0.6, label="superposition sum_j!=i (W^_i.W_j)^2")
   bars.suptitle("Per-feature norm ||W_i|| (features top to bottom by importance)", fontsize=9)
-  return [plots.save(heat, workdir, "basic_wtw"), plots.save(bars, workdir, "basic_norms")]
+  return [plotting.save(heat, workdir, "basic_wtw"), plotting.save(bars, workdir, "basic_norms")]
 
 
 SPEC = FamilySpec(title="Basic: linear vs ReLU output, n=20, m=5, over sparsity",

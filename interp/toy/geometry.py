@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from interp.toy import measures, plots
+from interp.toy import measures
+from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.experiment import FamilySpec, Settings
 
@@ -81,7 +82,7 @@ def analyze(s: Settings, sweep, run) -> dict:
 
 
 def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
-  plt = plots.pyplot()
+  plt = plotting.pyplot()
   x, dstar = np.asarray(results["inverse_density"]), np.asarray(results["dstar"])
   fig, ax = plt.subplots(figsize=(6, 3.8))
   for name, value in measures.FRACTIONS.items():
@@ -96,7 +97,7 @@ def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
   ax.set_ylabel("dimensions per feature D* = m / ||W||_F^2")
   ax.set_ylim(0, 1.1)
   ax.set_title(f"n={s.n_features}, m={s.n_hidden}: D* (shaded: plateaus)", fontsize=9)
-  paths = [plots.save(fig, workdir, "geometry_dstar")]
+  paths = [plotting.save(fig, workdir, "geometry_dstar")]
 
   fig, ax = plt.subplots(figsize=(6, 3.8))
   rng = np.random.default_rng(0)
@@ -115,7 +116,7 @@ def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
   ax.set_ylabel("feature dimensionality D_i")
   ax.legend(fontsize=8, loc="upper right")
   ax.set_title("per-feature dimensionality of represented features", fontsize=9)
-  paths.append(plots.save(fig, workdir, "geometry_feature_dims"))
+  paths.append(plotting.save(fig, workdir, "geometry_feature_dims"))
   return paths
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from interp.toy import measures, plots
+from interp.toy import measures
+from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.experiment import FamilySpec, Settings
 
@@ -76,7 +77,7 @@ def analyze(s: Settings, sweep, run) -> dict:
 
 
 def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
-  plt = plots.pyplot()
+  plt = plotting.pyplot()
   rows = results["per_density"]
   fig, axes = plt.subplots(1, len(rows), figsize=(1.7 * len(rows), 2.3), squeeze=False)
   colors = plt.cm.viridis(np.linspace(0.95, 0.05, s.n_features))  # yellow = most important
@@ -96,7 +97,7 @@ def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
     ax.set_xlabel(row["arrangement"], fontsize=7)
   fig.suptitle("Columns W_i of W (n=5, m=2; colour = importance, yellow most) as density falls",
                fontsize=9)
-  return [plots.save(fig, workdir, "intro_columns")]
+  return [plotting.save(fig, workdir, "intro_columns")]
 
 
 SPEC = FamilySpec(title="Intro: 5 features in 2 dimensions across densities",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from interp.toy import analytic, measures, plots
+from interp.toy import analytic, measures
+from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.experiment import FamilySpec, Settings
 
@@ -65,7 +66,7 @@ def analyze(s: Settings, sweep, run) -> dict:
 
 
 def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
-  plt = plots.pyplot()
+  plt = plotting.pyplot()
   from matplotlib.colors import ListedColormap
   names = list(COLORS)
   cmap = ListedColormap([COLORS[k] for k in names])
@@ -91,7 +92,7 @@ def figures(s: Settings, sweep, run, results: dict, workdir: str) -> list[str]:
   fig.suptitle(f"n=2, m=1 phase diagram: agreement {results['agreement']:.0%} "
                "(x = cells that disagree)", fontsize=10)
   fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-  return [plots.save(fig, workdir, "phase_diagram")]
+  return [plotting.save(fig, workdir, "phase_diagram")]
 
 
 SPEC = FamilySpec(title="Phase diagram: n=2, m=1, importance x density",

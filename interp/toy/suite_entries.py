@@ -1,4 +1,4 @@
-"""The toy-superposition families in the figure suite (`interp.viz.suite`), plus a closing note.
+"""The toy-superposition families in the figure suite (`interp.figures`), plus a closing note.
 
 Each entry runs `interp.toy.experiment.run_family` on the family's defaults (quick: its tiny
 settings) in-process, into `<suite workdir>/<entry>/`, and turns results.json into report rows.
@@ -13,10 +13,11 @@ import os
 
 
 from interp.toy import experiment
-from interp.viz.report import Section
-from interp.viz.suite import register
+from interp.viz.report import Registry, Section
 
-ENTRIES = {"toy_intro": experiment.Family.INTRO, "toy_basic": experiment.Family.BASIC,
+ENTRIES = Registry()
+
+FAMILIES = {"toy_intro": experiment.Family.INTRO, "toy_basic": experiment.Family.BASIC,
            "toy_phase": experiment.Family.PHASE, "toy_geometry": experiment.Family.GEOMETRY}
 
 
@@ -24,7 +25,7 @@ def _run(name: str, workdir: str, quick: bool) -> dict:
   from interp.train import checkpoint
   checkpoint.quiet_orbax_logs()
   return experiment.run_family(experiment.ToyExperimentConfig(
-      family=ENTRIES[name], workdir=workdir, quick=quick))
+      family=FAMILIES[name], workdir=workdir, quick=quick))
 
 
 def _speed_rows(res: dict) -> list[tuple[str, str, str]]:
@@ -39,7 +40,7 @@ def _deg(values) -> str:
   return ", ".join(f"{v:.1f}" for v in values) + " deg"
 
 
-@register("toy_intro")
+@ENTRIES.register("toy_intro")
 def toy_intro(workdir: str, quick: bool) -> Section:
   res = _run("toy_intro", workdir, quick)
   q = res["quantities"]
@@ -59,7 +60,7 @@ def toy_intro(workdir: str, quick: bool) -> Section:
              "orthogonal -> antipodal pairs -> pentagon")] + _speed_rows(res))
 
 
-@register("toy_basic")
+@ENTRIES.register("toy_basic")
 def toy_basic(workdir: str, quick: bool) -> Section:
   res = _run("toy_basic", workdir, quick)
   q = res["quantities"]
@@ -78,7 +79,7 @@ def toy_basic(workdir: str, quick: bool) -> Section:
       + _speed_rows(res))
 
 
-@register("toy_phase")
+@ENTRIES.register("toy_phase")
 def toy_phase(workdir: str, quick: bool) -> Section:
   res = _run("toy_phase", workdir, quick)
   q = res["quantities"]
@@ -109,7 +110,7 @@ def _plateau_text(plateaus: list[dict]) -> str:
                    f"({p['points']} points, mean {p['mean_dstar']:.3f})" for p in plateaus)
 
 
-@register("toy_geometry")
+@ENTRIES.register("toy_geometry")
 def toy_geometry(workdir: str, quick: bool) -> Section:
   res = _run("toy_geometry", workdir, quick)
   q = res["quantities"]
@@ -134,7 +135,7 @@ def _read(path: str) -> dict | None:
     return json.load(f)
 
 
-@register("toy_summary")
+@ENTRIES.register("toy_summary")
 def toy_summary(workdir: str, quick: bool) -> Section:
   """Times the n=20, m=5 step at 10 and 1,000 instances against the notebook-style PyTorch loop
   (torch from the test requirements; skipped when missing) and quotes every toy family."""
@@ -145,7 +146,7 @@ def toy_summary(workdir: str, quick: bool) -> Section:
   with open(os.path.join(workdir, "bench.json"), "w") as f:
     json.dump(bench, f, indent=1)
   parent = os.path.dirname(workdir)
-  found = {name: _read(os.path.join(parent, name, "results.json")) for name in ENTRIES}
+  found = {name: _read(os.path.join(parent, name, "results.json")) for name in FAMILIES}
   note = []
   if found["toy_intro"]:
     q = found["toy_intro"]["quantities"]

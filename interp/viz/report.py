@@ -1,8 +1,16 @@
 """The paper-figure report: one Markdown page with each experiment's figures and numbers.
 
-Each entry of the suite returns a `Section`: a title, the PNGs it wrote, and rows of
-(quantity, our value, the paper's value or expectation). `write_report` renders them to
-`<workdir>/report.md`, figures linked by relative path, so the folder can be copied as is.
+Vocabulary:
+  entry     a function `(workdir, quick) -> Section` that runs one experiment into `workdir`
+            (`quick` shrinks it for smoke tests) and returns its numbers for the report
+  Registry  the entries of one package, in the order they run (`@ENTRIES.register("name")`);
+            `interp.figures` joins every package's registry into the suite
+  Section   a title, the PNGs an entry wrote, and rows of (quantity, our value, the paper's
+            value or expectation)
+
+`run_entries` runs entries one after another, each in `<workdir>/<name>/`, and `write_report`
+renders their sections to `<workdir>/report.md`, figures linked by relative path, so the folder
+can be copied as is.
 """
 
 from __future__ import annotations
@@ -11,6 +19,9 @@ import dataclasses
 import datetime
 import json
 import os
+import time
+import traceback
+from typing import Callable
 
 
 @dataclasses.dataclass
@@ -56,4 +67,53 @@ def write_report(workdir: str, sections: list[Section], title: str = "interp fig
     f.write("\n".join(lines))
   with open(os.path.join(workdir, "report.json"), "w") as f:
     json.dump([dataclasses.asdict(s) for s in sections], f, indent=2, default=str)
+  return path
+
+
+Entry = Callable[[str, bool], Section]
+
+
+class Registry(dict):
+  """name -> entry, in registration order."""
+
+  def register(self, name: str):
+    """Decorator adding `fn` as entry `name`; a second entry of the same name is an error."""
+    def deco(fn: Entry) -> Entry:
+      if name in self:
+        raise ValueError(f"figure entry {name!r} is registered twice")
+      self[name] = fn
+      return fn
+    return deco
+
+
+def run_entries(entries: dict[str, Entry], workdir: str, only: tuple[str, ...] = (),
+                quick: bool = False) -> str:
+  """Runs `entries` (all, or those named in `only`) and writes `<workdir>/report.md`.
+
+  A failing entry does not stop the others; its section records the error, and the call
+  raises RuntimeError after the report is written.
+
+  Returns:
+    The report's path.
+  """
+  unknown = set(only) - set(entries)
+  if unknown:
+    raise ValueError(f"--only: unknown entries {sorted(unknown)}; valid: {sorted(entries)}")
+  os.makedirs(workdir, exist_ok=True)
+  sections = []
+  for name, fn in entries.items():
+    if only and name not in only:
+      continue
+    start = time.time()
+    try:
+      section = fn(os.path.join(workdir, name), quick)
+    except Exception as e:  # one broken entry must not hide the others' figures
+      traceback.print_exc()
+      section = Section(title=name, error=f"{type(e).__name__}: {e}")
+    section.seconds = time.time() - start
+    sections.append(section)
+    print(f"figures: {name} done in {section.seconds:.1f}s", flush=True)
+  path = write_report(workdir, sections)
+  if any(s.error for s in sections):
+    raise RuntimeError(f"some figure entries failed; see {path}")
   return path

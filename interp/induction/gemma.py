@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import ablate, data, icl, scores
+from interp.circuits import ablate, icl, scores
+
+from interp.induction import segments
 from interp.models import transformer
 
 
@@ -67,7 +69,7 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   cfg, params = model if model is not None else gguf_loader.load_gemma3_gguf(path)
   bos = SPMTokenizer.from_gguf(path).bos_id
   load_s = time.perf_counter() - start
-  tokens = data.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
+  tokens = segments.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
                                 config.high, low=config.low, bos=bos)
 
   @jax.jit

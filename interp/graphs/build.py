@@ -1,6 +1,6 @@
 """Edge weights of an attribution graph: batched vector-Jacobian products of the replacement model.
 
-Vocabulary (beyond `interp.circuits.graph_linear`):
+Vocabulary (beyond `interp.graphs.linear`):
   source   a node whose output enters the residual stream: an active feature (activation times
            its decoder row, added at hook_mlp_out of its layer, or of every layer >= it for a
            CLT), an error node (layer, pos) or a token embedding (pos). Every edge row has its
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import graph_linear as gl
+from interp.graphs import linear as gl
 from interp.circuits import weights
 from interp.circuits.patching import map_sites
 from interp.models.config import TransformerConfig

@@ -2,7 +2,7 @@
 `experiments/induction_heads.py`.
 
 Trains attention-only toys on `pairs:MIN-MAX` (random segments, each followed by its copy;
-`interp.circuits.data`): a 1-layer model, a 2-layer model and a 1-layer model with smeared keys,
+`interp.induction.segments`): a 1-layer model, a 2-layer model and a 1-layer model with smeared keys,
 snapshotting head scores and the ICL score as they train. Every measurement is on held-out
 repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per model:
   head scores   previous-token, prefix-matching, duplicate-token, copying   [l h]
@@ -14,7 +14,7 @@ repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per
   ablations     ICL with each head (and each layer) ablated: zero, mean, resample and
                 pattern-preserving zero ablation, and the share of the ICL gain each removes
 Then the same head scores and a top-k-versus-random-k ablation on Gemma 3 270M
-(`interp.circuits.gemma`). Writes into `workdir`: models/<name>/ (each model's run folder),
+(`interp.induction.gemma`). Writes into `workdir`: models/<name>/ (each model's run folder),
 the figures (*.png) and results.json.
 """
 
@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import choices
-from interp.circuits import ablate, data, icl, scores, weights
-from interp.circuits import train as train_lib
+from interp.circuits import ablate, icl, scores, weights
+from interp.induction import segments as data
+from interp.induction import training as train_lib
 from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
@@ -215,14 +216,14 @@ def train_and_analyze(config: InductionConfig, name: str) -> dict:
 
 def run(config: InductionConfig) -> dict:
   """The whole experiment; returns the results (also in <workdir>/results.json)."""
-  from interp.circuits import plots  # matplotlib only when drawing
+  from interp.induction import plots  # matplotlib only when drawing
   start = time.perf_counter()
   os.makedirs(config.workdir, exist_ok=True)
   results = {"config": config.to_dict(), "models": {}}
   for name in config.models:
     results["models"][name] = train_and_analyze(config, name)
   if config.gemma:
-    from interp.circuits import gemma
+    from interp.induction import gemma
     results["gemma"] = gemma.measure(gemma.GemmaConfig(
         batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
         random_sets=config.gemma_random_sets, seed=config.seed))

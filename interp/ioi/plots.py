@@ -1,11 +1,11 @@
-"""Figures of the IOI experiment, drawn from its results (`ioi_experiment.run`)."""
+"""Figures of the IOI experiment, drawn from its results (`ioi.experiment.run`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from interp.circuits.ioi_data import ROLES
-from interp.circuits.plots import _plt, _save
+from interp.ioi.prompts import ROLES
+from interp.viz import plotting
 
 CLASS_COLOURS = {"name_mover": "tab:green", "negative_name_mover": "tab:red",
                  "s_inhibition": "tab:blue", "induction": "tab:purple",
@@ -29,7 +29,7 @@ def _heatmap(ax, values, title, xlabels=None, cmap="RdBu"):
 
 def effects(workdir: str, results: dict) -> str:
   """Direct effect (path patching to logits), DLA, and path patching into each class."""
-  plt = _plt()
+  plt = plotting.pyplot()
   panels = [("direct", "path patching -> logits (MLPs frozen)")]
   panels += [(k, f"path patching {k.replace('_', ' ')}") for k in results["effects"]
              if k != "direct"]
@@ -41,12 +41,12 @@ def effects(workdir: str, results: dict) -> str:
   im = _heatmap(axes[-1], results["dla"], "direct logit attribution IO - S\n(logits)")
   axes[-1].set_xlabel("head")
   fig.colorbar(im, ax=axes[-1], fraction=0.05)
-  return _save(fig, workdir, "ioi_head_effects.png")
+  return plotting.save(fig, workdir, "ioi_head_effects.png")
 
 
 def patching_maps(workdir: str, results: dict) -> str:
   """Denoising activation patching and attribution patching's estimate, side by side."""
-  plt = _plt()
+  plt = plotting.pyplot()
   maps = results["patching"]
   fig, axes = plt.subplots(1, 4, figsize=(14, 4.2))
   for col, kind in enumerate(("resid", "heads")):
@@ -61,12 +61,12 @@ def patching_maps(workdir: str, results: dict) -> str:
       ax.set_xlabel("role" if kind == "resid" else "head")
       fig.colorbar(im, ax=ax, fraction=0.05)
   fig.suptitle("IOI denoising: share of the clean-corrupt logit difference restored", fontsize=10)
-  return _save(fig, workdir, "ioi_patching.png")
+  return plotting.save(fig, workdir, "ioi_patching.png")
 
 
 def circuit_diagram(workdir: str, classes: dict, cfg, faithfulness: dict) -> str:
   """Heads of each class placed by layer; arrows show which class was found through which."""
-  plt = _plt()
+  plt = plotting.pyplot()
   fig, ax = plt.subplots(figsize=(10, 6))
   order = [c for c in CLASS_COLOURS if classes.get(c)]
   xs = {c: i for i, c in enumerate(order)}
@@ -90,7 +90,7 @@ def circuit_diagram(workdir: str, classes: dict, cfg, faithfulness: dict) -> str
   ax.set_title(f"IOI circuit: {faithfulness['n_heads']} heads, faithfulness "
                f"{faithfulness['faithfulness']:.2f} (LD {faithfulness['logit_diff_circuit']:.2f}"
                f" of {faithfulness['logit_diff_model']:.2f})", fontsize=10)
-  return _save(fig, workdir, "ioi_circuit.png")
+  return plotting.save(fig, workdir, "ioi_circuit.png")
 
 
 def save_all(workdir: str, results: dict, classes: dict, cfg) -> list[str]:

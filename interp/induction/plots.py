@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
-
-
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def _save(fig, workdir: str, name: str) -> str:
-  path = os.path.join(workdir, name)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  _plt().close(fig)
-  return path
+from interp.viz import plotting
 
 
 def _mark_phase(ax, model: dict) -> None:
@@ -30,7 +15,7 @@ def _mark_phase(ax, model: dict) -> None:
 
 def training_curves(results: dict, workdir: str) -> str:
   """Training loss (the bump is the phase change) and ICL score over training, every model."""
-  plt = _plt()
+  plt = plotting.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
   for name, m in results["models"].items():
     curve = np.array(m["loss_curve"])
@@ -50,12 +35,12 @@ def training_curves(results: dict, workdir: str) -> str:
     ax.legend(fontsize=8)
   axes[0].set_title("loss; dotted: phase change (ICL at half its final value)")
   axes[1].set_title("in-context learning on held-out repeated tokens")
-  return _save(fig, workdir, "training_curves.png")
+  return plotting.save(fig, workdir, "training_curves.png")
 
 
 def head_scores_over_training(results: dict, workdir: str) -> str:
   """Per-head previous-token and prefix-matching scores over training (the phase change)."""
-  plt = _plt()
+  plt = plotting.pyplot()
   names = [n for n in results["models"]]
   fig, axes = plt.subplots(len(names), 2, figsize=(11, 2.8 * len(names)), squeeze=False)
   for row, name in enumerate(names):
@@ -74,7 +59,7 @@ def head_scores_over_training(results: dict, workdir: str) -> str:
       ax.legend(fontsize=7, ncol=2)
   for ax in axes[-1]:
     ax.set_xlabel("step")
-  return _save(fig, workdir, "head_scores_over_training.png")
+  return plotting.save(fig, workdir, "head_scores_over_training.png")
 
 
 def composition(results: dict, workdir: str) -> str | None:
@@ -82,7 +67,7 @@ def composition(results: dict, workdir: str) -> str | None:
   m = results["models"].get("attn2")
   if not m or "composition" not in m:
     return None
-  plt = _plt()
+  plt = plotting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
   mats = {k: np.array(m["composition"][k]["scores"])[0, :, 1, :] for k in ("k", "q", "v")}
   vmax = max(float(x.max()) for x in mats.values())
@@ -96,12 +81,12 @@ def composition(results: dict, workdir: str) -> str | None:
     ax.set_yticks(range(mat.shape[0]), [f"L0H{h}" for h in range(mat.shape[0])])
     ax.set_title(f"{kind.upper()}-composition (random baseline {base:.2f})", fontsize=9)
     fig.colorbar(im, ax=ax)
-  return _save(fig, workdir, "composition.png")
+  return plotting.save(fig, workdir, "composition.png")
 
 
 def ablations(results: dict, workdir: str) -> str:
   """Share of the ICL gain each head's ablation removes, per model and ablation kind."""
-  plt = _plt()
+  plt = plotting.pyplot()
   models = results["models"]
   fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
   for ax, (name, m) in zip(axes[0], models.items()):
@@ -119,7 +104,7 @@ def ablations(results: dict, workdir: str) -> str:
     ax.set_title(f"{m['title']} (ICL {m['icl']:.2f})", fontsize=9)
     ax.set_ylabel("share of ICL gain removed")
   axes[0, 0].legend(fontsize=7)
-  return _save(fig, workdir, "ablations.png")
+  return plotting.save(fig, workdir, "ablations.png")
 
 
 def gemma(results: dict, workdir: str) -> str | None:
@@ -127,7 +112,7 @@ def gemma(results: dict, workdir: str) -> str | None:
   g = results.get("gemma")
   if not g:
     return None
-  plt = _plt()
+  plt = plotting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1, 1.3]})
   for ax, key in zip(axes, ("prefix_matching", "previous_token")):
     im = ax.imshow(np.array(g["scores"][key]), aspect="auto", cmap="viridis", vmin=0, vmax=1)
@@ -150,7 +135,7 @@ def gemma(results: dict, workdir: str) -> str | None:
   ax.set_ylabel("rise in loss on the second copy (nats)")
   ax.set_title(f"ablating {k} heads (clean {g['second_copy_loss']:.2f} nats)", fontsize=9)
   ax.legend(fontsize=8)
-  return _save(fig, workdir, "gemma_induction.png")
+  return plotting.save(fig, workdir, "gemma_induction.png")
 
 
 def draw_all(results: dict, workdir: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The IOI circuit of a model, found by path patching and attention analysis (Wang et al., 2022).
 
 Metric: the logit difference LD = logit(IO) - logit(S) at END, averaged over prompts; the
-corrupted run is p_ABC (`ioi_data`). Effects of path patching are reported as
+corrupted run is p_ABC (`ioi.prompts`). Effects of path patching are reported as
 (LD_patched - LD_clean) / LD_clean: -0.1 means the sender's paths carry 10% of the behaviour.
 
 Head classes, each found by path patching into the class before it (senders limited to lower
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp.circuits import lens, patching
-from interp.circuits.ioi_data import ROLES, IOIData
+from interp.ioi.prompts import ROLES, IOIData
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks

@@ -1,12 +1,12 @@
 """The IOI experiment: the library behind `experiments/ioi.py`.
 
-On `n_prompts` IOI prompts (`ioi_data`, ABBA and BABA, p_ABC corruptions) for a model
+On `n_prompts` IOI prompts (`ioi.prompts`, ABBA and BABA, p_ABC corruptions) for a model
 (Gemma 3 270M, or GPT-2 small from a local Hugging Face folder) it measures
   baseline       logit difference IO - S at END, accuracy (LD > 0), IO top-1 rate
   direct effect  every head's path-patched effect on the logits (MLPs frozen) and its direct
                  logit attribution, relative to the clean LD
   classes        name movers, negative name movers, S-inhibition, induction, duplicate-token,
-                 previous-token heads (`ioi.find_circuit`)
+                 previous-token heads (`ioi.circuit.find_circuit`)
   faithfulness   LD of the circuit with every other head mean-ablated per template
   patching maps  residual stream (layer x role) and heads (layer x head), denoising
                  (corrupted run, clean activations patched in), normalised; and attribution
@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from interp.circuits import ioi, ioi_data, ioi_plots, patching
+from interp.ioi import circuit as ioi, prompts as ioi_data, plots
+
+from interp.circuits import patching
 from interp.models import transformer
 from interp.train import run_folder
 
@@ -108,7 +110,7 @@ def run(config: IOIConfig) -> dict:
   results["largest_positive_direct"] = [(name(i), float(direct.flat[i])) for i in order[::-1][:5]]
   if config.patching:
     results["patching"] = patching_maps(model, data, config.circuit.chunk)
-  results["figures"] = ioi_plots.save_all(config.workdir, results, classes, model.cfg)
+  results["figures"] = plots.save_all(config.workdir, results, classes, model.cfg)
   results["wall_s"] = time.time() - t0
   with open(os.path.join(config.workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -2,21 +2,21 @@
 DAG of transcoder features, with exact linear edge weights, pruned to what moves the logits.
 
 Vocabulary (the pieces live in the modules named):
-  replacement model  `graph_linear`: attention patterns and norm divisors frozen from the real
+  replacement model  `graphs.linear`: attention patterns and norm divisors frozen from the real
                      forward, MLPs replaced by the transcoder with frozen feature activations and
                      one error node per (layer, pos), so its logits are the model's.
   nodes              embeddings (one per position), active features (layer, pos, feature),
                      errors (layer, pos) and the top output logits at the last position.
-                     Adjacency order: features, errors, embeddings, logits (`graph_prune.Layout`).
-  edges              `graph_build`: A[target, source] = source's output . d target / d residual,
+                     Adjacency order: features, errors, embeddings, logits (`graphs.prune.Layout`).
+  edges              `graphs.build`: A[target, source] = source's output . d target / d residual,
                      by batched VJPs; targets are feature pre-activations and demeaned logits.
-  pruning, scores    `graph_prune` (circuit-tracer's influence, thresholds and scores).
-  validation         `graph_validate`: steering features in the real model against the graph's
+  pruning, scores    `graphs.prune` (circuit-tracer's influence, thresholds and scores).
+  validation         `graphs.validate`: steering features in the real model against the graph's
                      prediction, and attribution through attention scores.
-  JSON               `graph_json`: the `interp.attribution_graph/1` file the viewer reads.
+  JSON               `graphs.export`: the `interp.attribution_graph/1` file the viewer reads.
 
-  graph = graphs.build(cfg, params, tc_cfg, tc_params, tokens, graphs.GraphConfig())
-  pruned = graph_prune.prune(graph.adjacency, graph.layout, graph.probs)
+  graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, attribute.GraphConfig())
+  pruned = prune.prune(graph.adjacency, graph.layout, graph.probs)
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from interp.circuits import graph_build as gb
-from interp.circuits import graph_linear as gl
-from interp.circuits import graph_prune as gp
+from interp.graphs import build as gb
+from interp.graphs import linear as gl
+from interp.graphs import prune as gp
 from interp.models.config import TransformerConfig
 from interp.sae import transcoder as tc
 
@@ -67,7 +67,7 @@ class Graph(NamedTuple):
 
   Attributes:
     tokens: the prompt [p].
-    rep, active: the replacement model and its active features (`graph_linear`).
+    rep, active: the replacement model and its active features (`graphs.linear`).
     selected: indices into `active` of the feature nodes, in adjacency order.
     layout: node counts; adjacency: A [N, N] (target, source), signed.
     logit_tokens, probs: the logit nodes' token ids and probabilities.

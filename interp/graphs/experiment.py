@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from interp.circuits import graph_json, graph_prune, graph_validate, graphs
+from interp.graphs import export, prune as graph_prune, validate, attribute
 from interp.data import tokenized
 from interp.parallel import mesh as mesh_lib
 from interp.sae import experiment as sae_experiment
@@ -52,7 +52,7 @@ class GraphRunConfig:
   num_steps: int = 500
   batch_size: int = 1024
   context_length: int = 64
-  graph: graphs.GraphConfig = graphs.GraphConfig()
+  graph: attribute.GraphConfig = attribute.GraphConfig()
   n_steer: int = 5
   steer_factor: float = 0.0
   context_sequences: int = 64
@@ -113,26 +113,26 @@ def run(config: GraphRunConfig) -> dict:
     tc_params = jax.device_get(tc_params)
   tokens = _tokens(model, config.prompt)
   t0 = time.perf_counter()
-  graph = graphs.build(cfg, params, tc_cfg, tc_params, tokens, config.graph, mesh)
+  graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, config.graph, mesh)
   build_s = time.perf_counter() - t0
   scores = graph_prune.scores(graph.adjacency, graph.layout, graph.probs)
   g = config.graph
   stored = graph_prune.prune(graph.adjacency, graph.layout, graph.probs, g.node_threshold,
                              g.edge_threshold)
   default = graph_prune.prune(graph.adjacency, graph.layout, graph.probs)
-  feats = graph_validate.top_features(graph, config.n_steer)
-  pred = graph_validate.predicted_effects(graph, feats, config.steer_factor)
-  obs = graph_validate.observed_effects(cfg, params, tc_cfg, tc_params, graph, feats,
+  feats = validate.top_features(graph, config.n_steer)
+  pred = validate.predicted_effects(graph, feats, config.steer_factor)
+  obs = validate.observed_effects(cfg, params, tc_cfg, tc_params, graph, feats,
                                         config.steer_factor)
   decode = _decoder(model)
-  info = graphs.feature_info(graph)
+  info = attribute.feature_info(graph)
   keys = sorted({(int(info["layer"][i]), int(info["feature"][i]))
                  for i in np.nonzero(stored.node_mask[:graph.layout.n_features])[0]})
   corpus = source.batch(12345, 0, config.context_sequences, config.context_length)
   t0 = time.perf_counter()
-  contexts = graph_json.feature_contexts(cfg, params, tc_cfg, tc_params, corpus, keys, decode)
+  contexts = export.feature_contexts(cfg, params, tc_cfg, tc_params, corpus, keys, decode)
   contexts_s = time.perf_counter() - t0
-  out = graph_json.to_json(
+  out = export.to_json(
       graph, stored, [decode(int(t)) for t in tokens], [decode(int(t)) for t in
                                                         graph.logit_tokens],
       prompt=config.prompt, model=model.name, transcoder=f"{tc_cfg.kind.value} {tc_dir}",
@@ -152,7 +152,7 @@ def run(config: GraphRunConfig) -> dict:
       "logits": [{"token": decode(int(t)), "prob": float(p)}
                  for t, p in zip(graph.logit_tokens, graph.probs)],
       "steering": {"factor": config.steer_factor,
-                   **graph_validate.agreement(pred, obs)},
+                   **validate.agreement(pred, obs)},
       "timings": {**{k: round(v, 3) for k, v in graph.timings.items()},
                   "build_s": round(build_s, 3), "contexts_s": round(contexts_s, 3),
                   "wall_s": round(time.perf_counter() - t_start, 3)},

@@ -1,13 +1,12 @@
 """Figures of the feature-clamping experiment (`clamping.run`)."""
 
 from __future__ import annotations
-
-from interp.circuits.plots import _plt, _save
+from interp.viz import plotting
 
 
 def dose_response(workdir: str, results: dict) -> str:
   """Output-token mass, KL on unrelated prompts and held-out loss against the clamp."""
-  plt = _plt()
+  plt = plotting.pyplot()
   dr = results["dose_response"]
   x = dr["multiples"]
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -23,7 +22,7 @@ def dose_response(workdir: str, results: dict) -> str:
     ax.set_xlabel("clamp (x max activation)")
   fig.suptitle(f"clamping latent {results['latent']} at {results['hook']} "
                f"(output tokens: {', '.join(results['output_tokens'][:5])})", fontsize=10)
-  return _save(fig, workdir, "clamping_dose_response.png")
+  return plotting.save(fig, workdir, "clamping_dose_response.png")
 
 
 def save_all(workdir: str, results: dict) -> list[str]:

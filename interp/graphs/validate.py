@@ -1,6 +1,6 @@
 """Checking an attribution graph against the real model, and attribution through attention scores.
 
-Vocabulary (beyond `interp.circuits.graphs`):
+Vocabulary (beyond `interp.graphs.attribute`):
   steer      scale one feature's activation a by `factor` in the REAL model: add
              (factor - 1) a W_dec[f] to hook_mlp_out at its position (every layer >= its own for
              a CLT); factor 0 turns it off. Observed effect: the change of the top logit target
@@ -26,17 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import graph_build as gb
-from interp.circuits import graph_linear as gl
-from interp.circuits import graph_prune as gp
-from interp.circuits import graphs
+from interp.graphs import build as gb
+from interp.graphs import linear as gl
+from interp.graphs import prune as gp
+from interp.graphs import attribute
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
 from interp.models.hooks import Hooks
 from interp.sae import transcoder as tc
 
 
-def predicted_effects(graph: graphs.Graph, features, factor: float, logit: int = 0):
+def predicted_effects(graph: attribute.Graph, features, factor: float, logit: int = 0):
   """The graph's predicted change of logit node `logit` when each of `features` is steered.
 
   Args:
@@ -46,7 +46,7 @@ def predicted_effects(graph: graphs.Graph, features, factor: float, logit: int =
     float [len(features)].
   """
   nf = graph.layout.n_features
-  act = graphs.feature_info(graph)["act"].astype(np.float64)
+  act = attribute.feature_info(graph)["act"].astype(np.float64)
   m = graph.adjacency[:nf, :nf] / act[None, :]
   row = graph.adjacency[graph.layout.n - graph.layout.n_logits + logit, :nf] / act
   # row (I - m)^-1 once, by one linear solve, then each feature's change da_i scales entry i.
@@ -79,13 +79,13 @@ def _steered(cfg, params, tc_cfg, tc_params, tokens, layers, pos, feat, delta, v
 
 
 def observed_effects(cfg: TransformerConfig, params, tc_cfg: tc.TranscoderConfig, tc_params,
-                     graph: graphs.Graph, features, factor: float, logit: int = 0):
+                     graph: attribute.Graph, features, factor: float, logit: int = 0):
   """The real model's change of logit node `logit` when each of `features` is steered.
 
   Returns:
     float [len(features)]: steered minus unsteered (demeaned, pre-soft-cap) logit.
   """
-  info = graphs.feature_info(graph)
+  info = attribute.feature_info(graph)
   idx = np.asarray(features)
   t = gb.logit_targets(cfg, params, graph.logit_tokens[logit:logit + 1], 0)
   toks = jnp.asarray(graph.tokens)[None]
@@ -106,7 +106,7 @@ def agreement(predicted, observed) -> dict:
           "predicted": p.tolist(), "observed": o.tolist()}
 
 
-def top_features(graph: graphs.Graph, n: int = 5) -> np.ndarray:
+def top_features(graph: attribute.Graph, n: int = 5) -> np.ndarray:
   """The `n` feature nodes of most influence on the logits."""
   infl = gp.influence(gp.normalize(graph.adjacency), gp.logit_weights(graph.layout, graph.probs))
   return np.argsort(-infl[:graph.layout.n_features], kind="stable")[:n]
@@ -134,7 +134,7 @@ def _qk(cfg, params, fz, resid, layer, head, which):
 
 
 def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.TranscoderConfig,
-                                tc_params, graph: graphs.Graph, layer: int, head: int,
+                                tc_params, graph: attribute.Graph, layer: int, head: int,
                                 q_pos: int, k_pos: int) -> dict:
   """Each source's contribution to one attention score, via the query and via the key.
 
@@ -143,7 +143,7 @@ def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.Trans
     layer, head, q_pos, k_pos: the score (k_pos <= q_pos).
   Returns:
     dict: score (frozen-norm, equal to the model's), query / key [S] per source (columns in
-    `graph_build` source order: all active features, errors, embeddings), query_bias,
+    `graphs.build` source order: all active features, errors, embeddings), query_bias,
     key_bias (each side's value with every source zero), first_order (d score / d eps when
     every source is scaled by 1 + eps).
   """

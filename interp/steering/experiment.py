@@ -26,7 +26,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import clamping_plots, steering
+from interp.steering import plots, clamp as steering
 from interp.data import tokenized
 from interp.models import generate, transformer
 from interp.sae import dictionary
@@ -157,7 +157,7 @@ def run(config: ClampConfig) -> dict:
                               **{k: np.asarray(v).tolist() for k, v in dr.items()},
                               "seconds": time.time() - t}
   results["generations"] = _generations(config, model, hook, sae_cfg, sae, latent, max_act)
-  results["figures"] = clamping_plots.save_all(config.workdir, results)
+  results["figures"] = plots.save_all(config.workdir, results)
   results["wall_s"] = time.time() - t0
   with open(os.path.join(config.workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

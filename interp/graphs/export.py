@@ -1,7 +1,7 @@
 """An attribution graph as `interp.attribution_graph/1` JSON (read by `interp.viz.graph_html`),
 and the top-activating corpus contexts shown beside each feature.
 
-Vocabulary (beyond `interp.circuits.graphs`):
+Vocabulary (beyond `interp.graphs.attribute`):
   node id    emb_{pos}, f_{layer}_{pos}_{feature}, err_{layer}_{pos}, logit_{i}.
   stored     the graph pruned at the generous `GraphConfig` thresholds (0.95 / 0.99), with each
              node's and edge's rank, so the viewer's sliders reproduce any stricter pruning (the
@@ -19,17 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.circuits import graph_prune as gp
-from interp.circuits import graphs
+from interp.graphs import prune as gp
+from interp.graphs import attribute
 from interp.models import transformer
 from interp.models.hooks import Hooks
 from interp.sae import transcoder as tc
 from interp.viz import graph_html
 
 
-def node_ids(graph: graphs.Graph) -> list[str]:
+def node_ids(graph: attribute.Graph) -> list[str]:
   """Every node's id, in adjacency order."""
-  info = graphs.feature_info(graph)
+  info = attribute.feature_info(graph)
   L, p = graph.rep.mlp.shape[:2]
   ids = [f"f_{l}_{q}_{f}" for l, q, f in zip(info["layer"], info["pos"], info["feature"])]
   ids += [f"err_{l}_{q}" for l in range(L) for q in range(p)]
@@ -37,19 +37,19 @@ def node_ids(graph: graphs.Graph) -> list[str]:
   return ids + [f"logit_{i}" for i in range(graph.layout.n_logits)]
 
 
-def to_json(graph: graphs.Graph, pruned: gp.Pruned, token_strs: list[str], logit_strs: list[str],
+def to_json(graph: attribute.Graph, pruned: gp.Pruned, token_strs: list[str], logit_strs: list[str],
             *, prompt: str, model: str, transcoder: str, scores: dict, thresholds: dict,
             contexts: dict | None = None, labels: dict | None = None) -> dict:
   """The pruned graph as an `interp.attribution_graph/1` dict (validated).
 
   Args:
-    graph: the unpruned graph; pruned: `graph_prune.prune` of it at `thresholds`.
+    graph: the unpruned graph; pruned: `graphs.prune.prune` of it at `thresholds`.
     token_strs: the prompt's tokens as text; logit_strs: the logit nodes' tokens as text.
     prompt, model, transcoder: descriptions; scores: replacement and completeness.
     thresholds: {"node", "edge"} the stored pruning; contexts: {(layer, feature): [context]};
     labels: {(layer, feature): label} (default "L{layer}/{feature}").
   """
-  ids, info = node_ids(graph), graphs.feature_info(graph)
+  ids, info = node_ids(graph), attribute.feature_info(graph)
   lay = graph.layout
   f, e, t, lg = lay.slices()
   L, p = graph.rep.mlp.shape[:2]

@@ -1,0 +1,43 @@
+"""An attribution graph in the figure suite (`interp.figures`): "The capital of France is" on
+Gemma 3 270M with briefly trained per-layer transcoders (`interp.graphs.experiment`)."""
+
+from __future__ import annotations
+
+from interp.graphs import attribute
+from interp.graphs import experiment as graph_experiment
+from interp.sae import transcoder as tc
+from interp.viz.report import Registry, Section
+
+ENTRIES = Registry()
+
+
+@ENTRIES.register("graph_gemma")
+def graph_gemma(workdir: str, quick: bool) -> Section:
+  prompt = "The capital of France is"
+  config = graph_experiment.GraphRunConfig(
+      model="gemma3_270m", prompt=prompt, workdir=workdir, mesh="data:1,model:1",
+      transcoder=tc.TranscoderConfig(kind="plt", n_layers=18, d_model=640,
+                                     d_latent=256 if quick else 1024, k=16),
+      num_steps=20 if quick else 200, batch_size=256 if quick else 512,
+      graph=attribute.GraphConfig(max_feature_nodes=256 if quick else 1024),
+      context_sequences=8 if quick else 32)
+  r = graph_experiment.run(config)
+  s, st = r["scores"], r["steering"]
+  top = ", ".join(f"{l['token']!r} {l['prob']:.2f}" for l in r["logits"][:3])
+  rows = [("prompt; top next tokens", f"{prompt!r}; {top}", "' Paris'"),
+          ("transcoders: per-layer TopK (k 16), training FVU per layer (mean of 18)",
+           f"{(r['transcoder_training'] or {}).get('fvu', float('nan')) / 18:.3f}", "-"),
+          ("replacement score; completeness score", f"{s['replacement']:.3f}; "
+           f"{s['completeness']:.3f}", "1 for a perfect transcoder"),
+          ("nodes / edges: unpruned; pruned at 0.8 / 0.98",
+           f"{r['unpruned']['nodes']} / {r['unpruned']['edges']}; "
+           f"{r['pruned_default']['nodes']} / {r['pruned_default']['edges']}", "-"),
+          ("steering the top features off: predicted vs observed effect on the top logit",
+           ", ".join(f"{k} {v:.2f}" for k, v in st.items() if isinstance(v, float)), "r near 1"),
+          ("graph construction (s)", f"{r['timings']['build_s']:.1f}", "-")]
+  return Section(title="An attribution graph on Gemma 3 270M (factual recall)",
+                 summary="Per-layer transcoders trained briefly on the built-in corpus replace "
+                         "the MLPs; attention patterns and norm scales are frozen from the real "
+                         "pass; error nodes make the logits exact. The viewer is graph.html "
+                         "(self-contained; open it in a browser).",
+                 figures=[], rows=rows)
