@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from interp.graphs import experiment as graph_experiment, attribute
+from interp.graphs import attribute
+from interp.graphs import experiment as graph_experiment
+from interp.models import zoo
 from interp.sae import transcoder as tc
 from interp.train import cli
 
@@ -53,8 +55,8 @@ def config_from_flags(n_layers: int, d_model: int) -> graph_experiment.GraphRunC
     transcoder = tc.TranscoderConfig(kind=_KIND.value, n_layers=n_layers, d_model=d_model,
                                      d_latent=_D_LATENT.value, activation=_ACT.value, k=_K.value)
     graph = attribute.GraphConfig(max_logits=_MAX_LOGITS.value, logit_mass=_LOGIT_MASS.value,
-                               max_feature_nodes=_MAX_FEATS.value, chunk=_CHUNK.value,
-                               node_threshold=_NODE_T.value, edge_threshold=_EDGE_T.value)
+                                  max_feature_nodes=_MAX_FEATS.value, chunk=_CHUNK.value,
+                                  node_threshold=_NODE_T.value, edge_threshold=_EDGE_T.value)
     return graph_experiment.GraphRunConfig(
         model=_MODEL.value, prompt=_PROMPT.value, workdir=_WORKDIR.value,
         transcoder_dir=_TC_DIR.value, transcoder=transcoder, num_steps=_STEPS.value,
@@ -69,9 +71,13 @@ def main(argv):
   cli.start(argv)
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  from interp.sae import experiment
-  model_cfg = experiment.model_config(_MODEL.value)
-  results = graph_experiment.run(config_from_flags(model_cfg.n_layers, model_cfg.d_model))
+  try:
+    spec = zoo.ModelSpec.parse(_MODEL.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  model = zoo.load(spec)  # once: its shape sizes the transcoder, then the run uses it
+  config = config_from_flags(model.cfg.n_layers, model.cfg.d_model)
+  results = graph_experiment.run(config, model)
   print(f"scores {results['scores']}; nodes {results['unpruned']['nodes']} -> "
         f"{results['pruned_default']['nodes']} (0.8/0.98); steering agreement "
         f"r={results['steering']['correlation']:.3f}; {results['timings']}")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from interp.models import config as model_config
+from interp.models import zoo
 from interp.train import checkpoint, lm
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig, CheckpointMismatchError
@@ -37,7 +38,7 @@ def tiny(workdir, d_model=32, **overrides) -> lm.TrainLMConfig:
 
 
 def params_of(workdir):
-  step, state, _ = checkpoint.read_latest(os.path.join(workdir, "checkpoints"))
+  step, state, _ = zoo.read_latest(os.path.join(workdir, "checkpoints"))
   return step, state["params"]
 
 
@@ -49,7 +50,7 @@ def test_keeps_latest_n_with_the_data_position(tmp_path):
   results = lm.train_lm(tiny(tmp_path, num_steps=50))
   assert results["status"] == "completed" and results["step"] == 50
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "40", "50"]
-  step, state, data = checkpoint.read_latest(str(tmp_path / "checkpoints"))
+  step, state, data = zoo.read_latest(str(tmp_path / "checkpoints"))
   assert step == 50 and int(state["step"]) == 50
   assert data == {"step": 50, "data": "corpus", "seed": 0}
   for name in ("flags.json", "model_config.json", "data.json", "metrics.jsonl", "results.json"):
@@ -179,7 +180,7 @@ def test_time_policy_uses_the_injected_clock(tmp_path):
   assert ckpt.should_save(4)
   assert ckpt.should_save(1000)  # the fixed interval still applies
   ckpt.close()
-  assert checkpoint.read_latest(str(tmp_path))[0] == 2
+  assert zoo.read_latest(str(tmp_path))[0] == 2
 
 
 def test_sigterm_asks_for_a_save_in_a_single_process(tmp_path):

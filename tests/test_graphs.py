@@ -169,7 +169,7 @@ def test_same_edges_on_one_and_eight_devices(gpt2):
 def test_greedy_selection_keeps_influential_features(gpt2):
   cfg, params, c, p, g = gpt2
   small = attribute.build(cfg, params, c, p, TOKENS,
-                       attribute.GraphConfig(max_feature_nodes=64, select_batch=32))
+                          attribute.GraphConfig(max_feature_nodes=64, select_batch=32))
   assert small.layout.n_features == 64
   top = validate.top_features(g, 16)
   assert len(set(g.selected[top]) & set(small.selected)) >= 12

@@ -21,6 +21,7 @@ import optax
 import pytest
 
 from interp.models import config as model_config
+from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
 from interp.train import checkpoint, lm, loop
 from interp.train import metrics as metrics_lib
@@ -64,7 +65,7 @@ def losses(workdir) -> dict[int, float]:
 
 
 def latest(workdir):
-  return checkpoint.read_latest(os.path.join(workdir, "checkpoints"))
+  return zoo.read_latest(os.path.join(workdir, "checkpoints"))
 
 
 def wait_for_checkpoint(proc, workdir, after: int, timeout=120.0) -> int:
@@ -191,7 +192,7 @@ def test_nan_stops_after_the_last_good_checkpoint(tmp_path, log_every, caught_at
   with pytest.raises(metrics_lib.NonFiniteMetricError,
                      match=f"metric 'loss' is nan at step {caught_at}"):
     toy_run(tmp_path, log_every)
-  step, state, _ = checkpoint.read_latest(str(tmp_path / "ckpt"))
+  step, state, _ = zoo.read_latest(str(tmp_path / "ckpt"))
   assert step == 5 and np.isfinite(state["params"]["w"]).all()
 
 

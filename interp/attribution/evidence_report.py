@@ -30,6 +30,7 @@ from absl import logging
 
 from interp import choices
 from interp.attribution import evidence, evidence_plots, evidence_tasks
+from interp.models import zoo
 from interp.train import run_folder
 
 SETTINGS = ("ioi_gemma", "induction_gemma", "induction_toy")
@@ -135,8 +136,7 @@ def run(config: ReportConfig) -> dict:
   settings = {}
   gemma = [s for s in config.settings if s.endswith("_gemma")]
   if gemma:
-    from interp.sae.experiment import load_model
-    model = load_model("gemma3_270m")
+    model = zoo.load(zoo.ModelSpec(zoo.ModelKind.GEMMA3_270M))
     for name in gemma:
       t = time.perf_counter()
       settings[name] = _gemma_setting(name, model, config)

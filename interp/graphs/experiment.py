@@ -19,13 +19,14 @@ import time
 import jax
 import numpy as np
 
-from interp.graphs import export, prune as graph_prune, validate, attribute
 from interp.data import tokenized
+from interp.graphs import attribute, export, validate
+from interp.graphs import prune as graph_prune
+from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
-from interp.sae import experiment as sae_experiment
 from interp.sae import transcoder as tc
 from interp.sae import transcoder_train
-from interp.train import checkpoint, run_folder
+from interp.train import run_folder
 from interp.train.optim import OptimizerConfig
 from interp.viz import graph_html
 
@@ -33,7 +34,7 @@ from interp.viz import graph_html
 @dataclasses.dataclass(frozen=True)
 class GraphRunConfig:
   """Attributes:
-    model: gemma3_270m | gpt2:DIR | toy:RUN (`interp.sae.experiment.load_model`).
+    model: gemma3_270m | gpt2:DIR | toy:RUN (`interp.models.zoo`).
     prompt: the text whose next token the graph explains.
     workdir: the run folder. transcoder_dir: load a transcoder run folder from here ("" =
       train one into workdir/transcoder).
@@ -58,12 +59,15 @@ class GraphRunConfig:
   context_sequences: int = 64
   mesh: str = "data:-1,model:1"
 
+  def __post_init__(self):
+    zoo.ModelSpec.parse(self.model)
+
 
 def load_transcoder(folder: str) -> tuple[tc.TranscoderConfig, dict]:
   """A trained transcoder (scales folded) from its run folder."""
   with open(os.path.join(folder, "transcoder_config.json")) as f:
     cfg = tc.TranscoderConfig.from_dict(json.load(f))
-  _, state, _ = checkpoint.read_latest(os.path.join(folder, "checkpoints"))
+  _, state, _ = zoo.read_latest(os.path.join(folder, "checkpoints"))
   return cfg, tc.fold_scales(cfg, {k: jax.numpy.asarray(v) for k, v in state["params"].items()})
 
 
@@ -83,15 +87,18 @@ def _decoder(model):
   return lambda t: model.tokenizer.decode([t])
 
 
-def run(config: GraphRunConfig) -> dict:
+def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   """Loads or trains the transcoder, builds, prunes, checks and writes the graph.
 
+  Args:
+    config: the run.
+    model: `config.model` already loaded (a binary that needed its shape first); None loads it.
   Returns:
     The results dict (also written to workdir/results.json).
   """
   os.makedirs(config.workdir, exist_ok=True)
   t_start = time.perf_counter()
-  model = sae_experiment.load_model(config.model)
+  model = model or zoo.load(zoo.ModelSpec.parse(config.model))
   cfg, params = model.cfg, jax.tree.map(jax.numpy.asarray, model.params)
   mesh = mesh_lib.make_mesh(config.mesh)
   source = tokenized.make_source("corpus", model.tokenizer, cfg.vocab_size)
@@ -123,7 +130,7 @@ def run(config: GraphRunConfig) -> dict:
   feats = validate.top_features(graph, config.n_steer)
   pred = validate.predicted_effects(graph, feats, config.steer_factor)
   obs = validate.observed_effects(cfg, params, tc_cfg, tc_params, graph, feats,
-                                        config.steer_factor)
+                                  config.steer_factor)
   decode = _decoder(model)
   info = attribute.feature_info(graph)
   keys = sorted({(int(info["layer"][i]), int(info["feature"][i]))

@@ -70,7 +70,7 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   bos = SPMTokenizer.from_gguf(path).bos_id
   load_s = time.perf_counter() - start
   tokens = segments.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
-                                config.high, low=config.low, bos=bos)
+                                    config.high, low=config.low, bos=bos)
 
   @jax.jit
   def clean(p, t):

@@ -29,7 +29,7 @@ from scipy import stats
 from interp.ioi import circuit as ioi, prompts as ioi_data, plots
 
 from interp.circuits import patching
-from interp.models import transformer
+from interp.models import transformer, zoo
 from interp.train import run_folder
 
 
@@ -48,9 +48,8 @@ class IOIConfig:
   def __post_init__(self):
     if self.n_prompts < 2:
       raise ValueError(f"--n_prompts={self.n_prompts}: need at least 2 (ABBA and BABA)")
-    if not (self.model == "gemma3_270m" or self.model.startswith("gpt2:")):
-      raise ValueError(f"--model={self.model!r}: expected gemma3_270m or gpt2:DIR (a local "
-                       "Hugging Face GPT-2 folder)")
+    # IOI prompts need a tokenizer with single-token names: not the byte-level toys.
+    zoo.ModelSpec.parse(self.model, kinds=(zoo.ModelKind.GEMMA3_270M, zoo.ModelKind.GPT2))
 
 
 def agreement(estimate: np.ndarray, exact: np.ndarray, k: int = 5) -> dict:
@@ -92,11 +91,10 @@ def patching_maps(model, data: ioi_data.IOIData, chunk: int) -> dict:
 
 
 def run(config: IOIConfig) -> dict:
-  from interp.sae.experiment import load_model
   os.makedirs(config.workdir, exist_ok=True)
   run_folder.record_flags(config.workdir, dataclasses.asdict(config))
   t0 = time.time()
-  model = load_model(config.model)
+  model = zoo.load(zoo.ModelSpec.parse(config.model))
   data = ioi_data.generate(model.tokenizer, config.n_prompts, seed=config.seed)
   results, classes = ioi.find_circuit(model.cfg, model.params, data, config.circuit)
   heads = sorted({x for v in classes.values() for x in v})

@@ -19,7 +19,6 @@ Activation sources (`--source`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -27,8 +26,7 @@ import numpy as np
 from absl import logging
 
 from interp.data import tokenized
-from interp.models import sharded
-from interp.models.config import TransformerConfig
+from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
 from interp.sae import evaluate as eval_lib
 from interp.sae import store as store_lib
@@ -36,7 +34,7 @@ from interp.sae import synthetic
 from interp.sae import train as sae_train
 from interp.train import run_folder
 
-SOURCES = "planted | gemma3_270m | gpt2:FOLDER | toy:WORKDIR"
+SOURCES = "planted | " + zoo.SPECS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,70 +69,33 @@ class SourceConfig:
   eval_sequences: int = 32
 
   def __post_init__(self):
-    kind = self.source.partition(":")[0]
-    if kind not in ("planted", "gemma3_270m", "gpt2", "toy"):
-      raise ValueError(f"--source={self.source!r}: expected {SOURCES}")
-    if kind in ("gpt2", "toy") and not self.source.partition(":")[2]:
-      raise ValueError(f"--source={self.source!r}: give the folder, e.g. {kind}:/path/to/run")
+    if self.source != "planted":
+      try:
+        zoo.ModelSpec.parse(self.source, flag="source")
+      except ValueError as e:
+        raise ValueError(f"{e} (or planted)") from None
     if self.cache_dir and self.cache_tokens <= 0:
       raise ValueError(f"--cache_dir={self.cache_dir} needs --cache_tokens > 0")
 
-
-@dataclasses.dataclass
-class Model:
-  name: str
-  cfg: TransformerConfig
-  params: dict
-  tokenizer: object | None
-
-
-def load_model(source: str) -> Model:
-  """The model a `--source` names, on the host."""
-  kind, _, arg = source.partition(":")
-  if kind == "gemma3_270m":
-    from interp.models import gguf_loader, tokenizer_spm
-    path = gguf_loader.default_gemma_path()
-    cfg, params = gguf_loader.load_gemma3_gguf(path)
-    return Model("gemma3_270m", cfg, params, tokenizer_spm.SPMTokenizer.from_gguf(path))
-  if kind == "gpt2":
-    from interp.models import hf_loader, tokenizer_bpe
-    cfg, params = hf_loader.load_gpt2(arg)
-    return Model(f"gpt2:{arg}", cfg, params, tokenizer_bpe.BPETokenizer.from_folder(arg))
-  from interp.train.checkpoint import read_latest
-  with open(os.path.join(arg, "model_config.json")) as f:
-    cfg = TransformerConfig.from_dict(json.load(f))
-  _, state, _ = read_latest(os.path.join(arg, "checkpoints"))
-  return Model(f"toy:{arg}", cfg, state["params"], None)
-
-
-def model_config(source: str) -> TransformerConfig:
-  """The architecture a `--source` names, without loading its weights."""
-  kind, _, arg = source.partition(":")
-  if kind == "gemma3_270m":
-    from interp.models import gguf_loader
-    return gguf_loader.gemma3_config(gguf_loader.read_gguf(gguf_loader.default_gemma_path()))
-  name = "config.json" if kind == "gpt2" else "model_config.json"
-  with open(os.path.join(arg, name)) as f:
-    saved = json.load(f)
-  if kind == "gpt2":
-    from interp.models import hf_loader
-    return hf_loader.gpt2_config(saved)
-  return TransformerConfig.from_dict(saved)
+  @property
+  def model(self) -> zoo.ModelSpec | None:
+    """The model the activations come from (None for the planted source)."""
+    return None if self.source == "planted" else zoo.ModelSpec.parse(self.source, "source")
 
 
 def site_width(src: SourceConfig) -> int:
   """The width of the activations at `--hook` (what the dictionary reads)."""
-  return store_lib.check_sites(model_config(src.source), [src.hook])[1]
+  return store_lib.check_sites(zoo.config(src.model), [src.hook])[1]
 
 
 def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Store,
-                                                                   Model | None]:
+                                                                   zoo.Model | None]:
   """The activation store (and the model behind it, if any) for one run."""
   if src.source == "planted":
     features = synthetic.PlantedFeatures(src.planted_d, src.planted_features,
                                          src.planted_density)
     return synthetic.SyntheticStore(features, batch_size, mesh, src.data_seed), None
-  model = load_model(src.source)
+  model = zoo.load(src.model)
   params, shardings = sharded.place(model.cfg, model.params, mesh)
   model.params = params
   tokens = tokenized.make_source(src.data, model.tokenizer, model.cfg.vocab_size)
@@ -149,7 +110,7 @@ def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Sto
   return store, model
 
 
-def _eval_tokens(src: SourceConfig, model: Model) -> np.ndarray:
+def _eval_tokens(src: SourceConfig, model: zoo.Model) -> np.ndarray:
   """Held-out sequences: token windows of a seed the training stream never uses."""
   tokens = tokenized.make_source(src.data, model.tokenizer, model.cfg.vocab_size)
   return tokens.batch(src.data_seed + 1_000_003, 0, src.eval_sequences, src.context_length)

@@ -28,6 +28,7 @@ import optax
 from absl import logging
 
 from interp.data import sources
+from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.sae import dictionary as dic
@@ -38,7 +39,7 @@ from interp.train import metrics as metrics_lib
 from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
-                                     Checkpointer, read_latest)
+                                     Checkpointer)
 from interp.train.optim import OptimizerConfig
 
 
@@ -317,5 +318,5 @@ def load_params(workdir: str) -> tuple[SAEConfig, dict[str, Any]]:
   """The dictionary of a run folder's newest checkpoint, as host arrays, with its config."""
   with open(os.path.join(workdir, "sae_config.json")) as f:
     cfg = SAEConfig.from_dict(json.load(f))
-  _, state, _ = read_latest(os.path.join(workdir, "checkpoints"))
+  _, state, _ = zoo.read_latest(os.path.join(workdir, "checkpoints"))
   return cfg, state["params"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from interp.steering import plots, clamp as steering
 from interp.data import tokenized
-from interp.models import generate, transformer
+from interp.models import generate, transformer, zoo
 from interp.sae import dictionary
 from interp.train import run_folder
 
@@ -91,11 +91,10 @@ def _batch(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
 
 def _load(config: ClampConfig):
   from interp.sae import train as sae_train
-  from interp.sae.experiment import load_model
   sae_cfg, sae_params = sae_train.load_params(config.sae_dir)
   with open(os.path.join(config.sae_dir, "results.json")) as f:
     source = json.load(f)["source"]
-  model = load_model(source["source"])
+  model = zoo.load(zoo.ModelSpec.parse(source["source"], flag="source"))
   sae_params = {k: jnp.asarray(v) for k, v in sae_params.items()}
   return model, source["hook"], sae_cfg, sae_params
 

@@ -18,7 +18,7 @@ from interp.viz.report import Registry, Section
 ENTRIES = Registry()
 
 FAMILIES = {"toy_intro": experiment.Family.INTRO, "toy_basic": experiment.Family.BASIC,
-           "toy_phase": experiment.Family.PHASE, "toy_geometry": experiment.Family.GEOMETRY}
+            "toy_phase": experiment.Family.PHASE, "toy_geometry": experiment.Family.GEOMETRY}
 
 
 def _run(name: str, workdir: str, quick: bool) -> dict:

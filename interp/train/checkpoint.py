@@ -19,7 +19,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -215,24 +214,3 @@ class CheckpointHook:
 
   def close(self) -> None:
     self.ckpt.close()
-
-
-def read_latest(directory: str) -> tuple[int, dict, dict]:
-  """The newest checkpoint in `directory` as host numpy arrays, with no model code needed.
-
-  Returns:
-    (step, state as nested dicts {"step", "params", "opt_state"} of np.ndarrays, data position).
-  """
-  manager = ocp.CheckpointManager(
-      os.path.abspath(directory),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
-      options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  tree = manager.item_metadata(step)["state"].tree
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(restore_args=as_numpy), data=ocp.args.JsonRestore()))
-  manager.close()
-  return step, restored.state, restored.data
