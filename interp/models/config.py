@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 
 from interp.choices import choice
 
@@ -109,6 +110,20 @@ class TransformerConfig:
                                              f"TransformerConfig.{field}"))
     if self.n_kv_heads is None:
       object.__setattr__(self, "n_kv_heads", self.n_heads)
+    # Field names are the flag names of the binaries that build models (train_lm: --d_model...).
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_head", "n_ctx",
+                 "global_every"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"--{name}={value}: must be a positive integer")
+    if not isinstance(self.d_mlp, numbers.Integral) or self.d_mlp < 0:
+      raise ValueError(f"--d_mlp={self.d_mlp}: must be a non-negative integer (0 = no MLP)")
+    if self.sliding_window is not None and self.sliding_window <= 0:
+      raise ValueError(f"sliding_window={self.sliding_window}: must be positive (or None)")
+    if not (math.isfinite(self.norm_eps) and self.norm_eps > 0):
+      raise ValueError(f"norm_eps={self.norm_eps}: must be finite and positive")
+    if not (math.isfinite(self.init_std) and self.init_std >= 0):
+      raise ValueError(f"init_std={self.init_std}: must be finite and non-negative")
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
     if self.mlp != MLPType.NONE and self.d_mlp <= 0:

@@ -137,12 +137,25 @@ def read_gguf(path) -> GGUFFile:
   except (struct.error, UnicodeDecodeError, IndexError, ValueError, KeyError) as e:
     # struct.error means a read ran past the end of the file: a truncated header.
     raise ValueError(f"GGUF file {path!r} is truncated or corrupt: {e}") from None
-  for info in tensors.values():
+  _check_regions(path, size, tensors)
+  return GGUFFile(path, metadata, tensors, data)
+
+
+def _check_regions(path: str, size: int, tensors: dict[str, TensorInfo]) -> None:
+  """Every tensor's bytes lie inside the file and no two tensors share a byte (as llama.cpp
+  checks): a tensor pointing into another's data would otherwise load the wrong weights."""
+  previous = None
+  for info in sorted(tensors.values(), key=lambda i: (i.offset, i.name)):
     if info.offset + info.nbytes > size:
       raise ValueError(
           f"GGUF file {path!r} is truncated: tensor {info.name!r} needs bytes up to "
           f"{info.offset + info.nbytes}, but the file has {size} bytes")
-  return GGUFFile(path, metadata, tensors, data)
+    if previous is not None and info.offset < previous.offset + previous.nbytes:
+      raise ValueError(
+          f"GGUF file {path!r} is corrupt: tensor {info.name!r} (bytes {info.offset}-"
+          f"{info.offset + info.nbytes}) overlaps tensor {previous.name!r} (bytes "
+          f"{previous.offset}-{previous.offset + previous.nbytes})")
+    previous = info
 
 
 def _parse_header(data: np.ndarray) -> tuple[dict, dict[str, TensorInfo]]:

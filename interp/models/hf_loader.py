@@ -65,7 +65,7 @@ def _weight_paths(folder: pathlib.Path) -> list[pathlib.Path]:
   """The safetensors files of a checkpoint: one, or the shards its index names."""
   index = folder / "model.safetensors.index.json"
   if index.is_file():
-    return sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+    return _shards(folder, index)
   if (folder / "model.safetensors").is_file():
     return [folder / "model.safetensors"]
   pickles = sorted(p.name for pat in _PICKLE_PATTERNS for p in folder.glob(pat))
@@ -76,6 +76,24 @@ def _weight_paths(folder: pathlib.Path) -> list[pathlib.Path]:
         "it once in a trusted environment, e.g. model.save_pretrained(folder, "
         "safe_serialization=True).")
   raise FileNotFoundError(f"{folder} has no model.safetensors or model.safetensors.index.json")
+
+
+def _shards(folder: pathlib.Path, index: pathlib.Path) -> list[pathlib.Path]:
+  """The shard files an index names, each confined to `folder` (an index naming '../x' or an
+  absolute path would otherwise read files from anywhere)."""
+  try:
+    names = set(json.loads(index.read_text())["weight_map"].values())
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"{index} is not a safetensors index (a JSON object with a weight_map "
+                     f"of tensor -> file): {e}") from None
+  root = folder.resolve()
+  paths = []
+  for name in sorted(names):
+    path = (folder / str(name)).resolve()
+    if not isinstance(name, str) or path == root or not path.is_relative_to(root):
+      raise ValueError(f"{index} names shard {name!r}, which is not a file inside {folder}")
+    paths.append(path)
+  return paths
 
 
 def _read_tensors(paths) -> tuple[dict[str, jax.Array], dict[str, pathlib.Path]]:

@@ -21,12 +21,14 @@ Hook names and shapes (letters as in `interp.models.config`):
   blocks.{L}.attn.hook_pattern    [b h p s]
   blocks.{L}.attn.hook_z          [b p h e]
   blocks.{L}.attn.hook_result     [b p h d] per-head output z W_O (computed only when hooked)
+  blocks.{L}.ln1_post.hook_scale / ln1_post.hook_normalized   Gemma's norm of the attention output
   blocks.{L}.hook_attn_out        [b p d]   what attention adds to the residual stream
   blocks.{L}.hook_resid_mid       [b p d]   models with MLPs
   blocks.{L}.ln2.hook_scale / ln2.hook_normalized
   blocks.{L}.mlp.hook_pre         [b p m]   pre-activation (the gate, for gated MLPs)
   blocks.{L}.mlp.hook_pre_linear  [b p m]   gated MLPs: the linear (up) branch
   blocks.{L}.mlp.hook_post        [b p m]
+  blocks.{L}.ln2_post.hook_scale / ln2_post.hook_normalized   Gemma's norm of the MLP output
   blocks.{L}.hook_mlp_out         [b p d]
   blocks.{L}.hook_resid_post      [b p d]
   ln_final.hook_scale / ln_final.hook_normalized
@@ -72,6 +74,9 @@ def hook_shapes(cfg: TransformerConfig, batch: int = 1, seq: int | None = None,
     out[pre + "attn.hook_pattern"] = (b, h, p, p)
     out[pre + "attn.hook_z"] = (b, p, h, e)
     out[pre + "attn.hook_result"] = (b, p, h, d)
+    if cfg.post_norms:
+      out[pre + "ln1_post.hook_scale"] = (b, p, 1)
+      out[pre + "ln1_post.hook_normalized"] = (b, p, d)
     out[pre + "hook_attn_out"] = (b, p, d)
     if cfg.has_mlp:
       out[pre + "hook_resid_mid"] = (b, p, d)
@@ -82,6 +87,9 @@ def hook_shapes(cfg: TransformerConfig, batch: int = 1, seq: int | None = None,
       if cfg.mlp == MLPType.GATED:
         out[pre + "mlp.hook_pre_linear"] = (b, p, m)
       out[pre + "mlp.hook_post"] = (b, p, m)
+      if cfg.post_norms:
+        out[pre + "ln2_post.hook_scale"] = (b, p, 1)
+        out[pre + "ln2_post.hook_normalized"] = (b, p, d)
       out[pre + "hook_mlp_out"] = (b, p, d)
     out[pre + "hook_resid_post"] = (b, p, d)
   if norm:
@@ -92,6 +100,11 @@ def hook_shapes(cfg: TransformerConfig, batch: int = 1, seq: int | None = None,
 
 def hook_names(cfg: TransformerConfig) -> tuple[str, ...]:
   return tuple(hook_shapes(cfg, 1, 1))
+
+
+def as_names(names) -> tuple[str, ...]:
+  """Hook names as a tuple; one bare string is one name (not a sequence of characters)."""
+  return (names,) if isinstance(names, str) else tuple(names)
 
 
 def check_names(cfg: TransformerConfig, names, what: str = "hook") -> None:
@@ -125,8 +138,7 @@ class Hooks:
   edits: Mapping[str, Edit] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    capture = (self.capture,) if isinstance(self.capture, str) else tuple(self.capture)
-    object.__setattr__(self, "capture", capture)
+    object.__setattr__(self, "capture", as_names(self.capture))
 
   def validate(self, cfg: TransformerConfig) -> None:
     check_names(cfg, self.capture, "capture hook")

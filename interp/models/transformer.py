@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from interp.models.config import (Activation, MLPType, NormType, PositionalType,
                                   TransformerConfig)
-from interp.models.hooks import HookContext, Hooks
+from interp.models.hooks import HookContext, Hooks, as_names, hook_shapes
 from interp.parallel.sharding import constrain
 
 # Logical axes of every parameter, keyed by its leaf name.
@@ -171,14 +171,14 @@ class Block(nn.Module):
     x = Norm(cfg, pre + "ln1", name="ln1")(resid, hk) if norm else resid
     attn_out = Attention(cfg, self.layer, name="attn")(x, hk)
     if cfg.post_norms:
-      attn_out = Norm(cfg, name="ln1_post")(attn_out, hk)
+      attn_out = Norm(cfg, pre + "ln1_post", name="ln1_post")(attn_out, hk)
     resid = resid + hk(pre + "hook_attn_out", attn_out)
     if cfg.has_mlp:
       resid = hk(pre + "hook_resid_mid", resid)
       x = Norm(cfg, pre + "ln2", name="ln2")(resid, hk) if norm else resid
       mlp_out = MLP(cfg, self.layer, name="mlp")(x, hk)
       if cfg.post_norms:
-        mlp_out = Norm(cfg, name="ln2_post")(mlp_out, hk)
+        mlp_out = Norm(cfg, pre + "ln2_post", name="ln2_post")(mlp_out, hk)
       resid = resid + hk(pre + "hook_mlp_out", mlp_out)
     return constrain(hk(pre + "hook_resid_post", resid), (B, P, D))
 
@@ -282,6 +282,7 @@ def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, 
     raise ValueError(f"tokens must be [batch, seq] integers, got shape {tokens.shape}")
   if cfg.positional == PositionalType.LEARNED and tokens.shape[1] > cfg.n_ctx:
     raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={cfg.n_ctx}")
+  check_token_range(cfg, tokens)
   if logits_at is not None:
     logits_at = jnp.asarray(logits_at, jnp.int32)
     if logits_at.ndim != 2 or logits_at.shape[0] != tokens.shape[0]:
@@ -292,9 +293,23 @@ def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, 
   return logits, hk.cache
 
 
+def check_token_range(cfg: TransformerConfig, tokens) -> None:
+  """Refuses concrete token ids outside [0, vocab_size): an embedding lookup clamps them
+  silently. Traced tokens (inside `jit`) are checked where they entered, on the host."""
+  if isinstance(tokens, jax.core.Tracer):
+    return
+  if isinstance(tokens, jax.Array) and not tokens.is_fully_addressable:
+    return  # another process's rows: each process checks its own where they enter
+  if not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+  if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+    raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}) for this model's "
+                     f"vocabulary; got ids from {int(tokens.min())} to {int(tokens.max())}")
+
+
 def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None):
   """Shorthand for `forward` with `Hooks(capture=names, edits=edits)`."""
-  return forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=dict(edits or {})))
+  return forward(cfg, params, tokens, Hooks(capture=as_names(names), edits=dict(edits or {})))
 
 
 def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None,
@@ -306,9 +321,9 @@ def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None
   `logits_at` is passed to `forward` (metric then sees logits [b k v]).
   Returns (metric value, cache of the activations, {name: gradient}).
   """
-  from interp.models.hooks import hook_shapes
+  names = as_names(names)
   shapes = hook_shapes(cfg, tokens.shape[0], tokens.shape[1])
-  Hooks(capture=tuple(names)).validate(cfg)
+  Hooks(capture=names).validate(cfg)
   zeros = {n: jnp.zeros(shapes[n], jnp.float32) for n in names}
   base_edits = dict(edits or {})
 
@@ -317,7 +332,7 @@ def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None
     for n, dlt in deltas.items():
       prev = base_edits.get(n)
       new_edits[n] = (lambda x, dlt=dlt, prev=prev: (prev(x) if prev else x) + dlt.astype(x.dtype))
-    logits, cache = forward(cfg, params, tokens, Hooks(capture=tuple(names), edits=new_edits),
+    logits, cache = forward(cfg, params, tokens, Hooks(capture=names, edits=new_edits),
                             logits_at)
     return metric(logits), cache
 

@@ -1,0 +1,114 @@
+"""Bad input is refused at the door with one line naming what was wrong (models and files)."""
+
+import json
+
+import gguf
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from interp.models import config, gguf_loader, hf_loader, hooks, transformer
+
+GEMMA = config.gemma3_270m(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
+                           d_head=8, d_mlp=24, n_ctx=8)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("d_model", -64, "--d_model=-64: must be a positive integer"),
+    ("n_heads", 0, "--n_heads=0: must be a positive integer"),
+    ("n_layers", 2.5, "--n_layers=2.5: must be a positive integer"),
+    ("d_mlp", -1, "--d_mlp=-1: must be a non-negative integer"),
+    ("norm_eps", float("nan"), "norm_eps=nan: must be finite and positive"),
+])
+def test_model_sizes_are_checked(field, value, message):
+  kw = dict(vocab_size=16, d_model=8, n_layers=1, n_heads=2, d_head=4, n_ctx=8)
+  with pytest.raises(ValueError) as e:
+    config.TransformerConfig(**{**kw, field: value})
+  assert str(e.value).startswith(message)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+  params = transformer.init_params(GEMMA, jax.random.key(0))
+  for bad in ([[1, 2, 32]], [[-1, 2, 3]]):
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 32\).*got ids from"):
+      transformer.forward(GEMMA, params, np.array(bad, np.int32))
+  with pytest.raises(ValueError, match="tokens must be integer ids, got dtype float32"):
+    transformer.forward(GEMMA, params, jnp.zeros((1, 3), jnp.float32))
+  # Inside jit the ids are traced and pass through (they were checked where they entered).
+  jax.jit(lambda t: transformer.forward(GEMMA, params, t)[0])(jnp.array([[1, 2, 3]]))
+
+
+def test_a_bare_hook_name_is_one_name():
+  params = transformer.init_params(GEMMA, jax.random.key(0))
+  tokens = jnp.array([[1, 2, 3]])
+  _, cache = transformer.run_with_cache(GEMMA, params, tokens, "blocks.0.hook_resid_post")
+  assert list(cache) == ["blocks.0.hook_resid_post"]
+  value, _, grads = transformer.hook_grads(GEMMA, params, tokens, "hook_embed",
+                                           lambda logits: logits[0, -1, 0])
+  assert list(grads) == ["hook_embed"] and np.isfinite(float(value))
+
+
+def test_post_norms_have_hook_scale_for_norm_frozen_edits():
+  params = transformer.init_params(GEMMA, jax.random.key(0))
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), params)
+  tokens = jnp.array([[1, 2, 3, 4]])
+  names = ["blocks.0.ln1_post.hook_scale", "blocks.0.ln1_post.hook_normalized",
+           "blocks.0.hook_attn_out", "blocks.0.ln2_post.hook_scale", "blocks.0.hook_mlp_out"]
+  _, cache = transformer.run_with_cache(GEMMA, params, tokens, names)
+  assert cache["blocks.0.ln1_post.hook_scale"].shape == (1, 4, 1)
+  np.testing.assert_array_equal(cache["blocks.0.ln1_post.hook_normalized"],
+                                cache["blocks.0.hook_attn_out"])
+  # Doubling the frozen divisor halves what attention writes (the norm's weight is linear).
+  edit = {"blocks.0.ln1_post.hook_scale": lambda s: 2 * s}
+  _, edited = transformer.run_with_cache(GEMMA, params, tokens, ["blocks.0.hook_attn_out"], edit)
+  np.testing.assert_allclose(edited["blocks.0.hook_attn_out"],
+                             cache["blocks.0.hook_attn_out"] / 2, rtol=1e-5, atol=1e-6)
+  assert "blocks.0.ln2_post.hook_scale" in hooks.hook_names(GEMMA)
+
+
+def _gguf(path, offsets=None):
+  """A two-tensor GGUF; `offsets` rewrites the tensors' data offsets in the header."""
+  writer = gguf.GGUFWriter(str(path), "gemma3")
+  writer.add_tensor("a", np.arange(64, dtype=np.float32))
+  writer.add_tensor("b", np.ones(64, np.float32))
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  if offsets:
+    data = bytearray(path.read_bytes())
+    header = gguf_loader.read_gguf(path)
+    for name, new in offsets.items():
+      rel = header.tensors[name].offset - min(t.offset for t in header.tensors.values())
+      pos = data.find(name.encode() + b"")  # the name in the tensor table
+      # name (len-prefixed), n_dims u32, dims u64 x n, type u32, offset u64
+      n_dims = int.from_bytes(data[pos + len(name):pos + len(name) + 4], "little")
+      at = pos + len(name) + 4 + 8 * n_dims + 4
+      assert int.from_bytes(data[at:at + 8], "little") == rel
+      data[at:at + 8] = int(new).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+  return path
+
+
+def test_gguf_tensors_may_not_overlap_or_leave_the_file(tmp_path):
+  good = gguf_loader.read_gguf(_gguf(tmp_path / "good.gguf"))
+  np.testing.assert_array_equal(good.read("a"), np.arange(64, dtype=np.float32))
+  with pytest.raises(ValueError, match=r"overlap\.gguf.*tensor 'b' .* overlaps tensor 'a'"):
+    gguf_loader.read_gguf(_gguf(tmp_path / "overlap.gguf", {"b": 128}))
+  with pytest.raises(ValueError, match=r"past\.gguf.* is truncated: tensor 'b'"):
+    gguf_loader.read_gguf(_gguf(tmp_path / "past.gguf", {"b": 10**6}))
+
+
+def test_safetensors_shards_stay_inside_the_model_folder(tmp_path):
+  folder = tmp_path / "model"
+  folder.mkdir()
+  (tmp_path / "outside.safetensors").write_bytes(b"")
+  index = folder / "model.safetensors.index.json"
+  for name in ("../outside.safetensors", "/etc/passwd"):
+    index.write_text(json.dumps({"weight_map": {"wte.weight": name}}))
+    with pytest.raises(ValueError, match=r"names shard .*, which is not a file inside"):
+      hf_loader._weight_paths(folder)
+  index.write_text("[1, 2]")
+  with pytest.raises(ValueError, match=r"model.safetensors.index.json is not a safetensors index"):
+    hf_loader._weight_paths(folder)
