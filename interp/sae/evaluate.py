@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 from typing import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from interp import jsonio
 from interp.models import sharded, transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks, check_names, hook_shapes
@@ -478,8 +478,5 @@ def write_dashboard_data(path: str, evaluation: Evaluation) -> str:
   """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   value = {**evaluation.meta, "metrics": evaluation.metrics, "latents": evaluation.dashboard}
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f)
-  os.replace(tmp, path)
+  jsonio.write_json_atomic(path, value, indent=None)
   return path

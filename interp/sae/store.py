@@ -45,6 +45,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from interp import jsonio
 from interp.data import sources
 from interp.models import hooks, sharded
 from interp.models.config import PositionalType, TransformerConfig
@@ -453,15 +454,6 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def _write_json(path: str, value) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def _disk_view(x: np.ndarray) -> np.ndarray:
   """bfloat16 has no .npy type code: stored as its uint16 bits (meta.json keeps the dtype)."""
   return x.view(np.uint16) if x.dtype == jnp.bfloat16 else x
@@ -576,10 +568,11 @@ def cache_activations(store_or_source, out_dir: str, n_tokens: int, *,
     done[k] = {"index": k, "file": os.path.basename(path), "rows": tokens_per_shard,
                "bytes": os.path.getsize(path + ".tmp"), "sha256": _sha256(path + ".tmp")}
     os.replace(path + ".tmp", path)
-    _write_json(meta_path, dict(meta, shards=[done[i] for i in sorted(done)]))
+    jsonio.write_json_atomic(meta_path, dict(meta, shards=[done[i] for i in sorted(done)]),
+                            indent=1, sort_keys=True)
   meta["shards"] = [done[i] for i in sorted(done)]
   if primary:
-    _write_json(meta_path, meta)
+    jsonio.write_json_atomic(meta_path, meta, indent=1, sort_keys=True)
   if jax.process_count() > 1:  # nobody reads the cache before process 0 has finished it
     multihost_utils.sync_global_devices("cache_activations: written")
   return meta

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 import time
 from typing import Callable, Sequence
@@ -22,6 +21,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from interp import jsonio
 from interp.toy import data as data_lib
 from interp.toy import model as model_lib
 from interp.toy import speed
@@ -140,22 +140,6 @@ class ToyExperimentConfig:
     return out
 
 
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _jsonable(x.tolist())
-  if isinstance(x, (np.floating, float)):
-    return round(float(x), 6)
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, np.bool_):
-    return bool(x)
-  return x
-
-
 def run_family(config: ToyExperimentConfig, devices: Sequence | None = None) -> dict:
   """Trains (or resumes) the family's sweep, analyses it, draws its figures.
 
@@ -192,11 +176,9 @@ def run_family(config: ToyExperimentConfig, devices: Sequence | None = None) -> 
     results["figures"] = spec.figures(settings, sweep, run, results["quantities"],
                                       config.workdir)
   results["wall_seconds"] = round(time.perf_counter() - start, 3)
-  results = _jsonable(results)
+  results = jsonio.jsonable(results, digits=6)
   if jax.process_index() == 0:
     path = os.path.join(config.workdir, "results.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    jsonio.write_json_atomic(path, results)
     logging.info("wrote %s", path)
   return results
