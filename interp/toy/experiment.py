@@ -1,6 +1,6 @@
 """One figure family of the paper per run: the library behind `experiments/toy_superposition.py`.
 
-A family (`Family`) is a sweep builder, an analysis and its figures (`FamilySpec`, one module
+A family (`Family`) is a sweep builder, an analysis and its figures (`interp.toy.family`, one module
 each: `intro`, `basic`, `phase`, `geometry`). `run_family` trains the family's sweep with
 `interp.toy.train.train_toy` in `workdir` (resumable), then writes into the same folder:
   *.png          the family's figures
@@ -15,18 +15,19 @@ import dataclasses
 import enum
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
 from interp import jsonio
+from interp.toy import basic, geometry, intro, phase
 from interp.toy import data as data_lib
 from interp.toy import model as model_lib
 from interp.toy import speed
 from interp.toy import train as train_lib
-from interp.toy.sweep import Sweep
+from interp.toy.family import FamilySpec, Settings
 from interp.train.checkpoint import CheckpointConfig
 
 
@@ -37,41 +38,7 @@ class Family(str, enum.Enum):
   GEOMETRY = "geometry"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """A family's sizes. `grid`: densities (intro, geometry) or points per phase-diagram axis."""
-
-  n_features: int
-  n_hidden: int
-  num_steps: int
-  lr: float
-  seeds: int
-  grid: int
-  batch_size: int = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class FamilySpec:
-  """How a family builds, analyses and draws its run.
-
-  Attributes:
-    title: one line for reports.
-    defaults: the full-size settings; `quick`: a tiny version for smoke tests.
-    sweep: settings -> Sweep.
-    analyze: (settings, sweep, run) -> results (JSON-able quantities).
-    figures: (settings, sweep, run, results, workdir) -> PNG paths.
-  """
-
-  title: str
-  defaults: Settings
-  quick: Settings
-  sweep: Callable[[Settings], Sweep]
-  analyze: Callable[[Settings, Sweep, train_lib.ToyRun], dict]
-  figures: Callable[[Settings, Sweep, train_lib.ToyRun, dict, str], list[str]]
-
-
 def families() -> dict[Family, FamilySpec]:
-  from interp.toy import basic, geometry, intro, phase  # each imports this module's types
   return {Family.INTRO: intro.SPEC, Family.BASIC: basic.SPEC, Family.PHASE: phase.SPEC,
           Family.GEOMETRY: geometry.SPEC}
 
