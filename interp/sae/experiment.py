@@ -30,6 +30,7 @@ from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
 from interp.sae import activation_cache as cache_lib
 from interp.sae import activation_sources as sources_lib
+from interp.sae import eval_metrics
 from interp.sae import evaluate as eval_lib
 from interp.sae import store as store_lib
 from interp.sae import synthetic
@@ -144,7 +145,7 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
     if primary:
       run_folder.write_json(workdir, "eval.json", evaluation.to_json())
       eval_lib.write_dashboard_data(os.path.join(workdir, "dashboard.json"), evaluation)
-      fig = eval_lib.density_figure(evaluation.histogram)
+      fig = eval_metrics.density_figure(evaluation.histogram)
       fig.savefig(os.path.join(workdir, "density.png"), dpi=120, bbox_inches="tight")
   elif src.source == "planted":
     features = store.features
