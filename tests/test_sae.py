@@ -78,7 +78,7 @@ MAX_L0 = {"relu": 24, "relu_weighted": 16, "topk": 4.01, "batchtopk": 4.01, "jum
 def test_every_rule_recovers_planted_features(tmp_path, rule):
   """Mean over the 256 planted directions of the best cosine with a decoder row >= 0.95.
 
-  FEATURES is the issue's superposition benchmark: 256 directions in d=64, each present with
+  FEATURES is the superposition benchmark: 256 directions in d=64, each present with
   probability 1/64 (L0 = 4, Poisson across tokens) at magnitude U[0.5, 1.5]; 300 steps of 512.
 
   BatchTopK converges slower than TopK here, though both keep 4 latents per token on average.
