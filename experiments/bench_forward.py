@@ -43,7 +43,7 @@ from absl import app, flags
 # Memory and CPU probes (Linux; no JAX or torch), shared with the other benchmarks.
 from interp.bench.measure import peak, reset_peak, rss, settle, time_calls
 
-# Goals and the issue's reference numbers on this machine (2 CPU cores).
+# Goals, and TransformerLens' numbers measured on this machine (2 CPU cores) for reference.
 GOALS = {"attn_only": 1.5, "gpt2_small": 1.2}   # interp tokens/s over TL tokens/s, at least
 MEMORY_GOAL = 0.7                                # interp peak_rss_forward_delta over TL's, at most
 REFERENCE = {"tl_attn_only_tokens_per_s": 12_000, "tl_gpt2_small_tokens_per_s": 600,
@@ -64,7 +64,7 @@ MEMORY_DEFINITIONS = {
     "peak_rss_forward_delta": "peak_rss_forward - rss_baseline: what repeated forward-with-cache "
                               "calls cost on top of the model; the memory goal compares this",
     "peak_rss_forward_absolute_ratio_interp_over_tl": "peak_rss_forward of interp over TL's: "
-        "whole-process peaks, weights and libraries included (the issue's 4.2 GB kind)",
+        "whole-process peaks, weights and libraries included (the kind REFERENCE's 4.2 GB is)",
     "ru_maxrss": "getrusage(RUSAGE_SELF).ru_maxrss in bytes: the worker's lifetime peak",
     "cache_bytes": "sum of nbytes of the captured hook activations (logits excluded)",
     "xla_memory_analysis": "compiled.memory_analysis() of interp's jitted forward: temp_bytes = "

@@ -1,4 +1,4 @@
-"""Behavioural versus causal evidence, side by side (issue 9).
+"""Behavioural versus causal evidence, side by side.
 
   python experiments/evidence_report.py --workdir=runs/evidence
   python experiments/evidence_report.py --workdir=runs/evidence_toy --settings=induction_toy

@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top
+from interp import jsonio  # noqa: E402
 from launch import gather as gather_lib  # noqa: E402
 from launch import hyper  # noqa: E402
 from launch import local  # noqa: E402
@@ -135,10 +136,7 @@ def write_manifest(cfg: SweepConfig) -> None:
   os.makedirs(cfg.sweep_dir, exist_ok=True)
   manifest = {"command": list(cfg.command),
               "runs": [{"name": hyper.name(r), "overrides": r} for r in cfg.run_dicts]}
-  tmp = os.path.join(cfg.sweep_dir, "sweep.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(tmp, os.path.join(cfg.sweep_dir, "sweep.json"))
+  jsonio.write_json_atomic(os.path.join(cfg.sweep_dir, "sweep.json"), manifest)
 
 
 def read_manifest(sweep_dir: str) -> tuple[list[str], list[hyper.Run]]:

@@ -1,4 +1,4 @@
-"""Behavioural versus causal evidence (issue 9): agreement where the answer is known, the
+"""Behavioural versus causal evidence: agreement where the answer is known, the
 attends-yet-writes-little test of a head with no output, and a smoke run of the report."""
 
 import dataclasses

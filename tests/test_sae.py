@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from interp.parallel import mesh as mesh_lib
+from interp.sae import activation_rules
 from interp.sae import dictionary as dic
 from interp.sae import synthetic
 from interp.sae import train as sae_train
@@ -77,7 +78,7 @@ MAX_L0 = {"relu": 24, "relu_weighted": 16, "topk": 4.01, "batchtopk": 4.01, "jum
 def test_every_rule_recovers_planted_features(tmp_path, rule):
   """Mean over the 256 planted directions of the best cosine with a decoder row >= 0.95.
 
-  FEATURES is the issue's superposition benchmark: 256 directions in d=64, each present with
+  FEATURES is the superposition benchmark: 256 directions in d=64, each present with
   probability 1/64 (L0 = 4, Poisson across tokens) at magnitude U[0.5, 1.5]; 300 steps of 512.
 
   BatchTopK converges slower than TopK here, though both keep 4 latents per token on average.
@@ -148,7 +149,7 @@ def test_topk_sparse_backward_equals_autodiff():
     values, idx = jax.lax.top_k(x @ w + b, 5)
     return jax.nn.relu(values), idx
 
-  ours = loss(lambda x, w, b: dic.topk_encode(x, w, b, 5))
+  ours = loss(lambda x, w, b: activation_rules.topk_encode(x, w, b, 5))
   for a, r in zip(ours, loss(dense)):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
 
@@ -157,16 +158,16 @@ def test_kth_largest_is_exact():
   x = jax.nn.relu(jax.random.normal(jax.random.key(1), (37, 91)))
   ranked = np.sort(np.asarray(x).ravel())[::-1]
   for k in (1, 5, 300, 1500):
-    assert float(dic.kth_largest(x, k)) == ranked[k - 1]
+    assert float(activation_rules.kth_largest(x, k)) == ranked[k - 1]
 
 
 def test_jumprelu_threshold_gradient_is_the_rectangle_estimator():
   pre = jnp.array([[0.97, 1.02, 1.3, 0.2]])
   theta = jnp.array([1.0, 1.0, 1.0, 1.0])
-  g = jax.grad(lambda t: dic.jumprelu(pre, t, 0.1).sum())(theta)
+  g = jax.grad(lambda t: activation_rules.jumprelu(pre, t, 0.1).sum())(theta)
   # Inside the window |pre - theta| < bandwidth / 2: -theta / bandwidth; outside: 0.
   np.testing.assert_allclose(g, [-10.0, -10.0, 0.0, 0.0], rtol=1e-6)
-  g0 = jax.grad(lambda t: dic.step_fn(pre, t, 0.1).sum())(theta)
+  g0 = jax.grad(lambda t: activation_rules.step_fn(pre, t, 0.1).sum())(theta)
   np.testing.assert_allclose(g0, [-10.0, -10.0, 0.0, 0.0], rtol=1e-6)
 
 

@@ -13,6 +13,7 @@ from interp.models import hooks as hooks_lib
 from interp.models import transformer
 from interp.parallel import mesh as mesh_lib
 from interp.sae import dictionary as dic
+from interp.sae import eval_metrics
 from interp.sae import evaluate as ev
 from interp.sae.config import SAEConfig
 
@@ -198,7 +199,7 @@ def test_sharded_evaluation_matches(model, sae, result, tmp_path):
   assert data["site"] == SITE and len(data["latents"]) == 5
   assert data["latents"][0]["contexts"][0]["tokens"]
   json.dumps(meshed.to_json())
-  fig = ev.density_figure(meshed.histogram)
+  fig = eval_metrics.density_figure(meshed.histogram)
   fig.savefig(tmp_path / "density.png")
 
 
@@ -232,13 +233,14 @@ def test_density_counting_on_a_hand_built_pattern():
   mask = np.ones(n, bool)
   mask[3] = False
   x = np.ones((n, 4), np.float32)
-  sums = jax.jit(ev.activation_sums)(x, x, acts, mask)
+  sums = jax.jit(eval_metrics.activation_sums)(x, x, acts, mask)
   np.testing.assert_array_equal(sums["fired"], [0, 39, 20, 1, 0, 0])
   assert float(sums["n"]) == 39 and float(sums["l0"]) == 39 + 20 + 1
-  got = ev.density_metrics(sums["fired"], 39, ultra_low=0.03)
+  got = eval_metrics.density_metrics(sums["fired"], 39, ultra_low=0.03)
   assert got["dead_fraction"] == pytest.approx(3 / 6)
   assert got["ultra_low_density_fraction"] == pytest.approx(1 / 6)  # latent 3 only
-  hist = ev.density_histogram(np.asarray(sums["fired"]) / 39, bins=4, log10_range=(-2.0, 0.0))
+  hist = eval_metrics.density_histogram(np.asarray(sums["fired"]) / 39, bins=4,
+                                       log10_range=(-2.0, 0.0))
   assert hist["dead"] == 3 and hist["counts"].tolist() == [1, 0, 0, 2]
 
 
@@ -249,7 +251,7 @@ def test_running_top_m_matches_argsort():
   mask = rng.random((n_batches, rows)) > 0.2
   values = jnp.full((d_sae, m), -jnp.inf)
   index = jnp.full((d_sae, m), -1, jnp.int32)
-  update = jax.jit(ev.top_update)
+  update = jax.jit(eval_metrics.top_update)
   for b in range(n_batches):
     values, index = update(values, index, acts[b], mask[b], jnp.int32(b * rows))
   flat = np.where(mask, acts.transpose(2, 0, 1), -np.inf).reshape(d_sae, -1)

@@ -11,6 +11,8 @@ import pytest
 from interp.data import sources, tokenized
 from interp.models import config, sharded, transformer
 from interp.parallel import mesh as mesh_lib
+from interp.sae import activation_cache as cache_lib
+from interp.sae import activation_sources as sources_lib
 from interp.sae import store as store_lib
 
 CFG = config.attn_only(n_layers=2, d_model=32, n_heads=4, n_ctx=16, vocab_size=256, d_mlp=64)
@@ -117,12 +119,12 @@ def test_array_store_is_exact_across_meshes():
 def test_disk_cache_round_trip_and_resume_after_a_kill(tmp_path):
   store = _store()
   out = str(tmp_path / "cache")
-  meta = store_lib.cache_activations(store, out, n_tokens=300, tokens_per_shard=48)
+  meta = cache_lib.cache_activations(store, out, n_tokens=300, tokens_per_shard=48)
   assert meta["n_shards"] == 7 and [e["index"] for e in meta["shards"]] == list(range(7))
   assert meta["sites"] == [SITE] and meta["d_in"] == 32 and meta["dtype"] == "float32"
   stream = np.concatenate([np.asarray(store.source.chunk(t)) for t in range(6)])  # 384 rows
   for k in (0, 1, 6):  # shard 1 straddles token batches 0 and 1
-    np.testing.assert_array_equal(np.load(store_lib._shard_path(out, k)),
+    np.testing.assert_array_equal(np.load(cache_lib.shard_path(out, k)),
                                   stream[48 * k:48 * (k + 1)])
 
   cached = store_lib.CachedStore(out, BATCH, _mesh("data:8"), seed=5, buffer_shards=2)
@@ -135,28 +137,28 @@ def test_disk_cache_round_trip_and_resume_after_a_kill(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.batch(s)), b)
 
   # A kill: shard 3 half-written (its .tmp left behind), shards 3-6 not yet in meta.json.
-  files = {k: open(store_lib._shard_path(out, k), "rb").read() for k in range(7)}
-  times = {k: os.path.getmtime(store_lib._shard_path(out, k)) for k in range(3)}
+  files = {k: open(cache_lib.shard_path(out, k), "rb").read() for k in range(7)}
+  times = {k: os.path.getmtime(cache_lib.shard_path(out, k)) for k in range(3)}
   killed = dict(meta, shards=meta["shards"][:3])
   with open(os.path.join(out, "meta.json"), "w") as f:
     json.dump(killed, f)
   for k in range(3, 7):
-    os.remove(store_lib._shard_path(out, k))
-  with open(store_lib._shard_path(out, 3) + ".tmp", "wb") as f:
+    os.remove(cache_lib.shard_path(out, k))
+  with open(cache_lib.shard_path(out, 3) + ".tmp", "wb") as f:
     f.write(files[3][:100])
-  with pytest.raises(store_lib.CacheError, match=r"incomplete \(3 of 7 shards\)"):
+  with pytest.raises(cache_lib.CacheError, match=r"incomplete \(3 of 7 shards\)"):
     store_lib.CachedStore(out, BATCH, _mesh("data:8"))
-  resumed = store_lib.cache_activations(_store(), out, n_tokens=300, tokens_per_shard=48)
+  resumed = cache_lib.cache_activations(_store(), out, n_tokens=300, tokens_per_shard=48)
   assert resumed == meta and not [p for p in os.listdir(out) if p.endswith(".tmp")]
   for k in range(7):
-    assert open(store_lib._shard_path(out, k), "rb").read() == files[k]
-  assert all(os.path.getmtime(store_lib._shard_path(out, k)) == times[k] for k in range(3))
+    assert open(cache_lib.shard_path(out, k), "rb").read() == files[k]
+  assert all(os.path.getmtime(cache_lib.shard_path(out, k)) == times[k] for k in range(3))
 
 
 def test_bfloat16_cache_round_trip(tmp_path):
   data = np.random.default_rng(1).normal(size=(64, 2, 8)).astype(jax.numpy.bfloat16)
   mesh = _mesh("data:8")
-  store_lib.cache_activations(store_lib.ArraySource(data, mesh), str(tmp_path), 64,
+  cache_lib.cache_activations(sources_lib.ArraySource(data, mesh), str(tmp_path), 64,
                               tokens_per_shard=32)
   assert json.load(open(tmp_path / "meta.json"))["dtype"] == "bfloat16"
   cached = store_lib.CachedStore(str(tmp_path), 8, mesh, seed=2, buffer_shards=2)
@@ -170,32 +172,32 @@ def test_bfloat16_cache_round_trip(tmp_path):
 
 def test_cache_errors_name_the_file_and_what_was_expected(tmp_path):
   data = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
-  source = store_lib.ArraySource(data, _mesh("data:8"), name="synthetic")
+  source = sources_lib.ArraySource(data, _mesh("data:8"), name="synthetic")
   out = str(tmp_path / "c")
-  store_lib.cache_activations(source, out, n_tokens=64, tokens_per_shard=32)
+  cache_lib.cache_activations(source, out, n_tokens=64, tokens_per_shard=32)
   mesh = _mesh("data:8")
-  with pytest.raises(store_lib.CacheError, match=r"meta.json: the cache has d_in=16, expected 32"):
+  with pytest.raises(cache_lib.CacheError, match=r"meta.json: the cache has d_in=16, expected 32"):
     store_lib.CachedStore(out, 8, mesh, expect={"d_in": 32})
-  with pytest.raises(store_lib.CacheError, match=r"sites=\['synthetic'\], expected \['blocks"):
+  with pytest.raises(cache_lib.CacheError, match=r"sites=\['synthetic'\], expected \['blocks"):
     store_lib.CachedStore(out, 8, mesh, expect={"sites": SITE})
-  with pytest.raises(store_lib.CacheError, match=r"dtype='float32', expected 'bfloat16'"):
+  with pytest.raises(cache_lib.CacheError, match=r"dtype='float32', expected 'bfloat16'"):
     store_lib.CachedStore(out, 8, mesh, expect={"dtype": "bfloat16"})
-  other = store_lib.ArraySource(data[:, :8], mesh, name="synthetic")
-  with pytest.raises(store_lib.CacheError, match=r"meta.json holds other activations: d_in is 16"):
-    store_lib.cache_activations(other, out, n_tokens=64, tokens_per_shard=32)
+  other = sources_lib.ArraySource(data[:, :8], mesh, name="synthetic")
+  with pytest.raises(cache_lib.CacheError, match=r"meta.json holds other activations: d_in is 16"):
+    cache_lib.cache_activations(other, out, n_tokens=64, tokens_per_shard=32)
 
-  shard = store_lib._shard_path(out, 1)
+  shard = cache_lib.shard_path(out, 1)
   raw = open(shard, "rb").read()
   with open(shard, "wb") as f:  # truncated
     f.write(raw[:-40])
   store = store_lib.CachedStore(out, 8, mesh, buffer_shards=1)
-  with pytest.raises(store_lib.CacheError, match=r"shard_000001.npy is truncated or corrupt: "
+  with pytest.raises(cache_lib.CacheError, match=r"shard_000001.npy is truncated or corrupt: "
                      r"\d+ bytes, expected \d+ bytes: 32 rows x \[16\] float32"):
     for step in range(8):  # epoch 0 reads both shards
       store.batch(step)
   with open(shard, "wb") as f:  # same size, one value changed
     f.write(raw[:-4] + b"\0\0\0\0")
-  with pytest.raises(store_lib.CacheError, match=r"shard_000001.npy is corrupt: SHA-256"):
+  with pytest.raises(cache_lib.CacheError, match=r"shard_000001.npy is corrupt: SHA-256"):
     for step in range(8):
       store_lib.CachedStore(out, 8, mesh, buffer_shards=1).batch(step)
 
@@ -206,12 +208,12 @@ def test_nan_activations_name_the_step_and_site(tmp_path):
   w_e[ord("e")] = np.inf  # every 'e' in the corpus poisons its position downstream
   params = dict(params, embed=dict(params["embed"], W_E=w_e))
   store = _store(params=params)
-  with pytest.raises(store_lib.NonFiniteActivationError,
+  with pytest.raises(sources_lib.NonFiniteActivationError,
                      match=rf"at step 9, site {SITE} \(\d+ of 2048 values\) in token batch 2 of "
                            r"refill 1"):
     store.batch(9)
-  with pytest.raises(store_lib.NonFiniteActivationError, match=rf"token batch 0, site {SITE}"):
-    store_lib.cache_activations(store, str(tmp_path), 64, tokens_per_shard=64)
+  with pytest.raises(sources_lib.NonFiniteActivationError, match=rf"token batch 0, site {SITE}"):
+    cache_lib.cache_activations(store, str(tmp_path), 64, tokens_per_shard=64)
 
 
 def test_unknown_or_unsuitable_hook_site():
@@ -219,9 +221,9 @@ def test_unknown_or_unsuitable_hook_site():
                                        r"you mean blocks.1.hook_resid_post"):
     _store(sites="blocks.2.hook_resid_post")
   with pytest.raises(ValueError, match=r"--hook=blocks.0.attn.hook_pattern: attention"):
-    store_lib.check_sites(CFG, "blocks.0.attn.hook_pattern")
+    sources_lib.check_sites(CFG, "blocks.0.attn.hook_pattern")
   with pytest.raises(ValueError, match="different widths"):
-    store_lib.check_sites(CFG, ("blocks.0.hook_resid_post", "blocks.0.mlp.hook_post"))
+    sources_lib.check_sites(CFG, ("blocks.0.hook_resid_post", "blocks.0.mlp.hook_post"))
   with pytest.raises(ValueError, match=r"--batch_size=12 is not divisible"):
     store_lib.ModelStore(CFG, _params(), _mesh("data:8"), SITE, sources.make_source("repeat", 256),
                          batch_size=12, context_length=CTX)

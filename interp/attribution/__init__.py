@@ -2,7 +2,7 @@
 
 Behavioural attributions perturb the input and watch the output; they say which tokens matter,
 not how. Attention-level evidence reads the forward pass; it says where heads look and how much
-they write, not whether that matters. Issue 9 compares the two; this package computes both.
+they write, not whether that matters. This package computes both, on the same prompts.
 
 Vocabulary:
   p          number of token positions of the explained input.

@@ -1,4 +1,4 @@
-"""Behavioural versus causal evidence on the same prompts, in numbers (issue 9).
+"""Behavioural versus causal evidence on the same prompts, in numbers.
 
 Vocabulary (beyond `interp.attribution`'s):
   prompts         a `Prompts` batch: b sequences of p tokens with, per prompt, the read position,

@@ -21,17 +21,15 @@ Settings:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 import jax
 from absl import logging
 
-from interp import choices
+from interp import choices, jsonio
 from interp.attribution import evidence, evidence_plots, evidence_tasks
 from interp.models import zoo
-from interp.train import run_folder
 
 SETTINGS = ("ioi_gemma", "induction_gemma", "induction_toy")
 TITLES = {"ioi_gemma": "Gemma 3 270M, IOI", "induction_gemma": "Gemma 3 270M, repeated tokens",
@@ -145,14 +143,12 @@ def run(config: ReportConfig) -> dict:
     t = time.perf_counter()
     settings["induction_toy"] = _toy_setting(config)
     settings["induction_toy"]["seconds"]["total"] = round(time.perf_counter() - t, 1)
-  results = run_folder.jsonable({"config": dataclasses.asdict(config), "settings": settings,
+  results = jsonio.jsonable({"config": dataclasses.asdict(config), "settings": settings,
                        "table": table(settings)})
   results["figures"] = evidence_plots.draw_all(results, config.workdir)
   results["licenses"] = evidence_plots.licenses(results)
   results["wall_seconds"] = round(time.perf_counter() - start, 1)
   evidence_plots.write_markdown(results, config.workdir, TITLES)
   path = os.path.join(config.workdir, "results.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(path + ".tmp", path)
+  jsonio.write_json_atomic(path, results, indent=1)
   return results

@@ -29,14 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp import choices
+from interp import choices, jsonio
 from interp.circuits import ablate, icl, scores, weights
 from interp.induction import segments as data
 from interp.induction import training as train_lib
 from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
-from interp.train import run_folder
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 
@@ -227,7 +226,7 @@ def run(config: InductionConfig) -> dict:
     results["gemma"] = gemma.measure(gemma.GemmaConfig(
         batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
         random_sets=config.gemma_random_sets, seed=config.seed))
-  results = run_folder.jsonable(results)
+  results = jsonio.jsonable(results)
   if jax.process_index() == 0:
     results["figures"] = plots.draw_all(results, config.workdir)
   results["wall_seconds"] = round(time.perf_counter() - start, 2)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.models import config, generate, gguf_loader, transformer
+from interp.models import generate, gguf_loader, transformer
 from interp.models.tokenizer_spm import SPMTokenizer
 from interp.viz import plotting
 from interp.viz.report import Registry, Section
@@ -41,7 +41,7 @@ def gemma3_270m(workdir: str, quick: bool) -> Section:
   if not quick:
     prompts += ["The Eiffel Tower is located in the city of", "1, 2, 3, 4, 5,"]
   rows = [("load (dequantize + tokenizer), s", load_s, "-"),
-          ("parameters", config.count_params(cfg), "268M (Gemma Team, 2025)")]
+          ("parameters", transformer.count_params(cfg), "268M (Gemma Team, 2025)")]
   for prompt in prompts:
     ids = tok.encode(prompt)
     out = generate.greedy(cfg, params, ids, 3 if quick else 8)

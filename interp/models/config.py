@@ -197,11 +197,3 @@ def gemma3_270m(**overrides) -> TransformerConfig:
             mlp_bias=False, embed_scale=True, tied_embeddings=True)
   kw.update(overrides)
   return TransformerConfig(**kw)
-
-
-def count_params(cfg: TransformerConfig) -> int:
-  """Parameter count implied by the config (embeddings included)."""
-  import jax
-  from interp.models import transformer
-  shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))

@@ -14,6 +14,8 @@ Use `init_params` and `forward`; the modules are an implementation detail.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -252,6 +254,12 @@ def init_params(cfg: TransformerConfig, key: jax.Array) -> dict:
   """Randomly initialised parameters (a plain nested dict of arrays)."""
   tokens = jnp.zeros((1, 1), jnp.int32)
   return Transformer(cfg).init(key, tokens, HookContext(None))["params"]
+
+
+def count_params(cfg: TransformerConfig) -> int:
+  """Parameter count implied by the config (embeddings included), from shapes only."""
+  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
 
 
 def param_axes(params) -> dict:

@@ -28,6 +28,9 @@ from absl import logging
 from interp.data import tokenized
 from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
+from interp.sae import activation_cache as cache_lib
+from interp.sae import activation_sources as sources_lib
+from interp.sae import eval_metrics
 from interp.sae import evaluate as eval_lib
 from interp.sae import store as store_lib
 from interp.sae import synthetic
@@ -85,7 +88,7 @@ class SourceConfig:
 
 def site_width(src: SourceConfig) -> int:
   """The width of the activations at `--hook` (what the dictionary reads)."""
-  return store_lib.check_sites(zoo.config(src.model), [src.hook])[1]
+  return sources_lib.check_sites(zoo.config(src.model), [src.hook])[1]
 
 
 def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Store,
@@ -105,7 +108,7 @@ def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Sto
       buffer_batches=src.buffer_batches, seed=src.data_seed, param_shardings=shardings,
       model_name=model.name)
   if src.cache_dir:
-    store_lib.cache_activations(store, src.cache_dir, src.cache_tokens)
+    cache_lib.cache_activations(store, src.cache_dir, src.cache_tokens)
     store = store_lib.CachedStore(src.cache_dir, batch_size, mesh, src.data_seed)
   return store, model
 
@@ -142,7 +145,7 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
     if primary:
       run_folder.write_json(workdir, "eval.json", evaluation.to_json())
       eval_lib.write_dashboard_data(os.path.join(workdir, "dashboard.json"), evaluation)
-      fig = eval_lib.density_figure(evaluation.histogram)
+      fig = eval_metrics.density_figure(evaluation.histogram)
       fig.savefig(os.path.join(workdir, "density.png"), dpi=120, bbox_inches="tight")
   elif src.source == "planted":
     features = store.features

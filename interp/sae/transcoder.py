@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from interp.choices import choice
 from interp.models.config import NormType, TransformerConfig
-from interp.sae import dictionary as dic
+from interp.sae import activation_rules
 
 
 class Kind(str, enum.Enum):
@@ -205,7 +205,7 @@ def encode_pre(cfg: TranscoderConfig, params: dict, x_in: jax.Array) -> jax.Arra
 def _rule(cfg: TranscoderConfig, pre: jax.Array, theta) -> jax.Array:
   """The activation rule on pre-activations [..., n] (theta [n] for jumprelu)."""
   if cfg.activation == TranscoderActivation.JUMPRELU:
-    return dic.jumprelu(pre, theta, cfg.jumprelu_bandwidth)
+    return activation_rules.jumprelu(pre, theta, cfg.jumprelu_bandwidth)
   # Per-layer top k as a dense mask: at our widths the gather XLA makes of a sharded latent
   # axis is cheap; `interp.sae.sparse_sharded` is the route for very wide dictionaries.
   cut = jax.lax.stop_gradient(jax.lax.top_k(pre, cfg.k)[0][..., -1:])
@@ -215,7 +215,7 @@ def _rule(cfg: TranscoderConfig, pre: jax.Array, theta) -> jax.Array:
 def activate(cfg: TranscoderConfig, params: dict, pre: jax.Array) -> jax.Array:
   """Latent activations [..., L, n] from pre-activations (per layer, per token)."""
   if cfg.activation == TranscoderActivation.JUMPRELU:
-    # dictionary.jumprelu's straight-through backward sums the threshold gradient over one
+    # activation_rules.jumprelu's straight-through backward sums the threshold gradient over one
     # trailing latent axis, so layers and latents go in flattened.
     lead = pre.shape[:-2]
     theta = jnp.exp(params["log_threshold"]).reshape(-1)

@@ -16,7 +16,7 @@ import numpy as np
 from interp.toy import measures
 from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
-from interp.toy.experiment import FamilySpec, Settings
+from interp.toy.family import FamilySpec, Settings
 
 PAPER_SPARSITIES = (0.0, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999)
 MODELS = ("linear", "relu")

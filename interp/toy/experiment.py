@@ -1,6 +1,6 @@
 """One figure family of the paper per run: the library behind `experiments/toy_superposition.py`.
 
-A family (`Family`) is a sweep builder, an analysis and its figures (`FamilySpec`, one module
+A family (`Family`) is a sweep builder, an analysis and its figures (`interp.toy.family`, one module
 each: `intro`, `basic`, `phase`, `geometry`). `run_family` trains the family's sweep with
 `interp.toy.train.train_toy` in `workdir` (resumable), then writes into the same folder:
   *.png          the family's figures
@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
+from interp import jsonio
+from interp.toy import basic, geometry, intro, phase
 from interp.toy import data as data_lib
 from interp.toy import model as model_lib
 from interp.toy import speed
 from interp.toy import train as train_lib
-from interp.toy.sweep import Sweep
+from interp.toy.family import FamilySpec, Settings
 from interp.train.checkpoint import CheckpointConfig
 
 
@@ -37,41 +38,7 @@ class Family(str, enum.Enum):
   GEOMETRY = "geometry"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """A family's sizes. `grid`: densities (intro, geometry) or points per phase-diagram axis."""
-
-  n_features: int
-  n_hidden: int
-  num_steps: int
-  lr: float
-  seeds: int
-  grid: int
-  batch_size: int = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class FamilySpec:
-  """How a family builds, analyses and draws its run.
-
-  Attributes:
-    title: one line for reports.
-    defaults: the full-size settings; `quick`: a tiny version for smoke tests.
-    sweep: settings -> Sweep.
-    analyze: (settings, sweep, run) -> results (JSON-able quantities).
-    figures: (settings, sweep, run, results, workdir) -> PNG paths.
-  """
-
-  title: str
-  defaults: Settings
-  quick: Settings
-  sweep: Callable[[Settings], Sweep]
-  analyze: Callable[[Settings, Sweep, train_lib.ToyRun], dict]
-  figures: Callable[[Settings, Sweep, train_lib.ToyRun, dict, str], list[str]]
-
-
 def families() -> dict[Family, FamilySpec]:
-  from interp.toy import basic, geometry, intro, phase  # each imports this module's types
   return {Family.INTRO: intro.SPEC, Family.BASIC: basic.SPEC, Family.PHASE: phase.SPEC,
           Family.GEOMETRY: geometry.SPEC}
 
@@ -140,22 +107,6 @@ class ToyExperimentConfig:
     return out
 
 
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _jsonable(x.tolist())
-  if isinstance(x, (np.floating, float)):
-    return round(float(x), 6)
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, np.bool_):
-    return bool(x)
-  return x
-
-
 def run_family(config: ToyExperimentConfig, devices: Sequence | None = None) -> dict:
   """Trains (or resumes) the family's sweep, analyses it, draws its figures.
 
@@ -192,11 +143,9 @@ def run_family(config: ToyExperimentConfig, devices: Sequence | None = None) -> 
     results["figures"] = spec.figures(settings, sweep, run, results["quantities"],
                                       config.workdir)
   results["wall_seconds"] = round(time.perf_counter() - start, 3)
-  results = _jsonable(results)
+  results = jsonio.jsonable(results, digits=6)
   if jax.process_index() == 0:
     path = os.path.join(config.workdir, "results.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    jsonio.write_json_atomic(path, results)
     logging.info("wrote %s", path)
   return results

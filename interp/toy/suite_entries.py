@@ -170,7 +170,7 @@ def toy_summary(workdir: str, quick: bool) -> Section:
     torch_rate = r.get("torch_notebook")
     rows.append((f"{n} instances: model-steps/s interp vs PyTorch (10 at a time)",
                  f"{r['interp']:.0f} vs {torch_rate:.0f}" if torch_rate else f"{r['interp']:.0f}",
-                 "PyTorch ~2,700 on this machine (issue)"))
+                 "PyTorch notebook ~2,700 on this machine"))
     if torch_rate:
       note.append(f"{n} instances: interp {r['interp']:.0f} model-steps/s, "
                   f"{r['interp'] / torch_rate:.1f}x the PyTorch loop")

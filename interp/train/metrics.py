@@ -17,6 +17,8 @@ from typing import Callable
 import jax
 from absl import logging
 
+from interp import jsonio
+
 
 def flatten(d: dict, prefix: str = "") -> dict:
   """{"a": {"b": 1}} -> {"a.b": 1}: nested results and flags as flat columns."""
@@ -77,10 +79,7 @@ class MetricWriter:
           kept.append(line)
       except (ValueError, KeyError):
         pass  # a row cut short by a kill mid-write
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    jsonio.write_text_atomic(self.path, "".join(kept))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:

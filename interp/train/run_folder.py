@@ -10,33 +10,15 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 from absl import logging
 
+from interp import jsonio
 from interp.train import metrics as metrics_lib
 
 
-def jsonable(x, digits: int = 5):
-  """Nested results as plain JSON: arrays to lists, floats rounded to `digits`, NaN to null."""
-  if isinstance(x, dict):
-    return {str(k): jsonable(v, digits) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [jsonable(v, digits) for v in x]
-  if hasattr(x, "__array__") and not isinstance(x, (float, int)):
-    return jsonable(np.asarray(x).tolist(), digits)
-  if isinstance(x, (float, np.floating)):
-    return None if np.isnan(x) else round(float(x), digits)
-  if isinstance(x, (np.integer, np.bool_)):
-    return x.item()
-  return x
-
-
 def write_json(workdir: str, name: str, value) -> None:
-  """Writes <workdir>/<name> through a temporary file, so a kill never leaves half a file."""
-  tmp = os.path.join(workdir, name + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, name))
+  """Writes <workdir>/<name> atomically (`interp.jsonio`), so a kill never leaves half a file."""
+  jsonio.write_json_atomic(os.path.join(workdir, name), value, sort_keys=True)
 
 
 def record_flags(workdir: str, flags: dict) -> None:

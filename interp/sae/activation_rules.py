@@ -1,0 +1,138 @@
+"""Activation rules of the dictionaries: the sparsifying nonlinearities and their gradients.
+
+  topk_encode_centered  the k largest ReLU'd pre-activations per token, with a hand-written
+                        backward pass (below); `topk_encode` for already-centred inputs
+  jumprelu              pre * H(pre - theta), straight-through to theta
+  step_fn               H(pre - theta), the L0 count of JumpReLU, straight-through to theta
+  batch_topk            the k * batch largest pre-activations of a whole batch (BatchTopK),
+                        selected with `kth_largest`
+
+TopK's encoder has a hand-written backward pass: autodiff of `lax.top_k` scatters the k
+gradients per token into a dense [batch, d_sae] array and then pays two dense matmuls for the
+encoder-weight and input gradients. Here both are formed from the k selected latents only
+(a scatter-add of k rows per token), so only the forward encoder matmul is dense.
+JumpReLU's threshold gets its gradient from the rectangle-kernel estimator of width
+`bandwidth` (Rajamanoharan et al., 2024). `interp.sae.dictionary` and
+`interp.sae.transcoder` apply these rules.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def topk_encode_centered(x_n, b_dec, w_enc, b_enc, k):
+  """(values, indices) of the k largest ReLU'd pre-activations (x_n - b_dec) @ w_enc + b_enc.
+
+  The backward pass touches only the k selected latents per token: their encoder columns and
+  biases get a scatter-add, b_dec gets -(w_enc @ g_b_enc) (a matrix-vector product), and the
+  per-token input gradient (a [B, k, d_in] gather) is formed only when x_n itself is
+  differentiated; otherwise XLA drops it.
+  """
+  values, indices = jax.lax.top_k((x_n - b_dec) @ w_enc + b_enc, k)
+  return jax.nn.relu(values), indices
+
+
+def _topk_fwd(x_n, b_dec, w_enc, b_enc, k):
+  values, indices = topk_encode_centered(x_n, b_dec, w_enc, b_enc, k)
+  return (values, indices), (x_n, b_dec, w_enc, values, indices)
+
+
+def _topk_bwd(k, res, g):
+  del k
+  x_n, b_dec, w_enc, values, indices = res
+  g_pre = jnp.where(values > 0, g[0], 0.0)                           # [B, k]
+  d_sae, d_in = w_enc.shape[1], w_enc.shape[0]
+  flat = indices.reshape(-1)
+  g_b = jnp.zeros((d_sae,), g_pre.dtype).at[flat].add(g_pre.reshape(-1))
+  rows = (g_pre[..., None] * (x_n - b_dec)[..., None, :]).reshape(-1, d_in)  # [B * k, d_in]
+  g_w = jnp.zeros((d_sae, d_in), rows.dtype).at[flat].add(rows).T
+  g_x = jnp.einsum("bk,bkd->bd", g_pre, jnp.take(w_enc.T, indices, axis=0))
+  return g_x, -(w_enc @ g_b), g_w, g_b
+
+
+topk_encode_centered.defvjp(_topk_fwd, _topk_bwd)
+
+
+def topk_encode(x_c, w_enc, b_enc, k):
+  """`topk_encode_centered` of already-centred inputs x_c (no pre-encoder bias)."""
+  return topk_encode_centered(x_c, jnp.zeros_like(x_c[0]), w_enc, b_enc, k)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def jumprelu(pre, theta, bandwidth):
+  """pre * H(pre - theta); d/dtheta by the straight-through rectangle-kernel estimator."""
+  return jnp.where(pre > theta, pre, 0.0)
+
+
+def _rect(u):
+  return (jnp.abs(u) < 0.5).astype(u.dtype)
+
+
+def _jumprelu_fwd(pre, theta, bandwidth):
+  return jumprelu(pre, theta, bandwidth), (pre, theta)
+
+
+def _jumprelu_bwd(bandwidth, res, g):
+  pre, theta = res
+  g_theta = -(theta / bandwidth) * _rect((pre - theta) / bandwidth) * g
+  return jnp.where(pre > theta, g, 0.0), g_theta.reshape(-1, theta.shape[-1]).sum(0)
+
+
+jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def step_fn(pre, theta, bandwidth):
+  """H(pre - theta): no gradient to `pre`, the rectangle-kernel estimator to `theta`."""
+  return (pre > theta).astype(pre.dtype)
+
+
+def _step_fwd(pre, theta, bandwidth):
+  return step_fn(pre, theta, bandwidth), (pre, theta)
+
+
+def _step_bwd(bandwidth, res, g):
+  pre, theta = res
+  g_theta = -(1.0 / bandwidth) * _rect((pre - theta) / bandwidth) * g
+  return jnp.zeros_like(pre), g_theta.reshape(-1, theta.shape[-1]).sum(0)
+
+
+step_fn.defvjp(_step_fwd, _step_bwd)
+
+
+def kth_largest(values: jax.Array, k: int) -> jax.Array:
+  """The k-th largest of non-negative `values` (any shape), exactly.
+
+  Bisection on the float32 bit pattern (monotonic for non-negative floats): 31 rounds of
+  compare-and-count. Unlike `lax.top_k` over the flattened batch, each round is elementwise
+  plus one sum, so it is cheap on CPU and shards over `data` and `model` with one all-reduce.
+  """
+  bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.int32)
+
+  def body(_, bounds):
+    lo, hi = bounds  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(bits >= mid) >= k
+    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, 31, body, (jnp.int32(0), jnp.int32(2**31 - 1)))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+
+def batch_topk(pre: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """Keeps the k * batch largest ReLU'd pre-activations of the whole batch.
+
+  Returns:
+    (acts [batch, d_sae], the smallest kept positive value: this batch's threshold).
+  """
+  relu = jax.nn.relu(pre)
+  cut = jax.lax.stop_gradient(kth_largest(jax.lax.stop_gradient(relu), k * pre.shape[0]))
+  keep = (relu >= cut) & (relu > 0)
+  acts = jnp.where(keep, relu, 0.0)
+  smallest = jnp.min(jnp.where(keep, jax.lax.stop_gradient(relu), jnp.inf))
+  return acts, jnp.where(jnp.isfinite(smallest), smallest, 0.0)
