@@ -135,11 +135,11 @@ def test_clt_beats_plt_of_the_same_width(model):
   CLT's replaced-model CE is lower. Both halve their training loss; CLT entries below the
   diagonal (target < source) stay exactly zero."""
   params, x_in, x_out, tokens = model
-  mesh = mesh_lib.make_mesh("data:1,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
   results = {}
   for kind in ("plt", "clt"):
     cfg = _config(kind)
-    config = tt.TrainTranscoderConfig(cfg, batch_size=256, num_steps=600, log_every=100,
+    config = tt.TrainTranscoderConfig.make(cfg, batch_size=256, num_steps=600, log_every=100,
                                       init_sample=512, optimizer=OPT)
     run, t = tt.train_transcoder(config, (x_in, x_out), mesh)
     losses = [h["loss"] for h in run["history"]]
@@ -163,9 +163,10 @@ def test_clt_beats_plt_of_the_same_width(model):
 def test_training_lowers_the_loss(model, kind, activation):
   _, x_in, x_out, _ = model
   cfg = _config(kind, activation, l0_coeff=0.01)
-  config = tt.TrainTranscoderConfig(cfg, batch_size=256, num_steps=150, log_every=50,
+  config = tt.TrainTranscoderConfig.make(cfg, batch_size=256, num_steps=150, log_every=50,
                                     init_sample=512, optimizer=OPT)
-  run, t = tt.train_transcoder(config, (x_in, x_out), mesh_lib.make_mesh("data:1,model:1"))
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  run, t = tt.train_transcoder(config, (x_in, x_out), mesh)
   losses = [h["loss"] for h in run["history"]]
   assert losses[-1] < 0.5 * losses[0], losses
   if kind == "clt":
@@ -179,11 +180,11 @@ def test_sharded_training_matches_one_device(model):
   data:2,model:4 (latents over 4 devices) == on one device, for 4 steps."""
   _, x_in, x_out, _ = model
   cfg = _config("clt", "jumprelu")
-  config = tt.TrainTranscoderConfig(cfg, batch_size=64, num_steps=4, log_every=1,
+  config = tt.TrainTranscoderConfig.make(cfg, batch_size=64, num_steps=4, log_every=1,
                                     init_sample=128, optimizer=OPT)
   out = {}
   for spec in ("data:1,model:1", "data:2,model:4"):
-    mesh = mesh_lib.make_mesh(spec)
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(spec))
     run, params = tt.train_transcoder(config, (x_in[:1024], x_out[:1024]), mesh)
     out[spec] = ([h["loss"] for h in run["history"]], jax.device_get(params))
   (loss_1, p_1), (loss_8, p_8) = out.values()
@@ -195,7 +196,7 @@ def test_model_store_and_resume(model, tmp_path):
   """Paired rows from the model match its forward; a run resumed from its checkpoint ends
   where an uninterrupted one does."""
   params, _, _, _ = model
-  mesh = mesh_lib.make_mesh("data:2,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:2,model:1"))
   store = tt.transcoder_store(LM, params, mesh, sources.make_source("corpus", 256),
                               batch_size=64, context_length=16, model_batch_size=4,
                               buffer_batches=2)
@@ -208,12 +209,12 @@ def test_model_store_and_resume(model, tmp_path):
   assert nearest.max() < 1e-4  # every row is some token's (inputs, outputs) pair
   cfg = _config("clt")
   base = dict(batch_size=64, log_every=2, init_sample=64, optimizer=OPT)
-  _, straight = tt.train_transcoder(tt.TrainTranscoderConfig(cfg, num_steps=6, **base), store,
-                                    mesh)
+  _, straight = tt.train_transcoder(tt.TrainTranscoderConfig.make(cfg, num_steps=6, **base),
+                                    store, mesh)
   workdir = str(tmp_path / "run")
-  tt.train_transcoder(tt.TrainTranscoderConfig(cfg, workdir=workdir, num_steps=3, **base), store,
-                      mesh)
+  tt.train_transcoder(tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=3, **base),
+                      store, mesh)
   run, resumed = tt.train_transcoder(
-      tt.TrainTranscoderConfig(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
+      tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
   assert run["step"] == 6 and run["history"][0]["step"] == 4
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
