@@ -5,6 +5,7 @@ trained for 300 steps on the bundled corpus; transcoders read 8192 of its tokens
 """
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,9 @@ from interp.sae import transcoder as tc
 from interp.sae import transcoder_eval as te
 from interp.sae import transcoder_train as tt
 from interp.train import lm
+from interp.train import session as session_lib
 from interp.train import state as state_lib
+from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 
 LM = TransformerConfig(vocab_size=256, d_model=32, n_layers=4, n_heads=4, d_head=8, n_ctx=32,
@@ -218,3 +221,34 @@ def test_model_store_and_resume(model, tmp_path):
       tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
   assert run["step"] == 6 and run["history"][0]["step"] == 4
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
+
+
+def test_a_resume_refuses_an_inconsistent_data_position_and_closes_its_checkpointer(
+    tmp_path, monkeypatch):
+  """The transcoder run goes through the same session as every trainer: a checkpoint whose
+  saved data position disagrees with its state's step is refused, and every refused start
+  (that one, and an initial sample holding NaN) leaves its checkpointer closed."""
+  closed = []
+  original_close = session_lib.Checkpointer.close
+  monkeypatch.setattr(session_lib.Checkpointer, "close",
+                      lambda self: (closed.append(self.directory), original_close(self)))
+  x = np.random.default_rng(0).normal(size=(256, 2, 32)).astype(np.float32)
+  cfg = tc.TranscoderConfig(kind="plt", n_layers=2, d_model=32, d_latent=32, k=2)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  config = lambda workdir, steps: tt.TrainTranscoderConfig.make(
+      cfg, workdir=str(workdir), batch_size=64, num_steps=steps, log_every=1, init_sample=64,
+      optimizer=OPT, checkpoint=CheckpointConfig(every_steps=1, async_save=False))
+  assert tt.train_transcoder(config(tmp_path, 2), (x, x), mesh)[0]["status"] == "completed"
+  path = tmp_path / "checkpoints" / "2" / "data" / "metadata"
+  position = json.loads(path.read_text())
+  path.write_text(json.dumps(dict(position, step=1)))
+  closed.clear()
+  with pytest.raises(RuntimeError, match="does not match its state"):
+    tt.train_transcoder(config(tmp_path, 3), (x, x), mesh)
+  assert closed == [str(tmp_path / "checkpoints")]
+
+  closed.clear()
+  bad = np.full_like(x, np.nan)
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    tt.train_transcoder(config(tmp_path / "nan", 2), (bad, bad), mesh)
+  assert closed == [str(tmp_path / "nan" / "checkpoints")]
