@@ -255,7 +255,8 @@ def train_sae(config: TrainSAEConfig, store: Store, mesh=None) -> tuple[dict, di
   if store.d_in != cfg.d_in:
     raise ValueError(f"--d_in={cfg.d_in} but the activations at the hook site are "
                      f"{store.d_in} wide")
-  with Session(run, mesh, check=lambda w: _check_sae_config(w, cfg)) as session:
+  with Session(run, mesh, check=lambda w: _check_sae_config(w, cfg),
+               label="SAE training") as session:
     progs = session.programs(lambda: _checked_programs(config, session.mesh))
 
     def init():

@@ -168,7 +168,8 @@ def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tu
   if tuple(store.source.row_shape) != want:
     raise ValueError(f"the store serves rows {tuple(store.source.row_shape)}; a transcoder of "
                      f"{cfg.n_layers} layers and d_model {cfg.d_model} reads paired rows {want}")
-  with Session(run, mesh, check=lambda w: _check_transcoder_config(w, cfg)) as session:
+  with Session(run, mesh, check=lambda w: _check_transcoder_config(w, cfg),
+               label="transcoder training") as session:
     sources.check_batch_size(config.batch_size, mesh)
     progs = programs(cfg, run.optimizer, mesh, config.init_sample)
 

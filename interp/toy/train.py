@@ -101,7 +101,8 @@ def train_toy(config: ToyTrainConfig, sweep: Sweep, devices: Sequence | None = N
   start_time = time.perf_counter()
   program = build(config, sweep, devices)
   run = config.run
-  with Session(run, program.mesh, check=lambda w: _check_sweep(w, sweep)) as session:
+  with Session(run, program.mesh, check=lambda w: _check_sweep(w, sweep),
+               label="toy run") as session:
     state = session.open(
         state_lib.abstract(program.init, program.state_shardings),
         lambda: jax.jit(program.init, out_shardings=program.state_shardings)(),

@@ -48,14 +48,17 @@ class Session:
     metrics_hook: the run folder's metrics hook (after `train`; None without a workdir).
   """
 
-  def __init__(self, run: RunConfig, mesh=None, check: Callable[[str], None] | None = None):
+  def __init__(self, run: RunConfig, mesh=None, check: Callable[[str], None] | None = None,
+               label: str = ""):
     """Builds the mesh (unless given) and checks the run folder's records.
 
     Args:
       run: the shared settings.
       mesh: the mesh to use; default `make_mesh(run.mesh_config)`.
       check: workdir -> None; raises when the folder's records describe another run.
+      label: what the start-up log line calls the run ("resuming <label> at step ...").
     """
+    self.label = label
     self.start_time = time.time()
     self.run = run
     self.mesh = mesh_lib.make_mesh(run.mesh_config) if mesh is None else mesh
@@ -128,8 +131,9 @@ class Session:
       self.close()
       raise
     self.start, self.restored = int(state.step), restored is not None
-    logging.info("%s at step %d of %d on mesh %s", "resuming" if self.restored else "starting",
-                 self.start, self.run.num_steps, dict(self.mesh.shape))
+    verb = "resuming" if self.restored else "starting"
+    logging.info("%s at step %d of %d on mesh %s", f"{verb} {self.label}".strip(), self.start,
+                 self.run.num_steps, dict(self.mesh.shape))
     return state
 
   @staticmethod
