@@ -23,7 +23,7 @@ from interp.models.config import TransformerConfig
 from interp.train import lm
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import RunConfig, config_dict
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 
 Snapshot = Callable[[dict], dict]  # params -> {name: array}
 
@@ -34,7 +34,7 @@ DEFAULT_RUN = RunConfig(num_steps=1000, log_every=10, optimizer=OptimizerConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(EmbedsRun):
   """Attributes:
     model: the architecture.
     run: the run folder (required), seed, mesh, num_steps, log_every, optimizer, checkpoint
@@ -52,11 +52,9 @@ class TrainConfig:
 
   def __post_init__(self):
     sources.make_source(self.data, self.model.vocab_size)  # fails early on a bad spec
-    if self.batch_size <= 0 or self.snapshot_every < 0:
-      raise ValueError(f"batch_size must be positive, snapshot_every non-negative: {self}")
-
-  def to_dict(self) -> dict:
-    return config_dict(self)
+    check_positive(self, "batch_size")
+    if self.snapshot_every < 0:
+      raise ValueError(f"--snapshot_every={self.snapshot_every} must be non-negative")
 
 
 class Trained(NamedTuple):

@@ -37,7 +37,7 @@ from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import RunConfig, config_dict, split_run
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 from interp.train.session import Session
 
 
@@ -58,7 +58,7 @@ DEFAULT_RUN = RunConfig(num_steps=1000, log_every=50,
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSAEConfig:
+class TrainSAEConfig(EmbedsRun):
   """Attributes:
     sae: the dictionary (`interp.sae.config.SAEConfig`).
     run: the run folder, seed (dictionary init; the store has its own data seed), mesh (`model`
@@ -74,23 +74,12 @@ class TrainSAEConfig:
   init_sample: int = 4096
 
   def __post_init__(self):
-    for name in ("batch_size", "init_sample"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+    check_positive(self, "batch_size", "init_sample")
     if (self.sae.activation.value == "batchtopk"
         and self.batch_size * self.sae.d_sae > 2**31 - 1):
       # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.
       raise ValueError(f"--activation=batchtopk counts --batch_size x --d_sae = "
                        f"{self.batch_size * self.sae.d_sae} values in int32; use a smaller batch")
-
-  @classmethod
-  def make(cls, **kwargs) -> TrainSAEConfig:
-    """From flat settings: RunConfig fields (workdir, seed, ...) go into `run`."""
-    run, rest = split_run(DEFAULT_RUN, **kwargs)
-    return cls(run=run, **rest)
-
-  def to_dict(self) -> dict:
-    return config_dict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,20 +247,41 @@ def train_sae(config: TrainSAEConfig, store: Store, mesh=None) -> tuple[dict, di
   with Session(run, mesh, check=lambda w: _check_sae_config(w, cfg),
                label="SAE training") as session:
     progs = session.programs(lambda: _checked_programs(config, session.mesh))
-
-    def init():
-      sample = np.asarray(store.sample(config.init_sample), np.float32)
-      if not np.all(np.isfinite(sample)):
-        raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
-                                 f"NaN or Inf; cannot initialise the dictionary")
-      return progs.init(jax.random.key(run.seed), sample)
-
-    state = session.open(
-        progs.target, init, lambda s: {"step": s, "data": store.describe(), "seed": run.seed},
-        flags=config.to_dict(),
-        records={"sae_config.json": cfg.to_dict(), "data.json": store.describe()})
-    state, stopped = session.train(progs.step, state, store.batch)
+    state, stopped = train_dictionary(session, progs, store, config, "dictionary",
+                                      {"sae_config.json": cfg.to_dict()})
     return session.finish(state, stopped), state.params
+
+
+def train_dictionary(session: Session, progs: Programs, store: Store, config, what: str,
+                     records: dict, hooks=()):
+  """Opens `session` (a new dictionary from a sample of `store`) and trains it on `store`.
+
+  What an SAE run and a transcoder run share: the init sample (refused if not finite), the data
+  position (the store's description and the seed), the records beside flags.json.
+
+  Args:
+    session: the run's session; progs: its compiled programs.
+    store: the activations; config: the trainer's config (`init_sample`, `to_dict()`).
+    what: the dictionary's name in the error for a non-finite sample.
+    records: the dictionary's config record(s); data.json is added.
+    hooks: the trainer's own loop hooks.
+  Returns:
+    (final state, stopped early).
+  """
+  seed = session.run.seed
+
+  def init():
+    sample = np.asarray(store.sample(config.init_sample), np.float32)
+    if not np.all(np.isfinite(sample)):
+      raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
+                               f"NaN or Inf; cannot initialise the {what}")
+    return progs.init(jax.random.key(seed), sample)
+
+  state = session.open(progs.target, init,
+                       lambda s: {"step": s, "data": store.describe(), "seed": seed},
+                       flags=config.to_dict(),
+                       records={**records, "data.json": store.describe()})
+  return session.train(progs.step, state, store.batch, hooks)
 
 
 def _checked_programs(config: TrainSAEConfig, mesh) -> Programs:

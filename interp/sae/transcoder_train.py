@@ -33,12 +33,12 @@ from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import RunConfig, config_dict, split_run
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 from interp.train.session import Session
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainTranscoderConfig:
+class TrainTranscoderConfig(EmbedsRun):
   """Attributes:
     transcoder: the dictionary (`interp.sae.transcoder.TranscoderConfig`).
     run: the run folder ("" = no checkpoints or files), seed (dictionary init; the store has
@@ -55,18 +55,7 @@ class TrainTranscoderConfig:
   init_sample: int = 1024
 
   def __post_init__(self):
-    for name in ("batch_size", "init_sample"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
-
-  @classmethod
-  def make(cls, transcoder: tc.TranscoderConfig, **kwargs) -> TrainTranscoderConfig:
-    """From flat settings: RunConfig fields (workdir, seed, ...) go into `run`."""
-    run, rest = split_run(sae_train.DEFAULT_RUN, **kwargs)
-    return cls(transcoder, run=run, **rest)
-
-  def to_dict(self) -> dict:
-    return config_dict(self)
+    check_positive(self, "batch_size", "init_sample")
 
 
 def transcoder_store(model_cfg, model_params, mesh, source, **store_kwargs):
@@ -172,20 +161,10 @@ def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tu
                label="transcoder training") as session:
     sources.check_batch_size(config.batch_size, mesh)
     progs = programs(cfg, run.optimizer, mesh, config.init_sample)
-
-    def init():
-      sample = np.asarray(store.sample(config.init_sample), np.float32)
-      if not np.all(np.isfinite(sample)):
-        raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
-                                 f"NaN or Inf; cannot initialise the transcoder")
-      return progs.init(jax.random.key(run.seed), sample)
-
-    state = session.open(
-        progs.target, init, lambda s: {"step": s, "data": store.describe(), "seed": run.seed},
-        flags=config.to_dict(),
-        records={"transcoder_config.json": cfg.to_dict(), "data.json": store.describe()})
     history = HistoryHook(run.log_every, run.num_steps)
-    state, stopped = session.train(progs.step, state, store.batch, [history])
+    state, stopped = sae_train.train_dictionary(
+        session, progs, store, config, "transcoder",
+        {"transcoder_config.json": cfg.to_dict()}, [history])
     results = session.finish(state, stopped, history=history.rows,
                              final=history.rows[-1] if history.rows else None)
     return results, tc.fold_scales(cfg, state.params)

@@ -33,7 +33,7 @@ from interp.train import loop
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import RunConfig, config_dict, split_run
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 
 # The instance axis shards over `data`; W's and b's other axes stay whole on each device.
 RULES = shd.override(shd.PARAM_RULES, instance="data")
@@ -59,7 +59,7 @@ DEFAULT_RUN = RunConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class ToyTrainConfig:
+class ToyTrainConfig(EmbedsRun):
   """Attributes:
     model: widths and contraction.
     run: the run folder ("" = none: no records, no checkpoints; for benchmarks and tests),
@@ -79,33 +79,16 @@ class ToyTrainConfig:
   chunk: int = 0
 
   def __post_init__(self):
-    if min(self.batch_size, self.eval_batches) <= 0:
-      raise ValueError(f"batch_size ({self.batch_size}) and eval_batches ({self.eval_batches}) "
-                       "must be positive")
+    check_positive(self, "batch_size", "eval_batches")
     opt = self.run.optimizer
     if opt.weight_decay < 0 or self.chunk < 0 or opt.grad_clip:
       raise ValueError(f"weight_decay ({opt.weight_decay}) and chunk ({self.chunk}) must be "
                        f"non-negative and grad_clip ({opt.grad_clip}) 0: a global norm would "
                        "couple the independent instances")
 
-  @classmethod
-  def make(cls, **kwargs) -> ToyTrainConfig:
-    """From flat settings: RunConfig and OptimizerConfig fields (workdir, lr, ...) go into
-    `run`."""
-    run, rest = split_run(DEFAULT_RUN, **kwargs)
-    return cls(run=run, **rest)
-
-  def replace(self, **changes) -> ToyTrainConfig:
-    """A copy with flat `changes`, as `make` takes them."""
-    run, rest = split_run(self.run, **changes)
-    return dataclasses.replace(self, run=run, **rest)
-
   def resolved_chunk(self, platform: str = "cpu") -> int:
     floats = CHUNK_FLOATS.get(platform, ACCELERATOR_CHUNK_FLOATS)
     return self.chunk or max(1, floats // (self.batch_size * self.model.n_features))
-
-  def to_dict(self) -> dict:
-    return config_dict(self)
 
 
 @dataclasses.dataclass

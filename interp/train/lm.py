@@ -34,7 +34,7 @@ from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError, shape_mismatches
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import RunConfig, config_dict, split_run
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 from interp.train.session import Session
 
 
@@ -43,7 +43,7 @@ DEFAULT_RUN = RunConfig(num_steps=300, log_every=20)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainLMConfig:
+class TrainLMConfig(EmbedsRun):
   """Attributes:
     model: the architecture (vocab_size 256 for byte-level text).
     run: the run folder, seed (parameter init and data order), mesh, num_steps,
@@ -59,18 +59,8 @@ class TrainLMConfig:
 
   def __post_init__(self):
     sources.DataSpec.parse(self.data)
-    for name, value in {"batch_size": self.batch_size, "n_ctx": self.model.n_ctx}.items():
-      if value <= 0:
-        raise ValueError(f"--{name}={value} must be positive")
-
-  @classmethod
-  def make(cls, **kwargs) -> TrainLMConfig:
-    """From flat settings: RunConfig fields (workdir, seed, ...) go into `run`."""
-    run, rest = split_run(DEFAULT_RUN, **kwargs)
-    return cls(run=run, **rest)
-
-  def to_dict(self) -> dict:
-    return config_dict(self)
+    check_positive(self, "batch_size")
+    check_positive(self.model, "n_ctx")
 
 
 def lm_loss(cfg: TransformerConfig, mesh, act_rules: shd.Rules = shd.ACT_RULES):

@@ -95,3 +95,30 @@ def split_run(base: RunConfig, **kwargs) -> tuple[RunConfig, dict]:
   if optim:
     run = run.replace(optimizer=dataclasses.replace(run.optimizer, **optim))
   return run, {k: v for k, v in kwargs.items() if k not in run_names | optim_names}
+
+
+def check_positive(config, *names: str) -> None:
+  """Raises ValueError naming the first of `names` (fields of `config`) that is not positive."""
+  for name in names:
+    if getattr(config, name) <= 0:
+      raise ValueError(f"--{name}={getattr(config, name)} must be positive")
+
+
+class EmbedsRun:
+  """Mixin for a trainer's config: a dataclass with a `run: RunConfig` field whose default is
+  the trainer's defaults."""
+
+  @classmethod
+  def make(cls, *args, **kwargs):
+    """From flat settings, as the flags name them: RunConfig and OptimizerConfig fields
+    (workdir, seed, lr, ...) go into `run`, starting from the trainer's default run."""
+    run, rest = split_run(cls.__dataclass_fields__["run"].default, **kwargs)
+    return cls(*args, run=run, **rest)
+
+  def replace(self, **changes):
+    """A copy with flat `changes`, as `make` takes them."""
+    run, rest = split_run(self.run, **changes)
+    return dataclasses.replace(self, run=run, **rest)
+
+  def to_dict(self) -> dict:
+    return config_dict(self)
