@@ -289,7 +289,7 @@ def interp_runner(spec: ModelSpec, cfg: BenchConfig) -> Runner:
 
   mcfg = interp_config(spec)
   names = captured_names(hooks.hook_names(mcfg), cfg.skip_scores)
-  mesh = mesh_lib.make_mesh(cfg.mesh)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(cfg.mesh))
   params, shardings = sharded.init(mcfg, jax.random.key(0), mesh)
   tokens = mesh_lib.global_batch(
       mesh, np.random.default_rng(0).integers(0, spec.vocab, (spec.batch, spec.ctx), np.int32))

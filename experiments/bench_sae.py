@@ -191,7 +191,7 @@ def ours_runner(arch: Arch, cfg: BenchSAEConfig) -> Runner:
   else:
     sae_cfg = SAEConfig(cfg.d_in, cfg.d_sae, activation="topk", k=cfg.k, dead_mitigation="auxk")
   optim = OptimizerConfig(lr=cfg.lr, warmup_steps=0, grad_clip=1.0, b2=0.999)
-  mesh = mesh_lib.make_mesh("data:1,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
   data = batch_data(cfg)
   n_sample = min(cfg.batch, 1024)
   progs = sae_train.programs(sae_cfg, optim, mesh, n_sample)

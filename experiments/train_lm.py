@@ -24,7 +24,7 @@ from absl import app, flags
 
 from interp.data import tokenize_bytes
 from interp.models import config as model_config
-from interp.train import checkpoint, cli, compile_only, lm, optim
+from interp.train import checkpoint, cli, compile_only, lm, optim, run_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume "
                                "(required unless --compile_only).")
@@ -66,13 +66,14 @@ def config_from_flags() -> lm.TrainLMConfig:
         n_layers=_N_LAYERS.value, d_model=_D_MODEL.value, n_heads=_N_HEADS.value,
         n_ctx=_N_CTX.value, vocab_size=tokenize_bytes.VOCAB_SIZE, norm=_NORM.value,
         positional=_POSITIONAL.value, d_mlp=_D_MLP.value)
-    return lm.TrainLMConfig(
-        workdir=_WORKDIR.value or "", model=model, data=_DATA.value, batch_size=_BATCH.value,
-        num_steps=_STEPS.value, seed=_SEED.value, mesh=_MESH.value, log_every=_LOG_EVERY.value,
+    run = run_config.RunConfig(
+        workdir=_WORKDIR.value or "", num_steps=_STEPS.value, seed=_SEED.value, mesh=_MESH.value,
+        log_every=_LOG_EVERY.value,
         optimizer=optim.OptimizerConfig(lr=_LR.value, warmup_steps=_WARMUP.value,
                                         weight_decay=_WD.value),
         checkpoint=checkpoint.CheckpointConfig(every_steps=_CKPT_EVERY.value,
                                                keep=_KEEP.value, every_secs=_CKPT_SECS.value))
+    return lm.TrainLMConfig(model=model, run=run, data=_DATA.value, batch_size=_BATCH.value)
   except ValueError as e:  # a bad flag value: say which, without a traceback
     raise app.UsageError(str(e)) from e
 
@@ -84,7 +85,7 @@ def main(argv):
     report = lm.compile_only(config, _DEVICE_GB.value, cli.capacity_name(_DEVICE_GB.value))
     print(report.format())
     return
-  if not config.workdir:
+  if not config.run.workdir:
     raise app.UsageError("--workdir is required (unless --compile_only)")
   results = lm.train_lm(config)
   print(f"{results['status']} at step {results['step']}: {results['final']}")

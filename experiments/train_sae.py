@@ -27,7 +27,7 @@ from interp.sae import evaluate as eval_lib
 from interp.sae import experiment
 from interp.sae import train as sae_train
 from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
-from interp.train import checkpoint, cli, compile_only, optim
+from interp.train import checkpoint, cli, compile_only, optim, run_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume.")
 _SEED = flags.DEFINE_integer("seed", 0, "Dictionary initialisation.")
@@ -107,13 +107,14 @@ def configs_from_flags(d_in: int | None = None):
         aux_k=_AUX_K.value, aux_coeff=_AUX_COEFF.value, resample_every=_RESAMPLE.value,
         matryoshka=tuple(int(m) for m in _MATRYOSHKA.value),
         normalize_input=_NORMALIZE.value)
-    config = sae_train.TrainSAEConfig(
-        workdir=_WORKDIR.value or "", sae=sae, batch_size=_BATCH.value, num_steps=_STEPS.value,
-        seed=_SEED.value, mesh=_MESH.value, log_every=_LOG_EVERY.value,
-        init_sample=_INIT_SAMPLE.value,
+    run = run_config.RunConfig(
+        workdir=_WORKDIR.value or "", num_steps=_STEPS.value, seed=_SEED.value, mesh=_MESH.value,
+        log_every=_LOG_EVERY.value,
         optimizer=optim.OptimizerConfig(lr=_LR.value, warmup_steps=_WARMUP.value, grad_clip=0.0),
         checkpoint=checkpoint.CheckpointConfig(every_steps=_CKPT_EVERY.value, keep=_KEEP.value,
                                                every_secs=_CKPT_SECS.value))
+    config = sae_train.TrainSAEConfig(sae=sae, run=run, batch_size=_BATCH.value,
+                                      init_sample=_INIT_SAMPLE.value)
     return config, src
   except ValueError as e:  # a bad flag value: say which, without a traceback
     raise app.UsageError(str(e)) from e
@@ -126,7 +127,7 @@ def main(argv):
     report = sae_train.compile_only(config, _DEVICE_GB.value, cli.capacity_name(_DEVICE_GB.value))
     print(report.format())
     return
-  if not config.workdir:
+  if not config.run.workdir:
     raise app.UsageError("--workdir is required (unless --compile_only)")
   results = experiment.run(config, src, eval_lib.EvalConfig(batch_size=_EVAL_BATCH.value))
   print(f"{results['status']} at step {results['step']}: {results.get('summary')}")

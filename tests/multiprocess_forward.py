@@ -26,7 +26,7 @@ def tokens(batch: int = 8, seq: int = 16) -> np.ndarray:
 
 
 def main(out: str, mesh_spec: str) -> None:
-  mesh = mesh_lib.make_mesh(mesh_spec)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(mesh_spec))
   params, shardings = sharded.init(CFG, jax.random.key(0), mesh)
   fwd = sharded.make_forward(CFG, mesh, shardings, capture=["blocks.1.hook_resid_mid"])
   toks = tokens()

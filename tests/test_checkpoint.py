@@ -34,7 +34,7 @@ def tiny(workdir, d_model=32, **overrides) -> lm.TrainLMConfig:
             mesh="data:-1", optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
             checkpoint=CheckpointConfig(every_steps=10, keep=3))
   kw.update(overrides)
-  return lm.TrainLMConfig(**kw)
+  return lm.TrainLMConfig.make(**kw)
 
 
 def params_of(workdir):

@@ -75,7 +75,7 @@ def test_bad_data_flag_lists_the_choices(spec, message):
 
 
 def test_global_batch_is_sharded_over_data():
-  mesh = mesh_lib.make_mesh("data:4,model:2")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:4,model:2"))
   source = sources.make_source("repeat:4", 256)
   batch = sources.make_batches(source, mesh, seed=1, batch_size=8, length=17)(3)
   assert batch.shape == (8, 17)
@@ -84,6 +84,6 @@ def test_global_batch_is_sharded_over_data():
 
 
 def test_batch_size_not_divisible_by_data_axis_names_the_flag():
-  mesh = mesh_lib.make_mesh("data:4,model:2")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:4,model:2"))
   with pytest.raises(ValueError, match=r"--batch_size=6 is not divisible by the mesh's data axis"):
     sources.make_batches(sources.make_source("repeat", 256), mesh, 0, 6, 33)

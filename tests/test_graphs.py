@@ -158,8 +158,8 @@ def test_prune_hand_built_graph():
 
 def test_same_edges_on_one_and_eight_devices(gpt2):
   cfg, params, c, p, g = gpt2
-  one = mesh_lib.make_mesh("data:1,model:1")
-  eight = mesh_lib.make_mesh("data:8,model:1")
+  one = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  eight = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:8,model:1"))
   g1 = attribute.build(cfg, params, c, p, TOKENS, attribute.GraphConfig(chunk=8), mesh=one)
   g8 = attribute.build(cfg, params, c, p, TOKENS, attribute.GraphConfig(chunk=8), mesh=eight)
   np.testing.assert_allclose(g1.adjacency, g8.adjacency, atol=1e-6)

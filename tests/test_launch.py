@@ -33,10 +33,10 @@ def tiny_config(workdir, mesh, num_steps):
   """TINY as a TrainLMConfig (the binary's defaults for everything else)."""
   model = model_config.attn_only(n_layers=1, d_model=32, n_heads=2, n_ctx=32, vocab_size=256,
                                  norm="layernorm", positional="learned", d_mlp=64)
-  return lm.TrainLMConfig(workdir=str(workdir), model=model, batch_size=8, num_steps=num_steps,
-                          seed=1, mesh=mesh, log_every=1,
-                          optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
-                          checkpoint=CheckpointConfig(every_steps=HALF))
+  return lm.TrainLMConfig.make(workdir=str(workdir), model=model, batch_size=8,
+                               num_steps=num_steps, seed=1, mesh=mesh, log_every=1,
+                               optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
+                               checkpoint=CheckpointConfig(every_steps=HALF))
 
 
 def metric_rows(workdir) -> dict[int, dict]:

@@ -47,7 +47,7 @@ def test_vmapped_sweep_equals_each_site_alone(setup, kind):
 
 def test_sweep_split_over_mesh_matches_one_device(setup):
   params, base, source, metric, end = setup
-  mesh = mesh_lib.make_mesh("data:8,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:8,model:1"))
   one = patching.activation_patching(CFG, params, base, source, metric, "resid", logits_at=end)
   split = patching.activation_patching(CFG, params, base, source, metric, "resid", logits_at=end,
                                        chunk=8, mesh=mesh)

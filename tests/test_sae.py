@@ -23,11 +23,16 @@ FEATURES = synthetic.PlantedFeatures(d=64, n_features=256, density=1 / 64)  # L0
 OPT = OptimizerConfig(lr=3e-3, warmup_steps=20, grad_clip=0.0)
 
 
+def _one_device():
+  return mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1"))
+
+
 def train(tmp_path, cfg: SAEConfig, steps=300, batch=512, mesh="data:1,model:1", name="run",
           features=FEATURES, lr=None, **kw):
   optimizer = OPT if lr is None else dataclasses.replace(OPT, lr=lr)
-  store = synthetic.SyntheticStore(features, batch, mesh_lib.make_mesh(mesh))
-  config = sae_train.TrainSAEConfig(workdir=str(tmp_path / name), sae=cfg, batch_size=batch,
+  store = synthetic.SyntheticStore(features, batch,
+                                   mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(mesh)))
+  config = sae_train.TrainSAEConfig.make(workdir=str(tmp_path / name), sae=cfg, batch_size=batch,
                                     num_steps=steps, mesh=mesh, log_every=50, optimizer=optimizer,
                                     init_sample=1024, **kw)
   return sae_train.train_sae(config, store)
@@ -100,7 +105,7 @@ def test_every_rule_recovers_planted_features(tmp_path, rule):
   assert final["l0"] <= MAX_L0[rule], final
   assert final["fvu"] < 0.35, final
   # Inference encode agrees with training sparsity (BatchTopK through its learned threshold).
-  x = jnp.asarray(synthetic.SyntheticStore(FEATURES, 256, mesh_lib.make_mesh("data:1")).sample(
+  x = jnp.asarray(synthetic.SyntheticStore(FEATURES, 256, _one_device()).sample(
       256))
   acts = dic.encode(cfg, jax.device_get(params), x)
   l0 = float(jnp.mean(jnp.sum(acts > 0, -1)))
@@ -117,7 +122,7 @@ def test_matryoshka_prefix_reconstructs_alone(tmp_path):
   zipf = synthetic.PlantedFeatures(d=64, n_features=256, density=1 / 64, zipf=1.0)
 
   def prefix_fvu(params, cfg):
-    x = jnp.asarray(synthetic.SyntheticStore(zipf, 512, mesh_lib.make_mesh("data:1")).sample(
+    x = jnp.asarray(synthetic.SyntheticStore(zipf, 512, _one_device()).sample(
         512))
     acts = dic.encode(cfg, params, x).at[:, 64:].set(0.0)
     x_hat = dic.decode(cfg, params, acts)
@@ -205,7 +210,7 @@ def _train_with_dead_half(cfg: SAEConfig, steps: int):
   features as the dictionary has latents. TopK: their encoder columns are scaled by 0.05, so
   their pre-activations stay positive on aligned inputs but never reach the top k; ReLU: their
   encoder bias is -100. Either way they get no gradient from the main loss."""
-  mesh = mesh_lib.make_mesh("data:1,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
   store = synthetic.SyntheticStore(FEATURES, 256, mesh)
   progs = sae_train.programs(cfg, OPT, mesh, 1024)
   state = progs.init(jax.random.key(0), store.sample(1024))
@@ -254,7 +259,7 @@ def test_parameter_memory_per_device_falls_with_the_model_axis(tmp_path):
   cfg = SAEConfig(d_in=64, d_sae=4096, activation="relu")
   per_device = {}
   for n in (1, 2, 4, 8):
-    config = sae_train.TrainSAEConfig(workdir=str(tmp_path), sae=cfg, batch_size=64,
+    config = sae_train.TrainSAEConfig.make(workdir=str(tmp_path), sae=cfg, batch_size=64,
                                       mesh=f"data:1,model:{n}", optimizer=OPT)
     report = sae_train.compile_only(config)
     # XLA's memory analysis of the compiled step: argument bytes on one device, less the batch.
@@ -287,4 +292,4 @@ def test_bad_input_is_named(tmp_path):
 def test_batchtopk_refuses_a_batch_its_int32_count_cannot_hold(tmp_path):
   cfg = SAEConfig(d_in=64, d_sae=2**20, activation="batchtopk", k=4)
   with pytest.raises(ValueError, match="counts --batch_size x --d_sae = 4294967296 values"):
-    sae_train.TrainSAEConfig(workdir=str(tmp_path), sae=cfg, batch_size=4096)
+    sae_train.TrainSAEConfig.make(workdir=str(tmp_path), sae=cfg, batch_size=4096)

@@ -187,7 +187,7 @@ def test_metrics_match_slow_reference(model, sae, result):
 
 def test_sharded_evaluation_matches(model, sae, result, tmp_path):
   cfg, params, tokens = model
-  mesh = mesh_lib.make_mesh("data:2,model:2", jax.devices()[:4])
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:2,model:2"), jax.devices()[:4])
   meshed = ev.evaluate(cfg, params, SITE, *sae, tokens, CONFIG, mesh=mesh, decode=_decode)
   for key, value in result.metrics.items():
     np.testing.assert_allclose(meshed.metrics[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -47,7 +47,7 @@ def test_topk_and_auxk_gradients_equal_autodiff(mesh):
   def ours(t):
     if mesh is None:
       return dic.loss(CFG, t, buffers, x)[0]
-    with shd.activation_rules(mesh_lib.make_mesh(mesh), shd.ACT_RULES):
+    with shd.activation_rules(mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(mesh)), shd.ACT_RULES):
       return dic.loss(CFG, t, buffers, x)[0]
 
   value, grads = jax.jit(jax.value_and_grad(ours))(trainable)

@@ -81,10 +81,10 @@ def test_two_processes_match_one_process(tmp_path):
                           text=True)
   # Meanwhile, the same run in this process (8 simulated devices, data:8).
   features = synthetic.PlantedFeatures()
-  mesh = mesh_lib.make_mesh("data:8,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:8,model:1"))
   cfg = SAEConfig(d_in=64, d_sae=256, activation="topk", k=4, dead_mitigation="auxk",
                   dead_steps=5)
-  config = sae_train.TrainSAEConfig(
+  config = sae_train.TrainSAEConfig.make(
       workdir=str(tmp_path / "one"), sae=cfg, batch_size=128, num_steps=steps, seed=1,
       mesh="data:8,model:1", log_every=1, init_sample=256,
       optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5, grad_clip=0.0),

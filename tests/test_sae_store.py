@@ -23,7 +23,8 @@ GPT2_DIR = os.path.join(os.path.dirname(__file__), ".cache", "gpt2-tokenizer")
 
 
 def _mesh(spec):
-  return mesh_lib.make_mesh(spec, jax.devices()[:1] if spec == "data:1" else None)
+  return mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(spec),
+                            jax.devices()[:1] if spec == "data:1" else None)
 
 
 @functools.cache

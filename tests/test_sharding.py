@@ -19,7 +19,7 @@ needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) 
 
 
 def _logits(mesh_spec, devices=None, capture=("blocks.1.attn.hook_pattern",)):
-  mesh = mesh_lib.make_mesh(mesh_spec, devices)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(mesh_spec), devices)
   params, shardings = sharded.init(worker.CFG, jax.random.key(0), mesh)
   fwd = sharded.make_forward(worker.CFG, mesh, shardings, capture=capture)
   logits, cache = fwd(params, mesh_lib.global_batch(mesh, worker.tokens()))
@@ -44,7 +44,7 @@ def test_logits_match_one_device(spec):
 def test_per_device_parameter_bytes_fall_with_model_axis():
   sizes = {}
   for model in (1, 2, 4):
-    mesh = mesh_lib.make_mesh(f"data:-1,model:{model}")
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(f"data:-1,model:{model}"))
     params, _ = sharded.init(worker.CFG, jax.random.key(0), mesh)
     sizes[model] = max(shd.param_bytes_per_device(params).values())
   assert sizes[2] < 0.6 * sizes[1] and sizes[4] < 0.6 * sizes[2], sizes
@@ -59,7 +59,7 @@ def test_unsharded_forward_matches_sharded_path():
 
 @needs8
 def test_batch_not_divisible_by_data_axis():
-  mesh = mesh_lib.make_mesh("data:8")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:8"))
   with pytest.raises(ValueError, match=r"global batch size 6 is not divisible by the mesh's data "
                      r"axis \(8\).*--batch_size"):
     mesh_lib.global_batch(mesh, np.zeros((6, 4), np.int32))
@@ -68,7 +68,7 @@ def test_batch_not_divisible_by_data_axis():
 @needs8
 def test_width_not_divisible_by_model_axis():
   cfg = config.attn_only(1, 48, 3, 16, 64)  # 3 heads cannot split over model=2
-  mesh = mesh_lib.make_mesh("data:4,model:2")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:4,model:2"))
   with pytest.raises(ValueError, match=r"parameter \['blocks_0'\]\['attn'\]\['W_[OQ]'\].*size 3.*"
                      r"not divisible by mesh axis 'model' of size 2"):
     sharded.init(cfg, jax.random.key(0), mesh)
@@ -80,10 +80,10 @@ def test_bad_mesh_flag():
   with pytest.raises(ValueError, match="--mesh: data=3 x model=1 = 3 devices, but 8"):
     mesh_lib.MeshConfig(data=3).resolve(8)
   # A fully specified smaller mesh on one process takes the first devices.
-  small = mesh_lib.make_mesh("data:2,model:1")
+  small = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:2,model:1"))
   assert small.devices.size == 2 and list(small.devices.flat) == jax.devices()[:2]
   with pytest.raises(ValueError, match="data=16 x model=1 = 16 devices, but 8"):
-    mesh_lib.make_mesh("data:16")
+    mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:16"))
 
 
 def test_two_processes_give_the_same_logits(tmp_path):
@@ -114,7 +114,8 @@ def test_local_launcher_fails_fast_when_a_process_crashes(tmp_path):
 def test_single_kv_head_is_replicated_not_split():
   cfg = config.gemma3_270m(vocab_size=64, d_model=32, n_layers=1, n_heads=4, n_kv_heads=1,
                            d_head=8, d_mlp=64, n_ctx=16)
-  params, _ = sharded.init(cfg, jax.random.key(0), mesh_lib.make_mesh("data:4,model:2"))
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:4,model:2"))
+  params, _ = sharded.init(cfg, jax.random.key(0), mesh)
   assert params["blocks_0"]["attn"]["W_K"].sharding.spec == jax.sharding.PartitionSpec(
       None, None, None)
   assert params["blocks_0"]["attn"]["W_Q"].sharding.spec[1] == "model"

@@ -26,8 +26,8 @@ ONE = jax.devices()[:1]
 
 def _config(n, m, steps, lr=1e-2, workdir="", **kw):
   kw.setdefault("log_every", max(1, steps // 4))
-  return train.ToyTrainConfig(workdir=workdir, model=model.ToyModelConfig(n, m),
-                              num_steps=steps, lr=lr, **kw)
+  return train.ToyTrainConfig.make(workdir=workdir, model=model.ToyModelConfig(n, m),
+                                   num_steps=steps, lr=lr, **kw)
 
 
 def _best(run, sweep, label):

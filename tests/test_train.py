@@ -143,7 +143,7 @@ def tiny_config(workdir, **overrides):
   kw = dict(workdir=str(workdir), model=model, batch_size=8, num_steps=5, log_every=1,
             mesh="data:-1", checkpoint=CheckpointConfig(every_steps=10))
   kw.update(overrides)
-  return lm.TrainLMConfig(**kw)
+  return lm.TrainLMConfig.make(**kw)
 
 
 def test_batch_size_not_divisible_by_the_data_axis_names_the_flag(tmp_path):
@@ -161,7 +161,7 @@ def test_divergence_stops_with_the_metric_and_step(tmp_path):
 
 def toy_run(tmp_path, log_every, nan_from_batch=7, num_steps=20):
   """A linear least-squares model whose batches turn NaN from `nan_from_batch` on."""
-  mesh = mesh_lib.make_mesh("data:-1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:-1"))
   optimizer = optax.sgd(0.1)
   init = state_lib.init_fn(lambda: {"w": jnp.zeros((4,))}, optimizer)
   params_sh = {"w": jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())}
@@ -199,7 +199,7 @@ def test_nan_stops_after_the_last_good_checkpoint(tmp_path, log_every, caught_at
 def test_step_is_compiled_once_and_retracing_fails(tmp_path):
   (state, stopped), step = toy_run(tmp_path, log_every=5, nan_from_batch=10**6, num_steps=10)
   assert not stopped and int(state.step) == 10 and step.traces() == 1
-  mesh = mesh_lib.make_mesh("data:-1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:-1"))
   wider = mesh_lib.global_batch(mesh, np.zeros((8, 4, 1), np.float32))
   with pytest.raises(loop.RetraceError, match="traced 2 times"):
     step(state, wider)

@@ -5,6 +5,7 @@ trained for 300 steps on the bundled corpus; transcoders read 8192 of its tokens
 """
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,9 @@ from interp.sae import transcoder as tc
 from interp.sae import transcoder_eval as te
 from interp.sae import transcoder_train as tt
 from interp.train import lm
+from interp.train import session as session_lib
 from interp.train import state as state_lib
+from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 
 LM = TransformerConfig(vocab_size=256, d_model=32, n_layers=4, n_heads=4, d_head=8, n_ctx=32,
@@ -135,11 +138,11 @@ def test_clt_beats_plt_of_the_same_width(model):
   CLT's replaced-model CE is lower. Both halve their training loss; CLT entries below the
   diagonal (target < source) stay exactly zero."""
   params, x_in, x_out, tokens = model
-  mesh = mesh_lib.make_mesh("data:1,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
   results = {}
   for kind in ("plt", "clt"):
     cfg = _config(kind)
-    config = tt.TrainTranscoderConfig(cfg, batch_size=256, num_steps=600, log_every=100,
+    config = tt.TrainTranscoderConfig.make(cfg, batch_size=256, num_steps=600, log_every=100,
                                       init_sample=512, optimizer=OPT)
     run, t = tt.train_transcoder(config, (x_in, x_out), mesh)
     losses = [h["loss"] for h in run["history"]]
@@ -163,9 +166,10 @@ def test_clt_beats_plt_of_the_same_width(model):
 def test_training_lowers_the_loss(model, kind, activation):
   _, x_in, x_out, _ = model
   cfg = _config(kind, activation, l0_coeff=0.01)
-  config = tt.TrainTranscoderConfig(cfg, batch_size=256, num_steps=150, log_every=50,
+  config = tt.TrainTranscoderConfig.make(cfg, batch_size=256, num_steps=150, log_every=50,
                                     init_sample=512, optimizer=OPT)
-  run, t = tt.train_transcoder(config, (x_in, x_out), mesh_lib.make_mesh("data:1,model:1"))
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  run, t = tt.train_transcoder(config, (x_in, x_out), mesh)
   losses = [h["loss"] for h in run["history"]]
   assert losses[-1] < 0.5 * losses[0], losses
   if kind == "clt":
@@ -179,11 +183,11 @@ def test_sharded_training_matches_one_device(model):
   data:2,model:4 (latents over 4 devices) == on one device, for 4 steps."""
   _, x_in, x_out, _ = model
   cfg = _config("clt", "jumprelu")
-  config = tt.TrainTranscoderConfig(cfg, batch_size=64, num_steps=4, log_every=1,
+  config = tt.TrainTranscoderConfig.make(cfg, batch_size=64, num_steps=4, log_every=1,
                                     init_sample=128, optimizer=OPT)
   out = {}
   for spec in ("data:1,model:1", "data:2,model:4"):
-    mesh = mesh_lib.make_mesh(spec)
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(spec))
     run, params = tt.train_transcoder(config, (x_in[:1024], x_out[:1024]), mesh)
     out[spec] = ([h["loss"] for h in run["history"]], jax.device_get(params))
   (loss_1, p_1), (loss_8, p_8) = out.values()
@@ -195,7 +199,7 @@ def test_model_store_and_resume(model, tmp_path):
   """Paired rows from the model match its forward; a run resumed from its checkpoint ends
   where an uninterrupted one does."""
   params, _, _, _ = model
-  mesh = mesh_lib.make_mesh("data:2,model:1")
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:2,model:1"))
   store = tt.transcoder_store(LM, params, mesh, sources.make_source("corpus", 256),
                               batch_size=64, context_length=16, model_batch_size=4,
                               buffer_batches=2)
@@ -208,12 +212,43 @@ def test_model_store_and_resume(model, tmp_path):
   assert nearest.max() < 1e-4  # every row is some token's (inputs, outputs) pair
   cfg = _config("clt")
   base = dict(batch_size=64, log_every=2, init_sample=64, optimizer=OPT)
-  _, straight = tt.train_transcoder(tt.TrainTranscoderConfig(cfg, num_steps=6, **base), store,
-                                    mesh)
+  _, straight = tt.train_transcoder(tt.TrainTranscoderConfig.make(cfg, num_steps=6, **base),
+                                    store, mesh)
   workdir = str(tmp_path / "run")
-  tt.train_transcoder(tt.TrainTranscoderConfig(cfg, workdir=workdir, num_steps=3, **base), store,
-                      mesh)
+  tt.train_transcoder(tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=3, **base),
+                      store, mesh)
   run, resumed = tt.train_transcoder(
-      tt.TrainTranscoderConfig(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
+      tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
   assert run["step"] == 6 and run["history"][0]["step"] == 4
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
+
+
+def test_a_resume_refuses_an_inconsistent_data_position_and_closes_its_checkpointer(
+    tmp_path, monkeypatch):
+  """The transcoder run goes through the same session as every trainer: a checkpoint whose
+  saved data position disagrees with its state's step is refused, and every refused start
+  (that one, and an initial sample holding NaN) leaves its checkpointer closed."""
+  closed = []
+  original_close = session_lib.Checkpointer.close
+  monkeypatch.setattr(session_lib.Checkpointer, "close",
+                      lambda self: (closed.append(self.directory), original_close(self)))
+  x = np.random.default_rng(0).normal(size=(256, 2, 32)).astype(np.float32)
+  cfg = tc.TranscoderConfig(kind="plt", n_layers=2, d_model=32, d_latent=32, k=2)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  config = lambda workdir, steps: tt.TrainTranscoderConfig.make(
+      cfg, workdir=str(workdir), batch_size=64, num_steps=steps, log_every=1, init_sample=64,
+      optimizer=OPT, checkpoint=CheckpointConfig(every_steps=1, async_save=False))
+  assert tt.train_transcoder(config(tmp_path, 2), (x, x), mesh)[0]["status"] == "completed"
+  path = tmp_path / "checkpoints" / "2" / "data" / "metadata"
+  position = json.loads(path.read_text())
+  path.write_text(json.dumps(dict(position, step=1)))
+  closed.clear()
+  with pytest.raises(RuntimeError, match="does not match its state"):
+    tt.train_transcoder(config(tmp_path, 3), (x, x), mesh)
+  assert closed == [str(tmp_path / "checkpoints")]
+
+  closed.clear()
+  bad = np.full_like(x, np.nan)
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    tt.train_transcoder(config(tmp_path / "nan", 2), (bad, bad), mesh)
+  assert closed == [str(tmp_path / "nan" / "checkpoints")]

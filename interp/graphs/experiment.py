@@ -24,6 +24,7 @@ from interp.graphs import attribute, export, validate
 from interp.graphs import prune as graph_prune
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
+from interp.sae import train as sae_train
 from interp.sae import transcoder as tc
 from interp.sae import transcoder_train
 from interp.train import run_folder
@@ -57,7 +58,7 @@ class GraphRunConfig:
   n_steer: int = 5
   steer_factor: float = 0.0
   context_sequences: int = 64
-  mesh: str = "data:-1,model:1"
+  mesh: str = mesh_lib.DEFAULT_MESH
 
   def __post_init__(self):
     zoo.ModelSpec.parse(self.model)
@@ -100,7 +101,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   t_start = time.perf_counter()
   model = model or zoo.load(zoo.ModelSpec.parse(config.model))
   cfg, params = model.cfg, jax.tree.map(jax.numpy.asarray, model.params)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(config.mesh))
   source = tokenized.make_source("corpus", model.tokenizer, cfg.vocab_size)
   tc_dir = config.transcoder_dir or os.path.join(config.workdir, "transcoder")
   train_results = None
@@ -111,11 +112,13 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
     store = transcoder_train.transcoder_store(
         cfg, params, mesh, source, batch_size=config.batch_size,
         context_length=config.context_length, model_name=model.name)
-    train_cfg = transcoder_train.TrainTranscoderConfig(
-        transcoder=tc_cfg, workdir=tc_dir, batch_size=config.batch_size,
-        num_steps=config.num_steps, init_sample=min(1024, 4 * config.batch_size),
+    run = sae_train.DEFAULT_RUN.replace(
+        workdir=tc_dir, mesh=config.mesh, num_steps=config.num_steps,
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=min(50, config.num_steps // 5),
                                   grad_clip=0.0))
+    train_cfg = transcoder_train.TrainTranscoderConfig(
+        transcoder=tc_cfg, run=run, batch_size=config.batch_size,
+        init_sample=min(1024, 4 * config.batch_size))
     train_results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
     tc_params = jax.device_get(tc_params)
   tokens = _tokens(model, config.prompt)

@@ -36,8 +36,10 @@ from interp.induction import training as train_lib
 from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
+from interp.parallel import mesh as mesh_lib
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import RunConfig
 
 # name -> (layers, smeared keys)
 MODELS = {"attn1": (1, False), "attn2": (2, False), "smear1": (1, True)}
@@ -76,7 +78,7 @@ class InductionConfig:
   lr: float = 1e-2
   warmup_steps: int = 20
   seed: int = 0
-  mesh: str = "data:-1,model:1"
+  mesh: str = mesh_lib.DEFAULT_MESH
   snapshot_every: int = 25
   log_every: int = 10
   eval_batch: int = 64
@@ -103,12 +105,13 @@ class InductionConfig:
                                   self.vocab_size, smear_keys=smear)
 
   def train_config(self, name: str) -> train_lib.TrainConfig:
-    return train_lib.TrainConfig(
-        workdir=os.path.join(self.workdir, "models", name), model=self.model(name),
-        data=self.data, batch_size=self.batch_size, num_steps=self.num_steps, seed=self.seed,
-        mesh=self.mesh, log_every=self.log_every, snapshot_every=self.snapshot_every,
+    run = RunConfig(
+        workdir=os.path.join(self.workdir, "models", name), seed=self.seed, mesh=self.mesh,
+        num_steps=self.num_steps, log_every=self.log_every,
         optimizer=OptimizerConfig(lr=self.lr, warmup_steps=self.warmup_steps),
         checkpoint=CheckpointConfig(every_steps=1000, keep=1))
+    return train_lib.TrainConfig(model=self.model(name), run=run, data=self.data,
+                                 batch_size=self.batch_size, snapshot_every=self.snapshot_every)
 
   def eval_tokens(self) -> jax.Array:
     """Held-out repeated random tokens: [eval_batch, n_ctx], a segment of n_ctx / 2 twice."""

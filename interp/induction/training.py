@@ -23,43 +23,38 @@ from interp.models.config import TransformerConfig
 from interp.train import lm
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 
 Snapshot = Callable[[dict], dict]  # params -> {name: array}
 
 
+# The induction runs' defaults for the settings every run shares.
+DEFAULT_RUN = RunConfig(num_steps=1000, log_every=10, optimizer=OptimizerConfig(lr=1e-2),
+                        checkpoint=CheckpointConfig(every_steps=500, keep=1))
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(EmbedsRun):
   """Attributes:
-    workdir: the run folder.
     model: the architecture.
+    run: the run folder (required), seed, mesh, num_steps, log_every, optimizer, checkpoint
+      (`interp.train.run_config`).
     data: `pairs:MIN-MAX` or any `--data` spec of `interp.data.sources`.
-    batch_size, num_steps, seed, mesh, log_every: as in `interp.train.lm.TrainLMConfig`.
+    batch_size: as in `interp.train.lm.TrainLMConfig`.
     snapshot_every: evaluate the snapshot function every this many steps (0 = only at the end).
-    optimizer, checkpoint: AdamW and checkpoint settings.
   """
 
-  workdir: str
   model: TransformerConfig
+  run: RunConfig = DEFAULT_RUN
   data: str = "pairs:4-16"
   batch_size: int = 32
-  num_steps: int = 1000
-  seed: int = 0
-  mesh: str = "data:-1,model:1"
-  log_every: int = 10
   snapshot_every: int = 25
-  optimizer: OptimizerConfig = OptimizerConfig(lr=1e-2)
-  checkpoint: CheckpointConfig = CheckpointConfig(every_steps=500, keep=1)
 
   def __post_init__(self):
     sources.make_source(self.data, self.model.vocab_size)  # fails early on a bad spec
-    if min(self.batch_size, self.num_steps, self.log_every) <= 0 or self.snapshot_every < 0:
-      raise ValueError(f"batch_size, num_steps and log_every must be positive, snapshot_every "
-                       f"non-negative: {self}")
-
-  def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out["model"] = self.model.to_dict()
-    return out
+    check_positive(self, "batch_size")
+    if self.snapshot_every < 0:
+      raise ValueError(f"--snapshot_every={self.snapshot_every} must be non-negative")
 
 
 class Trained(NamedTuple):
@@ -113,21 +108,19 @@ class SnapshotHook:
 
 def train(config: TrainConfig, snapshot: Snapshot | None = None) -> Trained:
   """Trains (or resumes) `config.model` in `config.workdir`, snapshotting as it goes."""
-  workdir = os.path.abspath(config.workdir)
+  workdir = os.path.abspath(config.run.workdir)
   snap_path = os.path.join(workdir, "snapshots.jsonl")
 
   def hooks(start, state):
     if snapshot is None:
       return []
-    snap = SnapshotHook(snapshot, config.snapshot_every, config.num_steps, snap_path, start)
+    snap = SnapshotHook(snapshot, config.snapshot_every, config.run.num_steps, snap_path, start)
     if start == 0:
       snap.record(0, state.params)
     return [snap]
 
-  lm_config = lm.TrainLMConfig(
-      workdir=workdir, model=config.model, data=config.data, batch_size=config.batch_size,
-      num_steps=config.num_steps, seed=config.seed, mesh=config.mesh, log_every=config.log_every,
-      optimizer=config.optimizer, checkpoint=config.checkpoint)
+  lm_config = lm.TrainLMConfig(model=config.model, run=config.run.replace(workdir=workdir),
+                               data=config.data, batch_size=config.batch_size)
   results, state = lm.run(lm_config, hooks)
   params = jax.tree.map(np.asarray, jax.device_get(state.params))
   return Trained(params=params, step=int(state.step), status=results["status"],

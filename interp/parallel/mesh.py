@@ -19,6 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from interp.parallel import sharding as shd
 
 AXES = ("data", "model")
+# Pure data parallelism over every device: the default of every run.
+DEFAULT_MESH = "data:-1,model:1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +57,20 @@ class MeshConfig:
     return sizes[0], sizes[1]
 
 
-def make_mesh(config: MeshConfig | str = MeshConfig(), devices=None) -> Mesh:
+def make_mesh(config: MeshConfig = MeshConfig(), devices=None) -> Mesh:
   """A (data, model) mesh over `devices` (default: every device of every process).
 
   A fully specified mesh smaller than the devices of a single process uses the first devices
   (so `--mesh=data:1,model:1` runs on one device); across processes it must cover them all.
+
+  Args:
+    config: the parsed `--mesh` (`MeshConfig.parse`; a run config parses it once).
+    devices: the devices to use (default all).
+  Returns:
+    The mesh, axes `data` and `model`.
   """
-  if isinstance(config, str):
-    config = MeshConfig.parse(config)
+  if not isinstance(config, MeshConfig):
+    raise TypeError(f"make_mesh takes a parsed MeshConfig (MeshConfig.parse), not {config!r}")
   devices = jax.devices() if devices is None else list(devices)
   wanted = config.data * config.model
   if wanted > 0 and wanted < len(devices) and jax.process_count() == 1:

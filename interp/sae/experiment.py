@@ -122,13 +122,13 @@ def _eval_tokens(src: SourceConfig, model: zoo.Model) -> np.ndarray:
 def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
         eval_config: eval_lib.EvalConfig = eval_lib.EvalConfig()) -> dict:
   """Trains (or resumes) the dictionary, then evaluates it and writes files and figures."""
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.run.mesh_config)  # once: the store and the trainer share it
   store, model = build_store(src, config.batch_size, mesh)
-  results, params = sae_train.train_sae(config, store)
+  results, params = sae_train.train_sae(config, store, mesh)
   if results["status"] != "completed":
     return results
   params = jax.device_get(params)
-  workdir = os.path.abspath(config.workdir)
+  workdir = os.path.abspath(config.run.workdir)
   final = results["final"] or {}
   summary = {k: final.get(k) for k in ("l0", "fvu", "mse", "dead")}
   primary = jax.process_index() == 0

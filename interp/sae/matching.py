@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 from scipy.optimize import linear_sum_assignment
 
+from interp.parallel.mesh import DEFAULT_MESH
 from interp.sae.config import Activation, SAEConfig
 
 
@@ -125,7 +126,7 @@ class SeedStabilityConfig:
   lr: float = 3e-3
   k: int = 4
   l1_coeff: float = 2.0
-  mesh: str = "data:-1,model:1"
+  mesh: str = DEFAULT_MESH
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -159,17 +160,20 @@ class SeedStabilityConfig:
     return out
 
 
-def _train_one(config: SeedStabilityConfig, sae_cfg: SAEConfig, seed: int, store, workdir: str):
+def _train_one(config: SeedStabilityConfig, sae_cfg: SAEConfig, seed: int, store, workdir: str,
+               mesh):
   from interp.sae import train as train_lib
   from interp.train.checkpoint import CheckpointConfig
   from interp.train.optim import OptimizerConfig
-  train_cfg = train_lib.TrainSAEConfig(
-      workdir=workdir, sae=sae_cfg, batch_size=config.batch_size, num_steps=config.num_steps,
-      seed=seed, mesh=config.mesh, log_every=max(config.num_steps // 4, 1),
+  from interp.train.run_config import RunConfig
+  run = RunConfig(
+      workdir=workdir, seed=seed, mesh=config.mesh, num_steps=config.num_steps,
+      log_every=max(config.num_steps // 4, 1),
       optimizer=OptimizerConfig(lr=config.lr, warmup_steps=min(50, config.num_steps // 10),
                                 grad_clip=0.0),
       checkpoint=CheckpointConfig(every_steps=config.num_steps, keep=1))
-  results, params = train_lib.train_sae(train_cfg, store)
+  train_cfg = train_lib.TrainSAEConfig(sae=sae_cfg, run=run, batch_size=config.batch_size)
+  results, params = train_lib.train_sae(train_cfg, store, mesh)
   return results, {k: np.asarray(v) for k, v in params.items()}
 
 
@@ -216,8 +220,8 @@ def run_seed_stability(config: SeedStabilityConfig) -> dict:
   run_folder.record_flags(config.workdir, config.to_dict())
   features = synthetic.PlantedFeatures(d=config.d, n_features=config.n_features,
                                        density=config.density, seed=config.features_seed)
-  store = synthetic.SyntheticStore(features, config.batch_size, mesh_lib.make_mesh(config.mesh),
-                                   seed=config.data_seed)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(config.mesh))
+  store = synthetic.SyntheticStore(features, config.batch_size, mesh, seed=config.data_seed)
   truth = np.asarray(features.directions())
   runs, pairs, summary = [], [], []
   for arch, width in itertools.product(config.architectures, config.widths):
@@ -226,7 +230,7 @@ def run_seed_stability(config: SeedStabilityConfig) -> dict:
     for seed in range(config.seeds):
       name = f"{arch.value}_w{width}"
       results, params = _train_one(config, sae_cfg, seed, store,
-                                   os.path.join(config.workdir, name, f"seed{seed}"))
+                                   os.path.join(config.workdir, name, f"seed{seed}"), mesh)
       cos = np.max(cosine_matrix(truth, params["W_dec"]), -1)
       final = results.get("final") or {}
       runs.append({"architecture": arch.value, "width": width, "seed": seed,

@@ -45,10 +45,11 @@ def sae_gemma(workdir: str, quick: bool) -> Section:
                                 buffer_batches=s["buffer_batches"],
                                 eval_sequences=s["eval_sequences"])
   sae = SAEConfig(d_in=640, d_sae=s["d_sae"], activation="topk", k=32, dead_mitigation="auxk")
-  config = sae_train.TrainSAEConfig(
-      workdir=workdir, sae=sae, batch_size=s["batch_size"], num_steps=s["num_steps"],
-      mesh="data:1,model:1", log_every=10, init_sample=2048,
+  run = sae_train.DEFAULT_RUN.replace(
+      workdir=workdir, num_steps=s["num_steps"], mesh="data:1,model:1", log_every=10,
       optimizer=OptimizerConfig(lr=1e-3, warmup_steps=10, grad_clip=0.0))
+  config = sae_train.TrainSAEConfig(sae=sae, run=run, batch_size=s["batch_size"],
+                                    init_sample=2048)
   results = experiment.run(config, src, eval_lib.EvalConfig(batch_size=8))
   title = "Sparse autoencoder on Gemma 3 270M (TopK, middle residual stream)"
   if results["status"] != "completed":

@@ -18,14 +18,12 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
 from interp.data import sources
 from interp.models import zoo
@@ -35,12 +33,12 @@ from interp.sae import dictionary as dic
 from interp.sae.config import DeadMitigation, SAEConfig
 from interp.train import compile_only as compile_lib
 from interp.train import loop
-from interp.train import metrics as metrics_lib
 from interp.train import run_folder
 from interp.train import state as state_lib
-from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
-                                     Checkpointer)
+from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.session import Session
 
 
 class Store(Protocol):
@@ -54,46 +52,34 @@ class Store(Protocol):
   def describe(self) -> dict: ...
 
 
+# The dictionaries' defaults for the settings every run shares.
+DEFAULT_RUN = RunConfig(num_steps=1000, log_every=50,
+                        optimizer=OptimizerConfig(lr=1e-3, warmup_steps=50, grad_clip=0.0))
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainSAEConfig:
+class TrainSAEConfig(EmbedsRun):
   """Attributes:
-    workdir: the run folder.
     sae: the dictionary (`interp.sae.config.SAEConfig`).
+    run: the run folder, seed (dictionary init; the store has its own data seed), mesh (`model`
+      shards the latents), num_steps, log_every, optimizer, checkpoint
+      (`interp.train.run_config`).
     batch_size: activations per step (global); a multiple of the data axis.
-    num_steps: total updates.
-    seed: dictionary init (the store has its own data seed).
-    mesh: `--mesh` spec; `model` shards the latents.
-    log_every: metrics fetched, checked for NaN/Inf and written every this many steps.
     init_sample: activations read before training for the input scale and the geometric median.
-    optimizer, checkpoint: as for every run.
   """
 
-  workdir: str
   sae: SAEConfig
+  run: RunConfig = DEFAULT_RUN
   batch_size: int = 4096
-  num_steps: int = 1000
-  seed: int = 0
-  mesh: str = "data:-1,model:1"
-  log_every: int = 50
   init_sample: int = 4096
-  optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, warmup_steps=50, grad_clip=0.0)
-  checkpoint: CheckpointConfig = CheckpointConfig()
 
   def __post_init__(self):
-    mesh_lib.MeshConfig.parse(self.mesh)
-    for name in ("batch_size", "num_steps", "log_every", "init_sample"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+    check_positive(self, "batch_size", "init_sample")
     if (self.sae.activation.value == "batchtopk"
         and self.batch_size * self.sae.d_sae > 2**31 - 1):
       # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.
       raise ValueError(f"--activation=batchtopk counts --batch_size x --d_sae = "
                        f"{self.batch_size * self.sae.d_sae} values in int32; use a smaller batch")
-
-  def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out["sae"] = self.sae.to_dict()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,70 +230,70 @@ def _check_sae_config(workdir: str, cfg: SAEConfig) -> None:
         f"--workdir, or the original flags.")
 
 
-def train_sae(config: TrainSAEConfig, store: Store) -> tuple[dict, dict]:
-  """Trains (or resumes) the dictionary in `config.workdir` on `store`'s activations.
+def train_sae(config: TrainSAEConfig, store: Store, mesh=None) -> tuple[dict, dict]:
+  """Trains (or resumes) the dictionary in `config.run.workdir` on `store`'s activations.
 
+  Args:
+    config: the run; store: the activations (built on `mesh`).
+    mesh: the run's mesh (default: built from `config.run.mesh`).
   Returns:
     (results, params): results has status, step, the final logged metrics and wall time;
     params are the trained dictionary (sharded arrays, buffers included).
   """
-  start_time = time.time()
-  cfg = config.sae
+  cfg, run = config.sae, config.run
   if store.d_in != cfg.d_in:
     raise ValueError(f"--d_in={cfg.d_in} but the activations at the hook site are "
                      f"{store.d_in} wide")
-  mesh = mesh_lib.make_mesh(config.mesh)
-  workdir = os.path.abspath(config.workdir)
-  _check_sae_config(workdir, cfg)
-  sources.check_batch_size(config.batch_size, mesh)
-  progs = programs(cfg, config.optimizer, mesh, config.init_sample)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
-  try:
-    restored = ckpt.restore(progs.target)
-  except BaseException:
-    ckpt.close()
-    raise
-  if restored is None:
+  with Session(run, mesh, check=lambda w: _check_sae_config(w, cfg),
+               label="SAE training") as session:
+    progs = session.programs(lambda: _checked_programs(config, session.mesh))
+    state, stopped = train_dictionary(session, progs, store, config, "dictionary",
+                                      {"sae_config.json": cfg.to_dict()})
+    return session.finish(state, stopped), state.params
+
+
+def train_dictionary(session: Session, progs: Programs, store: Store, config, what: str,
+                     records: dict, hooks=()):
+  """Opens `session` (a new dictionary from a sample of `store`) and trains it on `store`.
+
+  What an SAE run and a transcoder run share: the init sample (refused if not finite), the data
+  position (the store's description and the seed), the records beside flags.json.
+
+  Args:
+    session: the run's session; progs: its compiled programs.
+    store: the activations; config: the trainer's config (`init_sample`, `to_dict()`).
+    what: the dictionary's name in the error for a non-finite sample.
+    records: the dictionary's config record(s); data.json is added.
+    hooks: the trainer's own loop hooks.
+  Returns:
+    (final state, stopped early).
+  """
+  seed = session.run.seed
+
+  def init():
     sample = np.asarray(store.sample(config.init_sample), np.float32)
     if not np.all(np.isfinite(sample)):
-      ckpt.close()
       raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
-                               f"NaN or Inf; cannot initialise the dictionary")
-    state = progs.init(jax.random.key(config.seed), sample)
-  else:
-    state, position = restored
-    if position.get("step") != int(state.step):
-      raise RuntimeError(f"checkpoint data position {position} does not match step "
-                         f"{int(state.step)}")
-  start = int(state.step)
-  if jax.process_index() == 0:
-    run_folder.record_flags(workdir, config.to_dict())
-    run_folder.write_json(workdir, "sae_config.json", cfg.to_dict())
-    run_folder.write_json(workdir, "data.json", store.describe())
-  logging.info("%s SAE training at step %d of %d on mesh %s",
-               "resuming" if restored else "starting", start, config.num_steps,
-               dict(mesh.shape))
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  writer.truncate_after(start)
-  metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)
-  position = lambda s: {"step": s, "data": store.describe(), "seed": config.seed}
-  hooks = [metrics_hook, CheckpointHook(ckpt, config.num_steps, position)]
-  state, stopped = loop.run(progs.step, state, store.batch, config.num_steps, hooks)
-  results = {"status": "preempted" if stopped else "completed", "step": int(state.step),
-             "wall_s": round(time.time() - start_time, 3),
-             "final": metrics_hook.last or run_folder.last_row(writer.path)}
-  if jax.process_index() == 0 and not stopped:
-    run_folder.write_json(workdir, "results.json", results)
-  return results, state.params
+                               f"NaN or Inf; cannot initialise the {what}")
+    return progs.init(jax.random.key(seed), sample)
+
+  state = session.open(progs.target, init,
+                       lambda s: {"step": s, "data": store.describe(), "seed": seed},
+                       flags=config.to_dict(),
+                       records={**records, "data.json": store.describe()})
+  return session.train(progs.step, state, store.batch, hooks)
+
+
+def _checked_programs(config: TrainSAEConfig, mesh) -> Programs:
+  sources.check_batch_size(config.batch_size, mesh)
+  return programs(config.sae, config.run.optimizer, mesh, config.init_sample)
 
 
 def compile_only(config: TrainSAEConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
                  capacity_name: str = "TPU v5p HBM") -> compile_lib.MemoryReport:
-  """Lowers and compiles the SAE step for `config.mesh`; reports per-device memory. Nothing
+  """Lowers and compiles the SAE step for `config.run.mesh`; reports per-device memory. Nothing
   is allocated or trained (plan pods with XLA_FLAGS=--xla_force_host_platform_device_count=N)."""
-  mesh = mesh_lib.make_mesh(config.mesh)
-  sources.check_batch_size(config.batch_size, mesh)
-  progs = programs(config.sae, config.optimizer, mesh, config.init_sample)
+  progs = _checked_programs(config, mesh_lib.make_mesh(config.run.mesh_config))
   batch = jax.ShapeDtypeStruct((config.batch_size, config.sae.d_in), jnp.float32,
                                sharding=progs.batch)
   return compile_lib.compile_and_report(progs.step, progs.target, batch,

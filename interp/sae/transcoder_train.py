@@ -8,17 +8,16 @@ Vocabulary (beyond `interp.sae.transcoder`):
 
 Parameters are sharded along `latent` (mesh axis `model`), batches along `data`, and the step
 is `interp.train.loop.compile_step` (jit with in/out shardings, the state donated). With a
-`workdir`, the run folder holds transcoder_config.json, data.json, metrics.jsonl and Orbax
-checkpoints, and a rerun resumes exactly (batch s is a pure function of the store's seed and
-s); without one nothing is written (tests, notebooks).
+`workdir`, the run folder holds flags.json, transcoder_config.json, data.json, metrics.jsonl,
+Orbax checkpoints and results.json (`interp.train.session`), and a rerun resumes exactly
+(batch s is a pure function of the store's seed and s); without one nothing is written (tests,
+notebooks).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,48 +28,34 @@ from interp.data import sources
 from interp.sae import store as store_lib
 from interp.sae import train as sae_train
 from interp.sae import transcoder as tc
-from interp.train import loop
 from interp.train import metrics as metrics_lib
 from interp.train import run_folder
 from interp.train import state as state_lib
-from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
-                                     Checkpointer)
+from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.session import Session
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainTranscoderConfig:
+class TrainTranscoderConfig(EmbedsRun):
   """Attributes:
     transcoder: the dictionary (`interp.sae.transcoder.TranscoderConfig`).
-    workdir: the run folder (None: no checkpoints or files).
+    run: the run folder ("" = no checkpoints or files), seed (dictionary init; the store has
+      its own data seed), num_steps, log_every (metrics also recorded at steps 1 and
+      num_steps), optimizer, checkpoint (`interp.train.run_config`); the defaults are the
+      SAEs' (`interp.sae.train.DEFAULT_RUN`). The mesh is the caller's.
     batch_size: tokens per step (global); a multiple of the data axis.
-    num_steps: total updates.
-    seed: dictionary init (the store has its own data seed).
-    log_every: metrics fetched, checked for NaN/Inf and recorded every this many steps (and
-      at steps 1 and num_steps).
     init_sample: tokens read before training for the scales and b_dec.
-    optimizer, checkpoint: as for every run.
   """
 
   transcoder: tc.TranscoderConfig
-  workdir: str | None = None
+  run: RunConfig = sae_train.DEFAULT_RUN
   batch_size: int = 1024
-  num_steps: int = 1000
-  seed: int = 0
-  log_every: int = 50
   init_sample: int = 1024
-  optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, warmup_steps=50, grad_clip=0.0)
-  checkpoint: CheckpointConfig = CheckpointConfig()
 
   def __post_init__(self):
-    for name in ("batch_size", "num_steps", "log_every", "init_sample"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
-
-  def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out["transcoder"] = self.transcoder.to_dict()
-    return out
+    check_positive(self, "batch_size", "init_sample")
 
 
 def transcoder_store(model_cfg, model_params, mesh, source, **store_kwargs):
@@ -145,6 +130,12 @@ class HistoryHook:
     pass
 
 
+def _check_transcoder_config(workdir: str, cfg: tc.TranscoderConfig) -> None:
+  if run_folder.config_changes(workdir, "transcoder_config.json", cfg.to_dict()):
+    raise CheckpointMismatchError(f"--workdir={workdir} holds a transcoder with another "
+                                  f"config; use a new --workdir or the original flags")
+
+
 def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tuple[dict, dict]:
   """Trains (or, with a workdir, resumes) a transcoder on paired activations.
 
@@ -158,49 +149,22 @@ def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tu
     steps) and final; params are the trained transcoder with its scales folded in
     (`transcoder.fold_scales`), sharded like the training state.
   """
-  start_time = time.time()
-  cfg = config.transcoder
+  cfg, run = config.transcoder, config.run
   store = store_or_arrays
   if isinstance(store_or_arrays, (tuple, list)):
-    store = array_store(*store_or_arrays, config.batch_size, mesh, seed=config.seed)
+    store = array_store(*store_or_arrays, config.batch_size, mesh, seed=run.seed)
   want = (2 * cfg.n_layers, cfg.d_model)
   if tuple(store.source.row_shape) != want:
     raise ValueError(f"the store serves rows {tuple(store.source.row_shape)}; a transcoder of "
                      f"{cfg.n_layers} layers and d_model {cfg.d_model} reads paired rows {want}")
-  sources.check_batch_size(config.batch_size, mesh)
-  progs = programs(cfg, config.optimizer, mesh, config.init_sample)
-  history = HistoryHook(config.log_every, config.num_steps)
-  hooks, restored, ckpt = [history], None, None
-  if config.workdir:
-    workdir = os.path.abspath(config.workdir)
-    if run_folder.config_changes(workdir, "transcoder_config.json", cfg.to_dict()):
-      raise CheckpointMismatchError(f"--workdir={workdir} holds a transcoder with another "
-                                    f"config; use a new --workdir or the original flags")
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
-    restored = ckpt.restore(progs.target)
-  if restored is None:
-    sample = np.asarray(store.sample(config.init_sample), np.float32)
-    if not np.all(np.isfinite(sample)):
-      raise FloatingPointError(f"the initial activation sample ({store.describe()}) holds "
-                               f"NaN or Inf; cannot initialise the transcoder")
-    state = progs.init(jax.random.key(config.seed), sample)
-  else:
-    state = restored[0]
-  if config.workdir:
-    if jax.process_index() == 0:
-      run_folder.record_flags(workdir, config.to_dict())
-      run_folder.write_json(workdir, "transcoder_config.json", cfg.to_dict())
-      run_folder.write_json(workdir, "data.json", store.describe())
-    writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-    writer.truncate_after(int(state.step))
-    position = lambda s: {"step": s, "data": store.describe(), "seed": config.seed}
-    hooks += [metrics_lib.MetricsHook(writer, config.log_every, config.num_steps,
-                                      int(state.step)),
-              CheckpointHook(ckpt, config.num_steps, position)]
-  state, stopped = loop.run(progs.step, state, store.batch, config.num_steps, hooks)
-  results = {"status": "preempted" if stopped else "completed", "step": int(state.step),
-             "wall_s": round(time.time() - start_time, 3), "history": history.rows,
-             "final": history.rows[-1] if history.rows else None}
-  if config.workdir and jax.process_index() == 0 and not stopped:
-    run_folder.write_json(workdir, "results.json", results)
-  return results, tc.fold_scales(cfg, state.params)
+  with Session(run, mesh, check=lambda w: _check_transcoder_config(w, cfg),
+               label="transcoder training") as session:
+    sources.check_batch_size(config.batch_size, mesh)
+    progs = programs(cfg, run.optimizer, mesh, config.init_sample)
+    history = HistoryHook(run.log_every, run.num_steps)
+    state, stopped = sae_train.train_dictionary(
+        session, progs, store, config, "transcoder",
+        {"transcoder_config.json": cfg.to_dict()}, [history])
+    results = session.finish(state, stopped, history=history.rows,
+                             final=history.rows[-1] if history.rows else None)
+    return results, tc.fold_scales(cfg, state.params)

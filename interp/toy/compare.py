@@ -35,11 +35,9 @@ def sweep_for(instances: int) -> sweep_lib.Sweep:
 
 
 def train_config(**changes) -> program_lib.ToyTrainConfig:
-  import dataclasses
-  base = program_lib.ToyTrainConfig(workdir="", model=model_lib.ToyModelConfig(N_FEATURES,
-                                                                            N_HIDDEN),
-                                  batch_size=BATCH, num_steps=1, lr=LR)
-  return dataclasses.replace(base, **changes)
+  base = program_lib.ToyTrainConfig.make(
+      model=model_lib.ToyModelConfig(N_FEATURES, N_HIDDEN), batch_size=BATCH, num_steps=1, lr=LR)
+  return base.replace(**changes)
 
 
 def torch_notebook(instances: int, threads: int, seconds: float, reps: int) -> dict:

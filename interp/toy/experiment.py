@@ -23,6 +23,7 @@ from absl import logging
 
 from interp import jsonio
 from interp.toy import basic, geometry, intro, phase
+from interp.parallel import mesh as mesh_lib
 from interp.toy import data as data_lib
 from interp.toy import model as model_lib
 from interp.toy import speed
@@ -68,7 +69,7 @@ class ToyExperimentConfig:
   n_hidden: int = 0
   batch_size: int = 0
   seed: int = 0
-  mesh: str = "data:-1,model:1"
+  mesh: str = mesh_lib.DEFAULT_MESH
   data: data_lib.DataConfig = data_lib.DataConfig()
   log_every: int = 0
   checkpoint_every: int = 2000
@@ -92,7 +93,7 @@ class ToyExperimentConfig:
     return dataclasses.replace(base, **overrides)
 
   def train_config(self, settings: Settings) -> train_lib.ToyTrainConfig:
-    return train_lib.ToyTrainConfig(
+    return train_lib.ToyTrainConfig.make(
         workdir=self.workdir, model=model_lib.ToyModelConfig(settings.n_features,
                                                              settings.n_hidden),
         data=self.data, batch_size=settings.batch_size, num_steps=settings.num_steps,

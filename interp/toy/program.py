@@ -33,6 +33,7 @@ from interp.train import loop
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
 
 # The instance axis shards over `data`; W's and b's other axes stay whole on each device.
 RULES = shd.override(shd.PARAM_RULES, instance="data")
@@ -47,62 +48,47 @@ CHUNK_FLOATS = {"cpu": 1 << 18}
 ACCELERATOR_CHUNK_FLOATS = 1 << 26
 
 
+# The toy runs' defaults for the settings every run shares: AdamW at a constant rate, as in the
+# paper's notebook, and no gradient clipping (a global norm would couple the independent
+# instances).
+DEFAULT_RUN = RunConfig(
+    num_steps=10_000, log_every=500,
+    optimizer=OptimizerConfig(lr=1e-3, warmup_steps=0, weight_decay=0.0, grad_clip=0.0, b1=0.9,
+                              b2=0.999),
+    checkpoint=CheckpointConfig(every_steps=2000, keep=2))
+
+
 @dataclasses.dataclass(frozen=True)
-class ToyTrainConfig:
+class ToyTrainConfig(EmbedsRun):
   """Attributes:
-    workdir: the run folder ("" = none: no records, no checkpoints; for benchmarks and tests).
     model: widths and contraction.
+    run: the run folder ("" = none: no records, no checkpoints; for benchmarks and tests),
+      seed (root of the init, train and eval keys), mesh (instances shard over `data`),
+      num_steps, log_every, optimizer (lr, weight_decay), checkpoint (`interp.train.run_config`).
     data: PRNG, bits per sample, feature sets.
     batch_size: samples per instance per step.
-    num_steps: total updates.
-    lr: AdamW learning rate (constant, as in the paper's notebook).
-    weight_decay: AdamW decoupled weight decay.
-    seed: root of the init, train and eval keys.
-    mesh: `--mesh` spec; instances shard over `data`.
-    log_every: metrics cadence.
     eval_batches: batches per instance in the final evaluation (fresh samples).
     chunk: instances per vmapped chunk within a device (0 = by CHUNK_FLOATS for the platform).
-    checkpoint: save policy.
   """
 
-  workdir: str
   model: model_lib.ToyModelConfig
+  run: RunConfig = DEFAULT_RUN
   data: data_lib.DataConfig = data_lib.DataConfig()
   batch_size: int = 1024
-  num_steps: int = 10_000
-  lr: float = 1e-3
-  weight_decay: float = 0.0
-  seed: int = 0
-  mesh: str = "data:-1,model:1"
-  log_every: int = 500
   eval_batches: int = 8
   chunk: int = 0
-  checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2000, keep=2)
 
   def __post_init__(self):
-    mesh_lib.MeshConfig.parse(self.mesh)
-    if min(self.batch_size, self.num_steps, self.log_every, self.eval_batches) <= 0:
-      raise ValueError(f"batch_size ({self.batch_size}), num_steps ({self.num_steps}), "
-                       f"log_every ({self.log_every}) and eval_batches ({self.eval_batches}) "
-                       "must be positive")
-    if self.lr <= 0 or self.weight_decay < 0 or self.chunk < 0 or self.seed < 0:
-      raise ValueError(f"lr ({self.lr}) must be positive; weight_decay ({self.weight_decay}), "
-                       f"chunk ({self.chunk}) and seed ({self.seed}) non-negative")
-
-  def optimizer(self) -> OptimizerConfig:
-    # No gradient clipping: a global norm would couple the independent instances.
-    return OptimizerConfig(lr=self.lr, warmup_steps=0, weight_decay=self.weight_decay,
-                           grad_clip=0.0, b1=0.9, b2=0.999)
+    check_positive(self, "batch_size", "eval_batches")
+    opt = self.run.optimizer
+    if opt.weight_decay < 0 or self.chunk < 0 or opt.grad_clip:
+      raise ValueError(f"weight_decay ({opt.weight_decay}) and chunk ({self.chunk}) must be "
+                       f"non-negative and grad_clip ({opt.grad_clip}) 0: a global norm would "
+                       "couple the independent instances")
 
   def resolved_chunk(self, platform: str = "cpu") -> int:
     floats = CHUNK_FLOATS.get(platform, ACCELERATOR_CHUNK_FLOATS)
     return self.chunk or max(1, floats // (self.batch_size * self.model.n_features))
-
-  def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out["model"] = self.model.to_dict()
-    out["data"] = self.data.to_dict()
-    return out
 
 
 @dataclasses.dataclass
@@ -227,15 +213,15 @@ def build(config: ToyTrainConfig, sweep: Sweep, devices: Sequence | None = None)
     raise ValueError(f"the sweep has {sweep.n_features} features, the model "
                      f"{config.model.n_features}")
   data_lib.FeatureSets.parse(config.data.sets).resolve(config.model.n_features)
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  mesh = mesh_lib.make_mesh(config.run.mesh_config, devices)
   if mesh.size > 1 and config.data.prng in (data_lib.Prng.PHILOX2X32, data_lib.Prng.PHILOX4X32):
     raise ValueError(f"--prng={config.data.prng.value} runs on one device only (its mulhi does not "
                      f"lower under the Shardy partitioner in jax {jax.__version__}); this mesh "
                      f"has {mesh.size}. Use --prng=threefry2x32 or a one-device mesh.")
   padded = sweep.padded(mesh.shape["data"])
-  root = data_lib.root_key(config.seed, config.data.prng)
+  root = data_lib.root_key(config.run.seed, config.data.prng)
   init_key, train_key, eval_key = (jax.random.fold_in(root, i) for i in range(3))
-  optimizer = config.optimizer().build()
+  optimizer = config.run.optimizer.build()
   init = state_lib.init_fn(lambda: _init_params(config.model, mesh, init_key,
                                                 padded.n_instances), optimizer)
   abstract_params = jax.eval_shape(init).params

@@ -2,10 +2,11 @@
 run through the shared train loop, with its records and checkpoints.
 
 The run folder (`workdir`) holds:
-  flags.json           this run's ToyTrainConfig
+  flags.json           this run's ToyTrainConfig (a resume with other flags logs what changed)
   sweep.json           the sweep's shape and digest (a resumed run refuses a different sweep)
   metrics.jsonl        loss (mean over instances), loss_max, grad_norm every `log_every` steps
   checkpoints/<step>/  Orbax checkpoints of the TrainState and the data position
+The order of checks, restore and records is `interp.train.session`'s.
 Running again with the same workdir resumes from the latest checkpoint, bit for bit.
 """
 
@@ -24,11 +25,9 @@ from jax.experimental import multihost_utils
 
 from interp.toy.program import ToyTrainConfig, build, host_metrics  # noqa: F401 (re-exported)
 from interp.toy.sweep import Sweep
-from interp.train import loop
-from interp.train import metrics as metrics_lib
-from interp.train import run_folder
 from interp.train import state as state_lib
-from interp.train.checkpoint import CheckpointHook, CheckpointMismatchError, Checkpointer
+from interp.train.checkpoint import CheckpointMismatchError
+from interp.train.session import Session
 
 
 @dataclasses.dataclass
@@ -93,7 +92,7 @@ def train_toy(config: ToyTrainConfig, sweep: Sweep, devices: Sequence | None = N
   """Trains (or resumes) every instance of `sweep`, then evaluates each on fresh samples.
 
   Args:
-    config: the run; `config.workdir` "" trains without records or checkpoints.
+    config: the run; `config.run.workdir` "" trains without records or checkpoints.
     sweep: the per-instance table.
     devices: devices for the mesh (default all).
   Returns:
@@ -101,49 +100,26 @@ def train_toy(config: ToyTrainConfig, sweep: Sweep, devices: Sequence | None = N
   """
   start_time = time.perf_counter()
   program = build(config, sweep, devices)
-  workdir = os.path.abspath(config.workdir) if config.workdir else ""
-  primary = jax.process_index() == 0
-  hooks, restored, ckpt = [], None, None
-  if workdir:
-    _check_sweep(workdir, sweep)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
-    try:
-      restored = ckpt.restore(state_lib.abstract(program.init, program.state_shardings))
-    except BaseException:
-      ckpt.close()
-      raise
-  if restored is None:
-    state = jax.jit(program.init, out_shardings=program.state_shardings)()
-  else:
-    state, position = restored
-    if position.get("step") != int(state.step) or position.get("sweep") != sweep.digest():
-      raise RuntimeError(f"checkpoint data position {position} does not match its state (step "
-                         f"{int(state.step)}, sweep {sweep.digest()})")
-  start = int(state.step)
-  logging.info("toy run: %s at step %d of %d, %d instances (%d padded) on mesh %s, chunk %d",
-               "resuming" if restored else "starting", start, config.num_steps, program.n_real,
-               program.sweep.n_instances, dict(program.mesh.shape), program.chunk)
-  timing_hook = _TimingHook(config.num_steps)
-  metrics_hook = None
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    if primary:
-      run_folder.write_json(workdir, "flags.json", config.to_dict())
-      run_folder.write_json(workdir, "sweep.json", sweep.describe())
-    writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-    writer.truncate_after(start)
-    metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)
-    position = lambda s: {"step": s, "seed": config.seed, "sweep": sweep.digest()}
-    hooks = [metrics_hook, timing_hook, CheckpointHook(ckpt, config.num_steps, position)]
-  else:
-    hooks = [timing_hook]
-  state, stopped = loop.run(host_metrics(program.step, program.n_real), state,
-                            lambda i: np.int32(i), config.num_steps, hooks)
+  run = config.run
+  with Session(run, program.mesh, check=lambda w: _check_sweep(w, sweep),
+               label="toy run") as session:
+    state = session.open(
+        state_lib.abstract(program.init, program.state_shardings),
+        lambda: jax.jit(program.init, out_shardings=program.state_shardings)(),
+        lambda s: {"step": s, "seed": run.seed, "sweep": sweep.digest()},
+        flags=config.to_dict(), records={"sweep.json": sweep.describe()},
+        strict=("step", "sweep"))
+    logging.info("toy run: %d instances (%d padded), chunk %d", program.n_real,
+                 program.sweep.n_instances, program.chunk)
+    timing_hook = _TimingHook(run.num_steps)
+    state, stopped = session.train(host_metrics(program.step, program.n_real), state,
+                                   lambda i: np.int32(i), [timing_hook])
   eval_loss = np.asarray(_to_host(program.evaluate(state.params)))[:program.n_real]
   params = {k: np.asarray(v)[:program.n_real] for k, v in _to_host(state.params).items()}
   timing = {"wall_seconds": round(time.perf_counter() - start_time, 3),
-            "steps_this_call": config.num_steps - start, "chunk": program.chunk,
+            "steps_this_call": run.num_steps - session.start, "chunk": program.chunk,
             "mesh": dict(program.mesh.shape), **timing_hook.rates(program.sweep.n_instances)}
   return ToyRun(params=params, eval_loss=eval_loss,
                 status="preempted" if stopped else "completed", step=int(state.step),
-                timing=timing, final_metrics=metrics_hook.last if metrics_hook else None)
+                timing=timing,
+                final_metrics=session.metrics_hook.last if session.metrics_hook else None)

@@ -18,12 +18,10 @@ import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 
 from interp.data import sources
 from interp.models import sharded, transformer
@@ -32,55 +30,37 @@ from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.train import compile_only as compile_lib
 from interp.train import loop
-from interp.train import metrics as metrics_lib
 from interp.train import run_folder
 from interp.train import state as state_lib
-from interp.train.checkpoint import (CheckpointConfig, CheckpointHook, CheckpointMismatchError,
-                                     Checkpointer, shape_mismatches)
+from interp.train.checkpoint import CheckpointMismatchError, shape_mismatches
 from interp.train.optim import OptimizerConfig
+from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.session import Session
+
+
+# This trainer's defaults for the settings every run shares.
+DEFAULT_RUN = RunConfig(num_steps=300, log_every=20)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainLMConfig:
+class TrainLMConfig(EmbedsRun):
   """Attributes:
-    workdir: the run folder.
     model: the architecture (vocab_size 256 for byte-level text).
+    run: the run folder, seed (parameter init and data order), mesh, num_steps,
+      log_every, optimizer and checkpoint (`interp.train.run_config`).
     data: a `--data` spec (`interp.data.sources`).
     batch_size: global batch size (rows of n_ctx + 1 tokens); a multiple of the data axis.
-    num_steps: total updates.
-    seed: parameter init and data order.
-    mesh: `--mesh` spec (`interp.parallel.mesh.MeshConfig.parse`).
-    log_every: metrics are fetched, checked for NaN/Inf and written every this many steps.
-    optimizer: AdamW settings (`interp.train.optim`).
-    checkpoint: when to save and how many to keep (`interp.train.checkpoint`).
   """
 
-  workdir: str
   model: TransformerConfig
+  run: RunConfig = DEFAULT_RUN
   data: str = "corpus"
   batch_size: int = 16
-  num_steps: int = 300
-  seed: int = 0
-  mesh: str = "data:-1,model:1"
-  log_every: int = 20
-  optimizer: OptimizerConfig = OptimizerConfig()
-  checkpoint: CheckpointConfig = CheckpointConfig()
 
   def __post_init__(self):
     sources.DataSpec.parse(self.data)
-    mesh_lib.MeshConfig.parse(self.mesh)
-    positive = {"num_steps": self.num_steps, "log_every": self.log_every,
-                "batch_size": self.batch_size, "n_ctx": self.model.n_ctx}
-    for name, value in positive.items():
-      if value <= 0:
-        raise ValueError(f"--{name}={value} must be positive")
-    if self.seed < 0:
-      raise ValueError(f"--seed={self.seed} must be non-negative")
-
-  def to_dict(self) -> dict:
-    out = dataclasses.asdict(self)
-    out["model"] = self.model.to_dict()
-    return out
+    check_positive(self, "batch_size")
+    check_positive(self.model, "n_ctx")
 
 
 def lm_loss(cfg: TransformerConfig, mesh, act_rules: shd.Rules = shd.ACT_RULES):
@@ -142,47 +122,9 @@ def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh) -> _Progra
                    target=state_lib.abstract(init, state_shardings, key))
 
 
-def _record_run(workdir: str, config: TrainLMConfig, source) -> None:
-  """Writes flags.json, model_config.json and data.json (process 0); warns on changed flags."""
-  run_folder.record_flags(workdir, config.to_dict())
-  run_folder.write_json(workdir, "model_config.json", config.model.to_dict())
-  run_folder.write_json(workdir, "data.json", source.describe())
-
-
-def _check_position(position: dict, step: int, config: TrainLMConfig) -> None:
-  if position.get("step") != step:
-    raise RuntimeError(f"checkpoint data position {position} does not match its state's step "
-                       f"{step}; the checkpoint is inconsistent")
-  if position.get("data") != config.data or position.get("seed") != config.seed:
-    logging.warning("resuming with --data=%s --seed=%d, but the checkpoint was trained on %s",
-                    config.data, config.seed, position)
-
-
-def _saved_mesh(workdir: str) -> str | None:
-  """The --mesh of the run that last started in `workdir` (from its flags.json), if any."""
-  return run_folder.saved_flag(workdir, "mesh")
-
-
-def _programs_for_resume(config: TrainLMConfig, mesh, workdir: str) -> _Programs:
-  """`_programs`, with a mesh that cannot hold the run explained against the saved run's.
-
-  A checkpoint restores into any mesh (Orbax reads each device's slice for the new shardings,
-  also with another number of processes); it cannot when the new mesh does not divide a
-  parameter or the batch, and then the error names both meshes.
-  """
-  try:
-    sources.check_batch_size(config.batch_size, mesh)
-    return _programs(config.model, config.optimizer, mesh)
-  except ValueError as e:
-    saved_mesh = _saved_mesh(workdir)
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")) or saved_mesh in (None,
-                                                                                  config.mesh):
-      raise
-    raise CheckpointMismatchError(
-        f"cannot resume --workdir={workdir} (checkpointed with --mesh={saved_mesh}) on "
-        f"--mesh={config.mesh} ({dict(mesh.shape)}, {jax.process_count()} process(es)): {e} "
-        f"Checkpoints reshard to any mesh whose axes divide the parameter and batch dimensions; "
-        f"pick such a --mesh (e.g. --mesh={saved_mesh}).") from e
+def _checked_programs(config: TrainLMConfig, mesh) -> _Programs:
+  sources.check_batch_size(config.batch_size, mesh)
+  return _programs(config.model, config.run.optimizer, mesh)
 
 
 def train_lm(config: TrainLMConfig) -> dict:
@@ -204,64 +146,33 @@ def run(config: TrainLMConfig,
   Returns:
     (results, final state).
   """
-  start_time = time.time()
-  mesh = mesh_lib.make_mesh(config.mesh)
+  run_cfg = config.run
   source = sources.make_source(config.data, config.model.vocab_size)
-  workdir = os.path.abspath(config.workdir)
-  check_model_config(workdir, config.model)
-  primary = jax.process_index() == 0
-
-  programs = _programs_for_resume(config, mesh, workdir)
-  key = jax.random.key(config.seed)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
-  try:
-    restored = ckpt.restore(programs.target)
-  except BaseException:
-    ckpt.close()
-    raise
-  if restored is None:
-    state = programs.init(key)
-  else:
-    state, position = restored
-    _check_position(position, int(state.step), config)
-    if _saved_mesh(workdir) not in (None, config.mesh):
-      logging.info("resharded the checkpoint of step %d from --mesh=%s to --mesh=%s (%d "
-                   "process(es))", int(state.step), _saved_mesh(workdir), config.mesh,
-                   jax.process_count())
-  start = int(state.step)
-  if primary:  # only now: a run refused above must not overwrite the records of the real one
-    _record_run(workdir, config, source)
-  logging.info("%s at step %d of %d on mesh %s", "resuming" if restored else "starting", start,
-               config.num_steps, dict(mesh.shape))
-
-  writer = metrics_lib.MetricWriter(workdir)
-  writer.truncate_after(start)
-  metrics_hook = metrics_lib.MetricsHook(writer, config.log_every, config.num_steps, start)
-  position = lambda s: {"step": s, "data": config.data, "seed": config.seed}
-  hooks = [metrics_hook, *(extra_hooks(start, state) if extra_hooks else []),
-           CheckpointHook(ckpt, config.num_steps, position)]
-  batches = sources.make_batches(source, mesh, config.seed, config.batch_size,
-                                 config.model.n_ctx + 1)
-  state, stopped = loop.run(programs.step, state, batches, config.num_steps, hooks)
-
-  results = {"status": "preempted" if stopped else "completed",
-             "step": int(state.step), "wall_s": round(time.time() - start_time, 3),
-             "final": metrics_hook.last or run_folder.last_row(writer.path)}
-  if primary and not stopped:
-    run_folder.write_json(workdir, "results.json", results)
-  return results, state
+  with Session(run_cfg, check=lambda w: check_model_config(w, config.model)) as session:
+    mesh = session.mesh
+    programs = session.programs(lambda: _checked_programs(config, mesh))
+    state = session.open(
+        programs.target, lambda: programs.init(jax.random.key(run_cfg.seed)),
+        position=lambda s: {"step": s, "data": config.data, "seed": run_cfg.seed},
+        flags=config.to_dict(),
+        records={"model_config.json": config.model.to_dict(), "data.json": source.describe()},
+        warn=("data", "seed"))
+    hooks = extra_hooks(session.start, state) if extra_hooks else []
+    batches = sources.make_batches(source, mesh, run_cfg.seed, config.batch_size,
+                                   config.model.n_ctx + 1)
+    state, stopped = session.train(programs.step, state, batches, hooks, tensorboard=True)
+    return session.finish(state, stopped), state
 
 
 def compile_only(config: TrainLMConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
                  capacity_name: str = "TPU v5p HBM") -> compile_lib.MemoryReport:
-  """Lowers and compiles the train step for `config.mesh` and reports per-device memory.
+  """Lowers and compiles the train step for `config.run.mesh`; reports per-device memory.
 
   Nothing is allocated, trained or written; the workdir is not touched. Run with simulated
   devices to plan a pod: XLA_FLAGS=--xla_force_host_platform_device_count=256.
   """
-  mesh = mesh_lib.make_mesh(config.mesh)
-  sources.check_batch_size(config.batch_size, mesh)
-  programs = _programs(config.model, config.optimizer, mesh)
+  mesh = mesh_lib.make_mesh(config.run.mesh_config)
+  programs = _checked_programs(config, mesh)
   batch = jax.ShapeDtypeStruct((config.batch_size, config.model.n_ctx + 1), jnp.int32,
                                sharding=mesh_lib.batch_sharding(mesh))
   return compile_lib.compile_and_report(programs.step, programs.target, batch,

@@ -24,8 +24,8 @@ def lm_training(workdir: str, quick: bool) -> Section:
   model = config.attn_only(2, 128, 4, 128, 256, d_mlp=512,
                            norm=config.NormType.LAYERNORM)
   steps = 20 if quick else 600
-  cfg = lm.TrainLMConfig(workdir=workdir, model=model, data="corpus", batch_size=16,
-                         num_steps=steps, log_every=5 if quick else 20)
+  run = lm.DEFAULT_RUN.replace(workdir=workdir, num_steps=steps, log_every=5 if quick else 20)
+  cfg = lm.TrainLMConfig(model=model, run=run, data="corpus", batch_size=16)
   results = lm.train_lm(cfg)
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   tokens = corpus.default_corpus()
