@@ -14,36 +14,13 @@ reverse. Writes results.json, figures and report.md into --workdir. The library 
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app
 
-from interp.attribution import evidence, evidence_report
+from interp import config_flags
+from interp.attribution import evidence_report
 from interp.train import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_SETTINGS = flags.DEFINE_list("settings", list(evidence_report.SETTINGS),
-                              f"Any of {', '.join(evidence_report.SETTINGS)}.")
-_N = flags.DEFINE_integer("n_prompts", 8, "Prompts per setting.")
-_SEG = flags.DEFINE_integer("seg_len", 8, "Segment length L of the repeated-token prompts.")
-_SHAP = flags.DEFINE_integer("shapley_samples", 256,
-                             "KernelSHAP coalitions on Gemma (0 = exact Shapley values).")
-_LIME = flags.DEFINE_integer("lime_samples", 256, "LIME coalitions.")
-_IG = flags.DEFINE_integer("ig_steps", 32, "Integrated-gradients steps.")
-_BASELINE = flags.DEFINE_integer("baseline_token", 0,
-                                 "Neutral token the behavioural methods mask with (Gemma <pad>).")
-_TOY_STEPS = flags.DEFINE_integer("toy_steps", 600, "Training steps of the toy.")
-_CHUNK = flags.DEFINE_integer("chunk", 32, "Forwards per vmapped step.")
-
-
-def config_from_flags() -> evidence_report.ReportConfig:
-  try:
-    return evidence_report.ReportConfig(
-        workdir=_WORKDIR.value, settings=tuple(_SETTINGS.value), n_prompts=_N.value,
-        seg_len=_SEG.value, toy_steps=_TOY_STEPS.value,
-        evidence=evidence.EvidenceConfig(
-            baseline_token=_BASELINE.value, shapley_samples=_SHAP.value,
-            lime_samples=_LIME.value, ig_steps=_IG.value, chunk=_CHUNK.value))
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+_CONFIG = config_flags.define(evidence_report.ReportConfig, meta={"workdir": {"required": True}})
 
 
 def _fmt(x) -> str:
@@ -52,7 +29,7 @@ def _fmt(x) -> str:
 
 def main(argv):
   cli.start(argv)
-  config = config_from_flags()
+  config = _CONFIG.build()
   r = evidence_report.run(config)
   settings = list(r["settings"])
   print("Kendall tau / top-k overlap with the causal effect: " + ", ".join(settings))

@@ -13,46 +13,21 @@ kept, so with no clamp the model's output is unchanged. Library: `interp.steerin
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app
 
+from interp import config_flags
 from interp.steering import experiment
 from interp.train import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder.", required=True)
-_SAE_DIR = flags.DEFINE_string("sae_dir", None, "Run folder of experiments/train_sae.py.",
-                               required=True)
-_LATENT = flags.DEFINE_integer("latent", -1, "Latent to clamp; -1 finds it from --concept.")
-_CONCEPT = flags.DEFINE_multi_string("concept", list(experiment.CONCEPT),
-                                     "Sentences about the concept.")
-_NEUTRAL = flags.DEFINE_multi_string("neutral", list(experiment.NEUTRAL), "Unrelated sentences.")
-_PROMPTS = flags.DEFINE_multi_string("prompts", list(experiment.PROMPTS),
-                                     "Unrelated prompts (dose-response, KL, generations).")
-_WORDS = flags.DEFINE_list("concept_words", list(experiment.CONCEPT_WORDS),
-                           "Words counted in the generations.")
-_MULTIPLES = flags.DEFINE_list("multiples", ["0", "0.5", "1", "2", "4", "8"],
-                               "Clamp doses, x the latent's max activation.")
-_GEN = flags.DEFINE_list("generate_multiples", ["1.5", "2.5", "4"], "Doses to generate at.")
-_REF = flags.DEFINE_float("reference_multiple", 2.0, "Dose whose most-promoted tokens are the "
-                          "latent's output tokens.")
-_N_NEW = flags.DEFINE_integer("n_new", 24, "Generated tokens per prompt.")
-
-
-def config_from_flags() -> experiment.ClampConfig:
-  try:
-    return experiment.ClampConfig(
-        workdir=_WORKDIR.value, sae_dir=_SAE_DIR.value, latent=_LATENT.value,
-        concept=tuple(_CONCEPT.value), neutral=tuple(_NEUTRAL.value),
-        prompts=tuple(_PROMPTS.value), concept_words=tuple(_WORDS.value),
-        multiples=tuple(float(m) for m in _MULTIPLES.value),
-        generate_multiples=tuple(float(m) for m in _GEN.value),
-        reference_multiple=_REF.value, n_new=_N_NEW.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+# Sentences hold commas, so the sentence lists are repeated flags rather than comma lists.
+_CONFIG = config_flags.define(experiment.ClampConfig, meta={
+    "workdir": {"required": True}, "sae_dir": {"required": True},
+    "concept": {"multi": True}, "neutral": {"multi": True}, "prompts": {"multi": True}})
 
 
 def main(argv):
   cli.start(argv)
-  r = experiment.run(config_from_flags())
+  r = experiment.run(_CONFIG.build())
   print(f"latent {r['latent']} (max activation {r['max_activation']:.2f}); output tokens: "
         f"{r['output_tokens']}")
   for c in r["top_contexts"][:3]:

@@ -20,47 +20,14 @@ import os
 
 from absl import app, flags
 
-_FAMILY = flags.DEFINE_enum("family", None, ["intro", "basic", "phase", "geometry"],
-                            "Which figure family.", required=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume.",
-                               required=True)
-_STEPS = flags.DEFINE_integer("num_steps", 0, "Training steps (0 = family default).")
-_LR = flags.DEFINE_float("lr", 0.0, "AdamW learning rate (0 = family default).")
-_SEEDS = flags.DEFINE_integer("seeds", 0, "Models per sweep cell; the lowest-loss one is kept.")
-_GRID = flags.DEFINE_integer("grid", 0, "Sweep points: densities (intro, geometry), sparsities "
-                             "(basic) or points per phase-diagram axis (0 = default).")
-_N_FEATURES = flags.DEFINE_integer("n_features", 0, "Geometry only: n (0 = 200).")
-_N_HIDDEN = flags.DEFINE_integer("n_hidden", 0, "Geometry only: m (0 = 20).")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Samples per instance per step (0 = default).")
-_SEED = flags.DEFINE_integer("seed", 0, "Root of all randomness.")
-_MESH = flags.DEFINE_string("mesh", "data:-1,model:1", "Mesh axis sizes; instances shard over data.")
-_PRNG = flags.DEFINE_enum("prng", "threefry2x32", ["threefry2x32", "philox2x32", "philox4x32",
-                                                 "threefry4x32", "rbg", "unsafe_rbg"],
-                          "jax.random implementation for init and data.")
-_BITS = flags.DEFINE_enum("bits", "32", ["32", "64"], "Random bits per feature sample: 32 = one "
-                          "word gives mask and value, 64 = separate words.")
-_SETS = flags.DEFINE_string("feature_sets", "independent",
-                            "independent | correlated:SIZE[:N] | anticorrelated:SIZE[:N]")
-_LOG_EVERY = flags.DEFINE_integer("log_every", 0, "Metrics cadence (0 = 20 rows per run).")
-_CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 2000, "Save every this many steps.")
+from interp import config_flags
+from interp.toy import experiment
+
+_CONFIG = config_flags.define(experiment.ToyExperimentConfig, meta={
+    "family": {"required": True}, "workdir": {"required": True}})
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", len(os.sched_getaffinity(0)),
                                     "Host devices to expose on CPU (XLA's "
                                     "--xla_force_host_platform_device_count; 0 = leave as is).")
-_QUICK = flags.DEFINE_bool("quick", False, "The family's tiny settings (smoke tests).")
-
-
-def config_from_flags():
-  """The flags as a frozen ToyExperimentConfig (library code never reads FLAGS)."""
-  from interp.toy import data, experiment
-  try:
-    return experiment.ToyExperimentConfig(
-        family=_FAMILY.value, workdir=_WORKDIR.value, num_steps=_STEPS.value, lr=_LR.value,
-        seeds=_SEEDS.value, grid=_GRID.value, n_features=_N_FEATURES.value,
-        n_hidden=_N_HIDDEN.value, batch_size=_BATCH.value, seed=_SEED.value, mesh=_MESH.value,
-        data=data.DataConfig(prng=_PRNG.value, bits=_BITS.value, sets=_SETS.value),
-        log_every=_LOG_EVERY.value, checkpoint_every=_CKPT_EVERY.value, quick=_QUICK.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
 
 
 def main(argv):
@@ -73,8 +40,7 @@ def main(argv):
                                f"{_CPU_DEVICES.value}").strip()
   from interp.train import cli
   cli.start(argv)
-  from interp.toy import experiment
-  results = experiment.run_family(config_from_flags())
+  results = experiment.run_family(_CONFIG.build())
   print(f"{results['status']} at step {results['step']}: {results.get('figures', [])}")
 
 

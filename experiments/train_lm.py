@@ -22,33 +22,19 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from interp import config_flags
 from interp.data import tokenize_bytes
 from interp.models import config as model_config
-from interp.train import checkpoint, cli, compile_only, lm, optim, run_config
+from interp.train import cli, compile_only, lm
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; rerun with the same one to resume "
-                               "(required unless --compile_only).")
-_SEED = flags.DEFINE_integer("seed", 0, "Parameter init and data order.")
-_MESH = flags.DEFINE_string("mesh", "data:-1,model:1", "Mesh axis sizes, -1 = the rest.")
-_DATA = flags.DEFINE_string("data", "corpus", "corpus | files:GLOB | repeat[:SEGMENT_LEN]")
-_N_LAYERS = flags.DEFINE_integer("n_layers", 2, "Transformer blocks.")
-_D_MODEL = flags.DEFINE_integer("d_model", 64, "Residual width.")
-_N_HEADS = flags.DEFINE_integer("n_heads", 4, "Attention heads (d_head = d_model / n_heads).")
-_N_CTX = flags.DEFINE_integer("n_ctx", 64, "Context length in bytes.")
-_D_MLP = flags.DEFINE_integer("d_mlp", 256, "MLP width; 0 = attention-only.")
-_NORM = flags.DEFINE_enum("norm", "layernorm", ["none", "layernorm", "rmsnorm"], "Normalisation.")
-_POSITIONAL = flags.DEFINE_enum("positional", "learned", ["none", "learned", "rope"],
-                                "Position information.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Global batch size (multiple of the data axis).")
-_STEPS = flags.DEFINE_integer("num_steps", 300, "Total training steps.")
-_LR = flags.DEFINE_float("lr", 3e-3, "Peak learning rate (AdamW).")
-_WARMUP = flags.DEFINE_integer("warmup_steps", 20, "Linear warmup steps.")
-_WD = flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay.")
-_CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Save every this many steps.")
-_CKPT_SECS = flags.DEFINE_float("checkpoint_every_secs", 0, "Also save every this many seconds "
-                                "(0 = off).")
-_KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Latest checkpoints to keep.")
-_LOG_EVERY = flags.DEFINE_integer("log_every", 20, "Log metrics every this many steps.")
+_RUN = config_flags.define(lm.TrainLMConfig, skip=("model",), meta={"workdir": {"help": (
+    "Run folder; rerun with the same one to resume (required unless --compile_only).")}})
+# The model: attn_only's knobs, with this binary's defaults (a 2-layer, d_model=64 toy).
+_MODEL = config_flags.define(
+    model_config.TransformerConfig,
+    only=("n_layers", "d_model", "n_heads", "n_ctx", "d_mlp", "norm", "positional"),
+    defaults={"n_layers": 2, "d_model": 64, "n_heads": 4, "n_ctx": 64, "d_mlp": 256,
+              "norm": "layernorm", "positional": "learned"})
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Lower and compile the step for --mesh, "
                                   "print per-device memory, and exit without training.")
 _DEVICE_GB = flags.DEFINE_float("device_memory_gb", compile_only.TPU_V5P_HBM_GB,
@@ -58,24 +44,15 @@ _DEVICE_GB = flags.DEFINE_float("device_memory_gb", compile_only.TPU_V5P_HBM_GB,
 
 def config_from_flags() -> lm.TrainLMConfig:
   """The flags as a frozen TrainLMConfig (library code never reads FLAGS)."""
-  if _N_HEADS.value <= 0 or _D_MODEL.value % _N_HEADS.value:
-    raise app.UsageError(f"--d_model={_D_MODEL.value} must be a multiple of "
-                         f"--n_heads={_N_HEADS.value}")
+  shape = _MODEL.kwargs()
+  if shape["n_heads"] <= 0 or shape["d_model"] % shape["n_heads"]:
+    raise app.UsageError(f"--d_model={shape['d_model']} must be a multiple of "
+                         f"--n_heads={shape['n_heads']}")
   try:
-    model = model_config.attn_only(
-        n_layers=_N_LAYERS.value, d_model=_D_MODEL.value, n_heads=_N_HEADS.value,
-        n_ctx=_N_CTX.value, vocab_size=tokenize_bytes.VOCAB_SIZE, norm=_NORM.value,
-        positional=_POSITIONAL.value, d_mlp=_D_MLP.value)
-    run = run_config.RunConfig(
-        workdir=_WORKDIR.value or "", num_steps=_STEPS.value, seed=_SEED.value, mesh=_MESH.value,
-        log_every=_LOG_EVERY.value,
-        optimizer=optim.OptimizerConfig(lr=_LR.value, warmup_steps=_WARMUP.value,
-                                        weight_decay=_WD.value),
-        checkpoint=checkpoint.CheckpointConfig(every_steps=_CKPT_EVERY.value,
-                                               keep=_KEEP.value, every_secs=_CKPT_SECS.value))
-    return lm.TrainLMConfig(model=model, run=run, data=_DATA.value, batch_size=_BATCH.value)
+    model = model_config.attn_only(vocab_size=tokenize_bytes.VOCAB_SIZE, **shape)
   except ValueError as e:  # a bad flag value: say which, without a traceback
     raise app.UsageError(str(e)) from e
+  return _RUN.build(run={"workdir": _RUN["workdir"] or ""}, model=model)
 
 
 def main(argv):

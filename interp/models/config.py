@@ -49,16 +49,21 @@ class TransformerConfig:
   """Architecture of a decoder-only transformer.
 
   Attributes:
-    vocab_size, d_model, n_layers, n_heads, d_head, n_ctx: the usual sizes.
+    vocab_size: tokens in the vocabulary.
+    d_model: residual width.
+    n_layers: transformer blocks.
+    n_heads: attention heads (d_head = d_model / n_heads unless given).
+    d_head: width of each head's queries, keys and values.
+    n_ctx: context length in tokens.
     n_kv_heads: key/value heads for grouped-query attention (None = n_heads).
-    d_mlp: MLP width; ignored when `mlp` is NONE.
+    d_mlp: MLP width (0 = attention-only); ignored when `mlp` is NONE.
     mlp, act: MLP kind and nonlinearity.
-    norm: normalisation before attention/MLP/unembed; NONE for norm-free toys.
+    norm: normalisation before attention, MLP and unembed; none for norm-free toys.
     norm_eps: epsilon inside the norm.
     norm_offset: RMSNorm multiplies by (norm_offset + w); Gemma stores w around 0 and uses 1.
     post_norms: Gemma's extra norms on the attention and MLP outputs before the residual add.
     qk_norm: Gemma 3's RMSNorm over d_head on queries and keys.
-    positional: learned absolute positions (GPT-2), rotary (Gemma) or none.
+    positional: position information: learned absolute (GPT-2), rotary (Gemma) or none.
     rope_base / rope_local_base: RoPE bases for global and sliding-window layers.
     sliding_window: window of local layers (None = all layers global).
     global_every: with a sliding window, every `global_every`-th layer is global (Gemma 3: 6).

@@ -116,7 +116,7 @@ class SAEConfig:
   aux_k: int = 0
   aux_coeff: float = 1 / 32
   resample_every: int = 500
-  threshold_lr: float = 0.01
+  threshold_lr: float = dataclasses.field(default=0.01, metadata={"flag": None})
   matryoshka: tuple[int, ...] = ()
   normalize_input: bool = True
   init_decoder_norm: float = 1.0

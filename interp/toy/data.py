@@ -126,8 +126,8 @@ class DataConfig:
 
   prng: Prng = Prng.THREEFRY2X32
   bits: Bits = Bits.SHARED_32
-  sets: str = "independent"
-  fused: bool = True
+  sets: str = dataclasses.field(default="independent", metadata={"flag": "feature_sets"})
+  fused: bool = dataclasses.field(default=True, metadata={"flag": None})  # for measurements
 
   def __post_init__(self):
     object.__setattr__(self, "prng", choice(Prng, self.prng, "--prng"))

@@ -38,10 +38,10 @@ class CheckpointConfig:
     async_save: write in a background thread (the device-to-host copy still blocks the step).
   """
 
-  every_steps: int = 100
-  keep: int = 3
-  every_secs: float = 0.0
-  async_save: bool = True
+  every_steps: int = dataclasses.field(default=100, metadata={"flag": "checkpoint_every"})
+  keep: int = dataclasses.field(default=3, metadata={"flag": "keep_checkpoints"})
+  every_secs: float = dataclasses.field(default=0.0, metadata={"flag": "checkpoint_every_secs"})
+  async_save: bool = dataclasses.field(default=True, metadata={"flag": None})
 
   def __post_init__(self):
     if self.every_steps <= 0 or self.keep <= 0 or self.every_secs < 0:

@@ -20,9 +20,10 @@ class OptimizerConfig:
   lr: float = 3e-3
   warmup_steps: int = 20
   weight_decay: float = 0.0
-  grad_clip: float = 1.0
-  b1: float = 0.9
-  b2: float = 0.99
+  # Not flags: every binary keeps its config's value.
+  grad_clip: float = dataclasses.field(default=1.0, metadata={"flag": None})
+  b1: float = dataclasses.field(default=0.9, metadata={"flag": None})
+  b2: float = dataclasses.field(default=0.99, metadata={"flag": None})
 
   def __post_init__(self):
     if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
