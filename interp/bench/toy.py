@@ -2,7 +2,8 @@
 
 Run by `experiments/bench_toy.py`. The training and the reference loops are in
 `interp.toy.compare` (the PyTorch loop is the paper notebook's: torch.rand twice, einsum
-forward, AdamW, 10 instances per model). Sides run one after the other, each in its own subprocess, so no thread pool or allocator is shared:
+forward, AdamW, 10 instances per model). Sides run one after the other, each in its own worker
+process, so no thread pool or allocator is shared:
   interp      `interp.toy.train.build`'s step over one host device per core; in full mode also
               variants that change one choice at a time (one device, jax's own threefry
               lowering, 64 bits per sample, the factored contraction, a 20-instance chunk), and
