@@ -4,8 +4,8 @@
 Both build the same random-weight model (`ModelShape`) on the same [batch, ctx] tokens and capture
 the same hooks (`captured_names`). JAX and torch are imported inside the functions, so a worker
 running one side never imports the other's library.
-Runners take a `forward.ModelShape` (`spec`) and a `forward.ForwardBenchConfig` (`cfg`); they are not imported
-here because those modules import this one.
+Runners take a `forward.ModelShape` (`spec`) and a `forward.ForwardBenchConfig` (`cfg`); those
+are not imported here because `forward` imports this module.
 """
 
 from __future__ import annotations

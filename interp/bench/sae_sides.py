@@ -3,8 +3,8 @@
 
 Both train the same shapes on the same fixed random batch (`batch_data`). JAX and torch are
 imported inside the functions, so a worker running one side never imports the other's library.
-Runners take a `sae.Arch` (`arch`) and a `sae.SAEBenchConfig` (`cfg`); they are not imported
-here because those modules import this one.
+Runners take a `sae.Arch` (`arch`) and a `sae.SAEBenchConfig` (`cfg`); those are not
+imported here because `sae` imports this module.
 """
 
 from __future__ import annotations
