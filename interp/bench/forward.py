@@ -213,7 +213,7 @@ def worker(side: str, cfg: ForwardBenchConfig) -> dict:
 def spawn(side: str, cfg: ForwardBenchConfig) -> dict:
   """Runs one side on `cfg.models` in a fresh interpreter; returns {model name: result}."""
   env = harness.worker_env(xla_flags="" if side == Side.TL else cfg.xla_flags)
-  return harness.spawn(__name__, side.value, cfg, env)
+  return harness.spawn(__name__, side, cfg, env)
 
 
 def pool(spec: ModelShape, rounds: list[dict]) -> dict:

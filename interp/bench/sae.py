@@ -166,7 +166,7 @@ def spawn(side: str, cfg: SAEBenchConfig) -> dict:
   devices), with --xla_flags on our side; returns {rule: result}."""
   env = harness.worker_env(xla_flags="" if side == Side.SAELENS else cfg.xla_flags,
                            strip_device_count=True)
-  return harness.spawn(__name__, side.value, cfg, env)
+  return harness.spawn(__name__, side, cfg, env)
 
 
 def pool(cfg: SAEBenchConfig, rounds: list[dict]) -> dict:
