@@ -2,20 +2,19 @@
 
 Peak memory is the kernel's resident high-water mark VmHWM, which writing 5 to
 /proc/self/clear_refs resets, so each phase of a worker process gets its own peak. Benchmarks run
-each side in its own process (`run_worker`), so one library's allocator, thread pools and
-imports never count against the other's.
+each side in its own process (`interp.bench.harness.spawn`), so one library's allocator, thread
+pools and imports never count against the other's. CPU seconds are user + system time of every
+thread of this process: less sensitive to other tenants' load than wall time, but they count
+spin-waiting.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
-import subprocess
-import sys
-import tempfile
+import resource
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 
 def _status_bytes(field: str) -> int:
@@ -87,12 +86,19 @@ def machine() -> dict:
   return {"cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg())}
 
 
-def run_worker(script: str, args: Sequence[str], env: dict | None = None,
-               timeout: float | None = None) -> dict:
-  """Runs `python script *args --worker_out=FILE` in a fresh interpreter; returns FILE's JSON."""
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "result.json")
-    cmd = [sys.executable, os.path.abspath(script), *args, f"--worker_out={out}"]
-    subprocess.run(cmd, env=env, check=True, timeout=timeout)
-    with open(out) as fh:
-      return json.load(fh)
+def cpu_seconds() -> float:
+  """User + system CPU seconds this process has used so far, all threads."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def timed(call: Callable[[], object], block: Callable[[object], object]) -> tuple[float, float]:
+  """(wall, CPU) seconds of one call, blocked until its outputs exist."""
+  c0, t0 = cpu_seconds(), time.perf_counter()
+  block(call())
+  return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def ru_maxrss() -> int:
+  """This process's lifetime peak RSS (getrusage), bytes."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

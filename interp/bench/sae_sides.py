@@ -1,0 +1,146 @@
+"""The two sides of `interp.bench.sae`: our jitted SAE train step and SAELens's, each built as a
+`harness.Runner` whose call is one training step, plus JAX's float32 matmul of the step's shape.
+
+Both train the same shapes on the same fixed random batch (`batch_data`). JAX and torch are
+imported inside the functions, so a worker running one side never imports the other's library.
+Runners take a `sae.Arch` (`arch`) and a `sae.SAEBenchConfig` (`cfg`); those are not
+imported here because `sae` imports this module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+
+from interp.bench.harness import Runner
+
+# The checkout root: SAELens is imported through its tests' compatibility shim.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def batch_data(cfg):
+  """The fixed batch both sides train on (numpy float32 [batch, d_in])."""
+  import numpy as np
+  return np.random.default_rng(0).normal(size=(cfg.batch, cfg.d_in)).astype(np.float32)
+
+
+def ours_runner(arch, cfg) -> Runner:
+  import jax
+  from interp.parallel import mesh as mesh_lib
+  from interp.sae import train as sae_train
+  from interp.sae.config import SAEConfig
+  from interp.train.optim import OptimizerConfig
+
+  if arch == "relu":
+    sae_cfg = SAEConfig(cfg.d_in, cfg.d_sae, activation="relu", l1_coeff=cfg.l1_coeff,
+                        decoder_norm=cfg.decoder_norm)
+  else:
+    sae_cfg = SAEConfig(cfg.d_in, cfg.d_sae, activation="topk", k=cfg.k, dead_mitigation="auxk")
+  optim = OptimizerConfig(lr=cfg.lr, warmup_steps=0, grad_clip=1.0, b2=0.999)
+  mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  data = batch_data(cfg)
+  n_sample = min(cfg.batch, 1024)
+  progs = sae_train.programs(sae_cfg, optim, mesh, n_sample)
+  holder = {"state": jax.block_until_ready(progs.init(jax.random.key(0), data[:n_sample]))}
+  batch = jax.block_until_ready(jax.device_put(data, progs.batch))
+
+  def setup():
+    t0 = time.perf_counter()
+    holder["compiled"] = progs.step.lower(holder["state"], batch).compile()
+    res = {"compile_seconds": time.perf_counter() - t0}
+    ma = holder["compiled"].memory_analysis()
+    if ma is not None:
+      res["xla_memory_analysis"] = {"temp_bytes": ma.temp_size_in_bytes,
+                                    "argument_bytes": ma.argument_size_in_bytes,
+                                    "output_bytes": ma.output_size_in_bytes,
+                                    "alias_bytes": ma.alias_size_in_bytes}
+    return res
+
+  def step():
+    holder["state"], metrics = holder["compiled"](holder.pop("state"), batch)
+    return holder["state"], metrics
+
+  def report():
+    return {"final_metrics": {k: float(v) for k, v in step()[1].items()},
+            "sae_config": sae_cfg.to_dict(),
+            "versions": {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+                         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+                         "path": "interp.sae.train.programs(...).step, AOT-compiled"}}
+
+  return Runner(setup, step, jax.block_until_ready, report)
+
+
+def matmul_runner(cfg) -> Runner:
+  """float32 [batch x d_in] @ [d_in x d_sae] with JAX: the machine's matmul limit."""
+  import jax
+  import jax.numpy as jnp
+  ka, kb = jax.random.split(jax.random.key(1))
+  a = jax.random.normal(ka, (cfg.batch, cfg.d_in), jnp.float32)
+  b = jax.random.normal(kb, (cfg.d_in, cfg.d_sae), jnp.float32)
+  mm = jax.jit(jnp.matmul).lower(a, b).compile()
+  jax.block_until_ready(mm(a, b))
+  return Runner(dict, lambda: mm(a, b), jax.block_until_ready, dict)
+
+
+# ----- SAELens (torch).
+
+def import_sae_lens():
+  """sae_lens through tests/saelens_compat.py (loaded by path: importing the `tests` package
+  would give this process 8 simulated JAX devices)."""
+  path = os.path.join(ROOT, "tests", "saelens_compat.py")
+  spec = importlib.util.spec_from_file_location("saelens_compat", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.import_sae_lens()
+
+
+def saelens_runner(arch, cfg) -> Runner:
+  from importlib import metadata
+
+  import torch
+  torch.set_num_threads(cfg.threads)
+  sae_lens = import_sae_lens()
+  from sae_lens.saes.sae import TrainStepInput
+  torch.manual_seed(0)
+  if arch == "relu":
+    sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
+        d_in=cfg.d_in, d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coeff))
+    coefficients = {"l1": cfg.l1_coeff}
+  else:
+    sae = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
+        d_in=cfg.d_in, d_sae=cfg.d_sae, k=cfg.k))
+    coefficients = {}
+  sae.train()
+  optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+  x = torch.from_numpy(batch_data(cfg))
+  since_fired = torch.zeros(cfg.d_sae)
+  dead_window = 1000  # SAELens's default dead_feature_window
+  count = [0]
+
+  def step():
+    """SAETrainer._train_step without autocast, logging and schedulers (constant here)."""
+    out = sae.training_forward_pass(TrainStepInput(
+        sae_in=x, coefficients=coefficients, dead_neuron_mask=(since_fired > dead_window).bool(),
+        n_training_steps=count[0], is_logging_step=False))
+    with torch.no_grad():
+      firing = out.feature_acts.bool().float()
+      did_fire = firing.sum(-2).bool()
+      since_fired.add_(1)
+      since_fired[did_fire] = 0
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    count[0] += 1
+    return out.loss.detach()
+
+  def report():
+    return {"final_loss": float(step()),
+            "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "sae_lens": sae_lens.__version__,
+                         "transformer_lens": metadata.version("transformer-lens"),
+                         "class": type(sae).__name__, "jax_imported": "jax" in sys.modules}}
+
+  return Runner(lambda: {"compile_seconds": 0.0}, step, lambda out: out, report)
