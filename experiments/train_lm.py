@@ -27,7 +27,7 @@ from interp.data import tokenize_bytes
 from interp.models import config as model_config
 from interp.train import cli, compile_only, lm
 
-_RUN = config_flags.define(lm.TrainLMConfig, skip=("model",), meta={"workdir": {"help": (
+_RUN = config_flags.define(lm.TrainLMConfig, skip=("model",), meta={"workdir": {"default": None, "help": (
     "Run folder; rerun with the same one to resume (required unless --compile_only).")}})
 # The model: attn_only's knobs, with this binary's defaults (a 2-layer, d_model=64 toy).
 _MODEL = config_flags.define(

@@ -36,7 +36,8 @@ _EVAL = config_flags.define(eval_lib.EvalConfig, only=("eval_batch_size",), defa
 # d_in, d_sae and dead_mitigation are derived below; the rest are SAEConfig's fields.
 _TRAIN = config_flags.define(
     sae_train.TrainSAEConfig, skip=("d_in", "d_sae", "dead_mitigation"),
-    defaults={"activation": "topk", "checkpoint_every": 200, "keep_checkpoints": 2})
+    defaults={"activation": "topk", "checkpoint_every": 200, "keep_checkpoints": 2},
+    meta={"workdir": {"default": None}})
 _D_SAE = flags.DEFINE_integer("d_sae", 0, "Latents (0: --expansion x the input width).")
 _EXPANSION = flags.DEFINE_integer("expansion", 8, "Latents per input dimension.")
 _DEAD = flags.DEFINE_enum("dead_mitigation", "auto", ["auto"] + [d.value for d in DeadMitigation],

@@ -248,8 +248,8 @@ def define(cls, *, defaults: Mapping[str, Any] | None = None,
     for field in dataclasses.fields(c):
       opts = {**field.metadata, **meta.get(field.name, {})}
       name = opts.get("flag", field.name)
-      if name is None or name in skip or field.name in skip:
-        continue
+      if not field.init or name is None or name in skip or field.name in skip:
+        continue  # init=False fields are derived from the others (RunConfig.mesh_config)
       kind, _ = _unwrap_optional(hints[field.name])
       default = getattr(base, field.name) if base is not None else _default(field)
       if dataclasses.is_dataclass(kind):

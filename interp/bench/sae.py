@@ -108,7 +108,7 @@ def build(side: Side, arch: Arch, cfg: SAEBenchConfig) -> harness.Runner:
   return (sae_sides.ours_runner if side == Side.OURS else sae_sides.saelens_runner)(arch, cfg)
 
 
-def run_side(side: Side, runner: Runner, cfg: SAEBenchConfig) -> dict:
+def run_side(side: Side, runner: harness.Runner, cfg: SAEBenchConfig) -> dict:
   """One side's runner alone: step timings, memory, facts; for ours, the matmul pairs."""
   mm = sae_sides.matmul_runner(cfg) if side == Side.OURS else None
   res = {"loadavg_before": list(os.getloadavg()), "rss_baseline": measure.settle(),
