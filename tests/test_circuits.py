@@ -9,8 +9,8 @@ import pytest
 
 from interp.circuits import ablate, icl, lens, scores, weights
 
-from interp.induction import segments as data
 from interp.data import sources
+from interp.induction import segments as data
 from interp.models import config, hooks, transformer
 
 TOY = config.attn_only(2, 16, 4, 12, 20)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.graphs import export, linear, prune as graph_prune, validate, attribute
+from interp.graphs import attribute, export, linear, validate
+from interp.graphs import prune as graph_prune
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks

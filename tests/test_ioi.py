@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.ioi import circuit as ioi, prompts as ioi_data, experiment
 from interp.data import tokenized
+from interp.ioi import circuit as ioi
+from interp.ioi import experiment
+from interp.ioi import prompts as ioi_data
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 

@@ -12,10 +12,10 @@ import sys
 import jax
 import numpy as np
 
+from interp.parallel import mesh as mesh_lib
 from interp.sae import saelens_format
 from interp.sae import synthetic
 from interp.sae import train as sae_train
-from interp.parallel import mesh as mesh_lib
 from interp.sae.config import SAEConfig
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig

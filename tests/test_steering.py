@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.steering import clamp as steering
 from interp.models import generate, transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
 from interp.sae import dictionary
 from interp.sae.config import SAEConfig
+from interp.steering import clamp as steering
 
 CFG = TransformerConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, d_head=16, n_ctx=32,
                         d_mlp=64, init_std=0.2, tied_embeddings=True, positional="rope")

@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 from interp.attribution.evidence import Prompts
+from interp.circuits import scores
 from interp.induction import segments
 from interp.ioi import prompts as ioi_data
-from interp.circuits import scores
 
 
 def _labels(tokenizer, tokens: np.ndarray) -> tuple[tuple[str, ...], ...]:

@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.graphs import linear as gl
 from interp.circuits import weights
 from interp.circuits.patching import map_sites
+from interp.graphs import linear as gl
 from interp.models.config import TransformerConfig
 from interp.sae import transcoder as tc
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.graphs import prune as gp
 from interp.graphs import attribute
+from interp.graphs import prune as gp
 from interp.models import transformer
 from interp.models.hooks import Hooks
 from interp.sae import transcoder as tc

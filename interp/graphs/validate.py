@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp.graphs import attribute
 from interp.graphs import build as gb
 from interp.graphs import linear as gl
 from interp.graphs import prune as gp
-from interp.graphs import attribute
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
 from interp.models.hooks import Hooks

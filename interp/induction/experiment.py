@@ -31,9 +31,9 @@ import numpy as np
 
 from interp import choices, jsonio
 from interp.circuits import ablate, icl, scores, weights
+from interp.data import sources
 from interp.induction import segments as data
 from interp.induction import training as train_lib
-from interp.data import sources
 from interp.models import config as model_config
 from interp.models import transformer
 from interp.parallel import mesh as mesh_lib

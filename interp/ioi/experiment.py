@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from interp.ioi import circuit as ioi, prompts as ioi_data, plots
+from interp.ioi import circuit as ioi
+from interp.ioi import plots
+from interp.ioi import prompts as ioi_data
 
 from interp.circuits import patching
 from interp.models import transformer, zoo

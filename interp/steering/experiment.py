@@ -26,10 +26,10 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from interp.steering import plots, clamp as steering
 from interp.data import tokenized
 from interp.models import generate, transformer, zoo
 from interp.sae import dictionary
+from interp.steering import plots, clamp as steering
 from interp.train import run_folder
 
 CONCEPT = ("The function raises an exception if the file does not exist.",

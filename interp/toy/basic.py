@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from interp.toy import measures
-from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.family import FamilySpec, Settings
+from interp.viz import plotting
 
 PAPER_SPARSITIES = (0.0, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999)
 MODELS = ("linear", "relu")

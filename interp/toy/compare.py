@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from interp.toy import model as model_lib
+from interp.toy import program as program_lib
 from interp.toy import speed
 from interp.toy import sweep as sweep_lib
-from interp.toy import program as program_lib
 
 N_FEATURES, N_HIDDEN, BATCH, LR = 20, 5, 1024, 1e-3
 

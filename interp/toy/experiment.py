@@ -22,8 +22,8 @@ import numpy as np
 from absl import logging
 
 from interp import jsonio
-from interp.toy import basic, geometry, intro, phase
 from interp.parallel import mesh as mesh_lib
+from interp.toy import basic, geometry, intro, phase
 from interp.toy import data as data_lib
 from interp.toy import model as model_lib
 from interp.toy import speed

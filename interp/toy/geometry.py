@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from interp.toy import measures
-from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.family import FamilySpec, Settings
+from interp.viz import plotting
 
 DEFAULTS = Settings(n_features=200, n_hidden=20, num_steps=8000, lr=3e-3, seeds=1, grid=20,
                     batch_size=256)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from interp.toy import measures
-from interp.viz import plotting
 from interp.toy import sweep as sweep_lib
 from interp.toy.family import FamilySpec, Settings
+from interp.viz import plotting
 
 DEFAULTS = Settings(n_features=5, n_hidden=2, num_steps=10_000, lr=1e-3, seeds=4, grid=10)
 QUICK = Settings(n_features=5, n_hidden=2, num_steps=300, lr=1e-2, seeds=1, grid=2)
