@@ -19,6 +19,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from interp.models.config import (Activation, MLPType, NormType, PositionalType,
                                   TransformerConfig)
@@ -310,9 +311,11 @@ def check_token_range(cfg: TransformerConfig, tokens) -> None:
     return  # another process's rows: each process checks its own where they enter
   if not jnp.issubdtype(tokens.dtype, jnp.integer):
     raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
-  if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+  # On the host: a concrete array closed over inside `jit` must not become traced reductions.
+  ids = np.asarray(tokens)
+  if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
     raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}) for this model's "
-                     f"vocabulary; got ids from {int(tokens.min())} to {int(tokens.max())}")
+                     f"vocabulary; got ids from {ids.min()} to {ids.max()}")
 
 
 def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None):
