@@ -25,7 +25,9 @@ import numpy as np
 
 from interp.attribution.evidence import Prompts
 from interp.circuits import scores
+from interp.induction import experiment
 from interp.induction import segments
+from interp.induction import training as train_lib
 from interp.ioi import prompts as ioi_data
 
 
@@ -87,8 +89,6 @@ def train_toy(workdir: str, num_steps: int, seed: int = 0):
     (cfg, params, {"induction": (layer, head), "previous_token": (layer, head)}, head scores
     {name: [l h]} on held-out repeated tokens, n_ctx, vocab_size).
   """
-  from interp.induction import experiment
-  from interp.induction import training as train_lib
   config = experiment.InductionConfig(workdir=workdir, models=("attn2",), gemma=False,
                                       num_steps=num_steps, seed=seed, snapshot_every=0,
                                       log_every=max(1, num_steps // 10))

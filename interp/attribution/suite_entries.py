@@ -8,6 +8,7 @@ Quick mode: the toy only (60 steps, 2 prompts, few samples), so the smoke test n
 
 from __future__ import annotations
 
+from interp.attribution import evidence, evidence_report
 from interp.viz.report import Registry, Section
 
 ENTRIES = Registry()
@@ -19,7 +20,6 @@ def _cell(x) -> str:
 
 @ENTRIES.register("evidence_report")
 def evidence_report_entry(workdir: str, quick: bool) -> Section:
-  from interp.attribution import evidence, evidence_report
   if quick:
     config = evidence_report.ReportConfig(
         workdir=workdir, settings=("induction_toy",), n_prompts=2, seg_len=4, toy_steps=60,

@@ -32,6 +32,8 @@ import numpy as np
 from interp import choices, jsonio
 from interp.circuits import ablate, icl, scores, weights
 from interp.data import sources
+from interp.induction import gemma
+from interp.induction import plots
 from interp.induction import segments as data
 from interp.induction import training as train_lib
 from interp.models import config as model_config
@@ -218,14 +220,12 @@ def train_and_analyze(config: InductionConfig, name: str) -> dict:
 
 def run(config: InductionConfig) -> dict:
   """The whole experiment; returns the results (also in <workdir>/results.json)."""
-  from interp.induction import plots  # matplotlib only when drawing
   start = time.perf_counter()
   os.makedirs(config.workdir, exist_ok=True)
   results = {"config": config.to_dict(), "models": {}}
   for name in config.models:
     results["models"][name] = train_and_analyze(config, name)
   if config.gemma:
-    from interp.induction import gemma
     results["gemma"] = gemma.measure(gemma.GemmaConfig(
         batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
         random_sets=config.gemma_random_sets, seed=config.seed))

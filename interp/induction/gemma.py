@@ -22,6 +22,8 @@ from interp.circuits import ablate, icl, scores
 
 from interp.induction import segments
 from interp.models import transformer
+from interp.models import gguf_loader
+from interp.models.tokenizer_spm import SPMTokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +64,6 @@ def _top(values: np.ndarray, k: int) -> list[dict]:
 
 def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   """Loads Gemma 3 270M (or takes `model` = (cfg, params)) and measures it; JSON-able dict."""
-  from interp.models import gguf_loader
-  from interp.models.tokenizer_spm import SPMTokenizer
   start = time.perf_counter()
   path = gguf_loader.default_gemma_path()
   cfg, params = model if model is not None else gguf_loader.load_gemma3_gguf(path)

@@ -19,8 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp.induction import experiment
+from interp.induction import gemma, plots
 from interp.models import generate, gguf_loader, transformer
 from interp.models.tokenizer_spm import SPMTokenizer
+from interp.train import checkpoint
 from interp.viz import plotting
 from interp.viz.report import Registry, Section
 
@@ -92,8 +95,6 @@ def _removed(m: dict, kind: str, layer_head) -> float:
 
 @ENTRIES.register("induction_toys")
 def induction_toys(workdir: str, quick: bool) -> Section:
-  from interp.induction import experiment
-  from interp.train import checkpoint
   checkpoint.quiet_orbax_logs()
   config = experiment.InductionConfig(
       workdir=workdir, gemma=False, num_steps=500 if quick else 800,
@@ -140,7 +141,6 @@ def induction_toys(workdir: str, quick: bool) -> Section:
 
 @ENTRIES.register("induction_gemma")
 def induction_gemma(workdir: str, quick: bool) -> Section:
-  from interp.induction import gemma, plots
   os.makedirs(workdir, exist_ok=True)
   cfg = (gemma.GemmaConfig(batch=2, seg_len=20, random_sets=2, modes=("mean",)) if quick
          else gemma.GemmaConfig())

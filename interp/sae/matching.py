@@ -27,8 +27,15 @@ import numpy as np
 from absl import logging
 from scipy.optimize import linear_sum_assignment
 
+from interp.parallel import mesh as mesh_lib
 from interp.parallel.mesh import DEFAULT_MESH
+from interp.sae import synthetic
+from interp.sae import train as train_lib
 from interp.sae.config import Activation, SAEConfig
+from interp.train import run_folder
+from interp.train.checkpoint import CheckpointConfig
+from interp.train.optim import OptimizerConfig
+from interp.train.run_config import RunConfig
 
 
 class Match(NamedTuple):
@@ -162,10 +169,6 @@ class SeedStabilityConfig:
 
 def _train_one(config: SeedStabilityConfig, sae_cfg: SAEConfig, seed: int, store, workdir: str,
                mesh):
-  from interp.sae import train as train_lib
-  from interp.train.checkpoint import CheckpointConfig
-  from interp.train.optim import OptimizerConfig
-  from interp.train.run_config import RunConfig
   run = RunConfig(
       workdir=workdir, seed=seed, mesh=config.mesh, num_steps=config.num_steps,
       log_every=max(config.num_steps // 4, 1),
@@ -212,9 +215,6 @@ def run_seed_stability(config: SeedStabilityConfig) -> dict:
   if config.source != Source.PLANTED:
     raise NotImplementedError(f"--source={config.source.value}: only planted features for now; "
                               "model activations need interp.sae.store")
-  from interp.parallel import mesh as mesh_lib
-  from interp.sae import synthetic
-  from interp.train import run_folder
   start = time.time()
   os.makedirs(config.workdir, exist_ok=True)
   run_folder.record_flags(config.workdir, config.to_dict())
