@@ -86,7 +86,7 @@ def _hf(model, prompts):
     return [model(torch.tensor([ids])).logits[0].numpy() for ids in prompts]
 
 
-def _compare(ours, theirs, label):
+def _compare(ours, theirs, label, tol=LOGIT_TOL):
   errors = []
   for a, b in zip(ours, theirs):
     errors.append(float(np.abs(a - b).max()))
@@ -95,7 +95,7 @@ def _compare(ours, theirs, label):
     assert (top_a == top_b).all(), (label, top_a, top_b)
   print(f"\n{label}: max |logit diff| per prompt {[f'{e:.1e}' for e in errors]}, "
         f"lengths {[len(a) for a in ours]}, max |logit| {max(np.abs(b).max() for b in theirs):.0f}")
-  assert max(errors) < LOGIT_TOL, (label, errors)
+  assert max(errors) < tol, (label, errors)
 
 
 def test_config_from_metadata(gemma):
@@ -138,7 +138,10 @@ def test_sliding_window_matches_transformers(gemma, hf_gemma, prompt_ids, ours_f
       layer.self_attn.sliding_window = window
   # The window must have taken effect, or this compares full attention twice.
   assert np.abs(ours_full[2] - ours[1]).max() > 1.0
-  _compare(ours, theirs, f"sliding window {WINDOW}")
+  # An 8-token window over 60 tokens sums fewer, larger attention terms than full attention:
+  # float32 rounding against transformers reached 1.45e-3 here (2 cores, loaded), 1.6e-4 on
+  # the 22-token prompt; top-1 and top-5 agreement above stay exact.
+  _compare(ours, theirs, f"sliding window {WINDOW}", tol=2e-3)
 
 
 def test_greedy_matches_transformers(gemma, hf_gemma, prompt_ids):

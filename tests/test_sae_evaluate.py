@@ -190,7 +190,11 @@ def test_sharded_evaluation_matches(model, sae, result, tmp_path):
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:2,model:2"), jax.devices()[:4])
   meshed = ev.evaluate(cfg, params, SITE, *sae, tokens, CONFIG, mesh=mesh, decode=_decode)
   for key, value in result.metrics.items():
-    np.testing.assert_allclose(meshed.metrics[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    # Loss-recovered ratios divide by a CE gap that is small for a random model (the
+    # mean-ablation one is about -72 here), so they carry the float32 summation-order
+    # difference of the sharded reduction amplified by that factor (1.7e-5 seen on 2 cores).
+    rtol = 1e-4 if key.startswith("ce_loss_recovered") else 1e-5
+    np.testing.assert_allclose(meshed.metrics[key], value, rtol=rtol, atol=1e-6, err_msg=key)
   np.testing.assert_array_equal(meshed.top_index, result.top_index)
   assert [d["latent"] for d in meshed.dashboard] == [d["latent"] for d in result.dashboard]
   path = ev.write_dashboard_data(str(tmp_path / "dash.json"), meshed)
