@@ -18,10 +18,10 @@ def test_one_length_on_a_tiny_lm(tmp_path):
   run = tmp_path / "lm"
   model = model_config.attn_only(n_layers=1, d_model=32, n_heads=2, n_ctx=16, vocab_size=256,
                                  norm="layernorm", d_mlp=64)
-  lm.train_lm(lm.TrainLMConfig(workdir=str(run), model=model, batch_size=8, num_steps=2,
-                               log_every=1, mesh="data:-1",
-                               optimizer=OptimizerConfig(lr=1e-2, warmup_steps=1),
-                               checkpoint=CheckpointConfig(every_steps=2, keep=1)))
+  lm.train_lm(lm.TrainLMConfig.make(workdir=str(run), model=model, batch_size=8, num_steps=2,
+                                    log_every=1, mesh="data:-1",
+                                    optimizer=OptimizerConfig(lr=1e-2, warmup_steps=1),
+                                    checkpoint=CheckpointConfig(every_steps=2, keep=1)))
   out = tmp_path / "runs" / "bench_graph.json"  # the binary creates the missing folder
   proc = subprocess.run([sys.executable, BINARY, f"--model=toy:{run}", "--lengths=8",
                          "--d_latent=32", "--k=2", "--max_feature_nodes=8", "--chunk=4",
