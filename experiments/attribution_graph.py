@@ -18,6 +18,7 @@ from __future__ import annotations
 from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.graphs import experiment as graph_experiment
 from interp.models import zoo
 from interp.train import cli
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -16,6 +16,7 @@ import os
 
 from absl import app, flags
 
+from interp import usage
 from interp.bench import forward, harness
 
 flags.DEFINE_string("out", "runs/bench_forward.json", "where the JSON report goes")
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

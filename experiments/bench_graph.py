@@ -15,6 +15,7 @@ import sys
 
 from absl import app, flags
 
+from interp import usage
 from interp.bench import graph, harness
 from interp.models import zoo
 
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

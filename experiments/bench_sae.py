@@ -14,6 +14,7 @@ import os
 
 from absl import app, flags
 
+from interp import usage
 from interp.bench import harness, sae
 
 _ARCHS = [a.value for a in sae.Arch]
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

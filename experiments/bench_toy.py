@@ -14,6 +14,7 @@ import os
 
 from absl import app, flags
 
+from interp import usage
 from interp.bench import harness, toy
 
 flags.DEFINE_string("out", "runs/bench_toy.json", "where the JSON report goes")
@@ -51,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

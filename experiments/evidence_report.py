@@ -14,9 +14,9 @@ reverse. Writes results.json, figures and report.md into --workdir. The library 
 
 from __future__ import annotations
 
-from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.attribution import evidence_report
 from interp.train import cli
 
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -13,9 +13,9 @@ kept, so with no clamp the model's output is unchanged. Library: `interp.steerin
 
 from __future__ import annotations
 
-from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.steering import experiment
 from interp.train import cli
 
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

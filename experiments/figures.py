@@ -6,9 +6,10 @@ Writes each entry's run folder under --workdir and a report at <workdir>/report.
 are listed in `interp.figures`.
 """
 
-from absl import app, flags
+from absl import flags
 
 from interp import figures
+from interp import usage
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/figures", "Folder for the report and runs.")
 _ONLY = flags.DEFINE_list("only", [], f"Entries to run (default all): {', '.join(figures.SUITE)}.")
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

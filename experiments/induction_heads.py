@@ -16,9 +16,9 @@ of wall time on two busy cores.
 
 from __future__ import annotations
 
-from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.induction import experiment
 from interp.train import cli
 
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

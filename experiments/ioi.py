@@ -14,9 +14,9 @@ on Gemma 3 270M with 16 prompts it takes ~6 minutes on two CPU cores.
 
 from __future__ import annotations
 
-from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.ioi import experiment
 from interp.train import cli
 
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -12,9 +12,9 @@ seed_stability.png (fraction shared vs width, a line per architecture and thresh
 
 from __future__ import annotations
 
-from absl import app
 
 from interp import config_flags
+from interp import usage
 from interp.sae import matching
 from interp.train import cli
 
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

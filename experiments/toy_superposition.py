@@ -21,6 +21,7 @@ import os
 from absl import app, flags
 
 from interp import config_flags
+from interp import usage
 from interp.toy import experiment
 
 _CONFIG = config_flags.define(experiment.ToyExperimentConfig, meta={
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

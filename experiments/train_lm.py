@@ -23,6 +23,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from interp import config_flags
+from interp import usage
 from interp.data import tokenize_bytes
 from interp.models import config as model_config
 from interp.train import cli, compile_only, lm
@@ -69,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from interp import config_flags
+from interp import usage
 from interp.sae import evaluate as eval_lib
 from interp.sae import experiment
 from interp.sae import train as sae_train
@@ -77,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

@@ -2,6 +2,7 @@
 
   jsonable  nested results (dicts, lists, numpy / jax arrays and scalars) as plain JSON values:
             arrays become lists, floats are rounded, NaN becomes null (JSON has no NaN).
+  read      `read_json` names the file in its error, so a damaged record says which one it is.
   atomic    the file is written beside its final name as `<path>.tmp`, flushed to disk and renamed
             over `path` (`os.replace`), so a reader, or a run killed mid-write, sees either the old
             file or the whole new one, never half a file.
@@ -66,3 +67,27 @@ def write_json_atomic(path: str, value, *, indent: int | None = 2, sort_keys: bo
     indent, sort_keys: as in `json.dump` (indent None: one line, for large files).
   """
   write_text_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys))
+
+
+class JSONFileError(ValueError):
+  """A JSON file that exists but cannot be parsed; the message names the file."""
+
+
+def read_json(path: str):
+  """The JSON value in `path`.
+
+  Args:
+    path: the file.
+  Returns:
+    The parsed value.
+  Raises:
+    FileNotFoundError: there is no such file.
+    JSONFileError: the file is not valid JSON (the message names it and where parsing stopped).
+  """
+  with open(path) as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise JSONFileError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                        "fix or remove the file") from None

@@ -16,6 +16,8 @@ In a Python file (beside the experiment, e.g. `experiments/sweeps/train_lm_lr.py
 
   COMMAND = ["python", "experiments/train_lm.py", "--num_steps=200"]   # optional
 
+(`python` there, or after `--`, is the interpreter that runs the sweep, when the runs are local.)
+
   def get_hyper(h):
     return h.product([h.sweep("lr", [1e-3, 3e-3, 1e-2]), h.sweep("seed", [0, 1])])
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import itertools
+import os
 import re
 import types
 
@@ -124,8 +127,13 @@ def load_file(path: str) -> tuple[list[Run], list[str] | None]:
   spec = importlib.util.spec_from_file_location("interp_sweep_file", path)
   if spec is None or spec.loader is None:
     raise ValueError(f"--sweep_file={path}: not a Python file")
+  if not os.path.isfile(path):
+    raise ValueError(f"--sweep_file={path}: no such file")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ValueError(f"--sweep_file={path}: syntax error at line {e.lineno}: {e.msg}") from None
   if not hasattr(module, "get_hyper"):
     raise ValueError(f"--sweep_file={path} defines no get_hyper(h); see launch/hyper.py")
   runs = [{k: flag_value(v) for k, v in run.items()} for run in module.get_hyper(HYPER)]

@@ -33,6 +33,7 @@ from absl import app, flags
 if __package__ in (None, ""):  # run as a script: make `launch` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from interp import usage  # noqa: E402  pylint: disable=g-import-not-at-top
 from launch import local  # noqa: E402  pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,4 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

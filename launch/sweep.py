@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # run as a script: make `launch` importable
 
 # pylint: disable=g-import-not-at-top
 from interp import jsonio  # noqa: E402
+from interp import usage  # noqa: E402
 from launch import gather as gather_lib  # noqa: E402
 from launch import hyper  # noqa: E402
 from launch import local  # noqa: E402
@@ -149,6 +150,18 @@ def read_manifest(sweep_dir: str) -> tuple[list[str], list[hyper.Run]]:
   return manifest["command"], [r["overrides"] for r in manifest["runs"]]
 
 
+def this_python(command: list[str]) -> list[str]:
+  """`command` with a leading `python`/`python3` replaced by the interpreter running the sweep.
+
+  Whatever `python` is first on PATH may be another environment (outside an activated venv it
+  is the system's, and every run would fail to import absl); the sweep's own interpreter has
+  everything the sweep itself imported.
+  """
+  if command and command[0] in ("python", "python3"):
+    return [sys.executable, *command[1:]]
+  return command
+
+
 def run_local(cfg: SweepConfig, pending: list[hyper.Run], stop: threading.Event) -> list[str]:
   """Runs `pending` here, cfg.parallel at a time; returns the names of the failed runs."""
   failed, lock, done = [], threading.Lock(), [0]
@@ -157,7 +170,7 @@ def run_local(cfg: SweepConfig, pending: list[hyper.Run], stop: threading.Event)
     if stop.is_set():
       return
     launch = local.LocalLaunch(
-        command=tuple(run_command(cfg, run)), num_processes=cfg.num_processes,
+        command=tuple(this_python(run_command(cfg, run))), num_processes=cfg.num_processes,
         devices_per_process=cfg.devices_per_process, logdir=os.path.join(run_dir(cfg, run),
                                                                          "logs"),
         timeout_s=cfg.timeout_s, echo=cfg.echo and cfg.parallel == 1)
@@ -283,4 +296,4 @@ if __name__ == "__main__":
   flags.FLAGS.set_default("num_processes", 1)
   flags.FLAGS.set_default("devices_per_process", 0)
   flags.FLAGS.set_default("echo", False)
-  app.run(main)
+  usage.run(main)

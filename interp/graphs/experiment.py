@@ -12,13 +12,13 @@ The library behind `experiments/attribution_graph.py`. The run folder (`workdir`
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 import jax
 import numpy as np
 
+from interp import jsonio
 from interp.data import tokenized
 from interp.graphs import attribute, export, validate
 from interp.graphs import prune as graph_prune
@@ -66,8 +66,8 @@ class GraphRunConfig:
 
 def load_transcoder(folder: str) -> tuple[tc.TranscoderConfig, dict]:
   """A trained transcoder (scales folded) from its run folder."""
-  with open(os.path.join(folder, "transcoder_config.json")) as f:
-    cfg = tc.TranscoderConfig.from_dict(json.load(f))
+  cfg = tc.TranscoderConfig.from_dict(
+      jsonio.read_json(os.path.join(folder, "transcoder_config.json")))
   _, state, _ = zoo.read_latest(os.path.join(folder, "checkpoints"))
   return cfg, tc.fold_scales(cfg, {k: jax.numpy.asarray(v) for k, v in state["params"].items()})
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from interp import jsonio
 from interp.models import gguf_loader, hf_loader, tokenizer_bpe, tokenizer_spm
 from interp.models.config import TransformerConfig
 
@@ -114,21 +114,13 @@ def read_latest(directory: str) -> tuple[int, dict, dict]:
   return step, restored.state, restored.data
 
 
-def _read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e})") from None
-
-
 def config(spec: ModelSpec) -> TransformerConfig:
   """The architecture `spec` names, without loading its weights."""
   if spec.kind == ModelKind.GEMMA3_270M:
     return gguf_loader.gemma3_config(gguf_loader.read_gguf(gguf_loader.default_gemma_path()))
   if spec.kind == ModelKind.GPT2:
-    return hf_loader.gpt2_config(_read_json(os.path.join(spec.path, "config.json")))
-  return TransformerConfig.from_dict(_read_json(os.path.join(spec.path, "model_config.json")))
+    return hf_loader.gpt2_config(jsonio.read_json(os.path.join(spec.path, "config.json")))
+  return TransformerConfig.from_dict(jsonio.read_json(os.path.join(spec.path, "model_config.json")))
 
 
 def load(spec: ModelSpec) -> Model:

@@ -30,6 +30,13 @@ class MeshConfig:
   data: int = -1
   model: int = 1
 
+  def __post_init__(self):
+    for name in AXES:
+      size = getattr(self, name)
+      if size == 0 or size < -1:
+        raise ValueError(f"--mesh: size {size} of axis {name!r} must be a positive integer or -1 "
+                         "(the rest of the devices)")
+
   @classmethod
   def parse(cls, text: str) -> "MeshConfig":
     """Parses `data:4,model:2` (either axis may be omitted; the flag is --mesh)."""
@@ -39,6 +46,12 @@ class MeshConfig:
       if name not in AXES or not value.lstrip("-").isdigit():
         raise ValueError(f"--mesh={text!r}: expected comma-separated AXIS:SIZE with AXIS in "
                          f"{AXES} and SIZE an integer (-1 = the rest), e.g. 'data:-1,model:2'")
+      if name in sizes:
+        raise ValueError(f"--mesh={text!r}: axis {name!r} is given twice; name each of "
+                         f"{AXES} at most once")
+      if int(value) == 0 or int(value) < -1:
+        raise ValueError(f"--mesh={text!r}: size {value} of axis {name!r} must be a positive "
+                         "integer or -1 (the rest of the devices)")
       sizes[name] = int(value)
     return cls(**sizes)
 

@@ -128,7 +128,8 @@ class ModelActivations:
     if context_length < 1 + self.drop_bos:
       raise ValueError(f"--context_length={context_length} leaves no tokens")
     if cfg.positional == PositionalType.LEARNED and context_length > cfg.n_ctx:
-      raise ValueError(f"--context_length={context_length} exceeds the model's n_ctx={cfg.n_ctx}")
+      raise ValueError(f"--context_length={context_length} exceeds the n_ctx={cfg.n_ctx} positions "
+                       f"{model_name} learned; pass --context_length={cfg.n_ctx} or less")
     _check_vocab(source, cfg.vocab_size)
     self.row_shape = (self.d_in,) if len(self.sites) == 1 else (len(self.sites), self.d_in)
     self.rows_per_chunk = batch_size * (context_length - self.drop_bos)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Callable, NamedTuple, Protocol
 
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interp import jsonio
 from interp.data import sources
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
@@ -302,7 +302,6 @@ def compile_only(config: TrainSAEConfig, capacity_gb: float = compile_lib.TPU_V5
 
 def load_params(workdir: str) -> tuple[SAEConfig, dict[str, Any]]:
   """The dictionary of a run folder's newest checkpoint, as host arrays, with its config."""
-  with open(os.path.join(workdir, "sae_config.json")) as f:
-    cfg = SAEConfig.from_dict(json.load(f))
+  cfg = SAEConfig.from_dict(jsonio.read_json(os.path.join(workdir, "sae_config.json")))
   _, state, _ = zoo.read_latest(os.path.join(workdir, "checkpoints"))
   return cfg, state["params"]

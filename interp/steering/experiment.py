@@ -26,6 +26,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
+from interp import jsonio
 from interp.data import tokenized
 from interp.models import generate, transformer, zoo
 from interp.sae import dictionary
@@ -92,8 +93,7 @@ def _batch(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
 def _load(config: ClampConfig):
   from interp.sae import train as sae_train
   sae_cfg, sae_params = sae_train.load_params(config.sae_dir)
-  with open(os.path.join(config.sae_dir, "results.json")) as f:
-    source = json.load(f)["source"]
+  source = jsonio.read_json(os.path.join(config.sae_dir, "results.json"))["source"]
   model = zoo.load(zoo.ModelSpec.parse(source["source"], flag="source"))
   sae_params = {k: jnp.asarray(v) for k, v in sae_params.items()}
   return model, source["hook"], sae_cfg, sae_params

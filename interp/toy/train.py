@@ -13,7 +13,6 @@ Running again with the same workdir resumes from the latest checkpoint, bit for 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from interp import jsonio
 from interp.toy.program import ToyTrainConfig, build, host_metrics  # noqa: F401 (re-exported)
 from interp.toy.sweep import Sweep
 from interp.train import state as state_lib
@@ -80,8 +80,7 @@ def _check_sweep(workdir: str, sweep: Sweep) -> None:
   path = os.path.join(workdir, "sweep.json")
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = jsonio.read_json(path)
   if saved.get("digest") != sweep.digest():
     raise CheckpointMismatchError(
         f"--workdir={workdir} holds a run of another sweep ({path}: {saved}; this one: "

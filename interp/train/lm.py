@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from interp import jsonio
 from interp.data import sources
 from interp.models import sharded, transformer
 from interp.models.config import TransformerConfig
@@ -82,8 +82,7 @@ def check_model_config(workdir: str, cfg: TransformerConfig) -> None:
   fields = run_folder.config_changes(workdir, "model_config.json", cfg.to_dict())
   if not fields:
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = jsonio.read_json(path)
   try:
     old = TransformerConfig.from_dict(saved)
     shapes = lambda c: jax.eval_shape(lambda: transformer.init_params(c, jax.random.key(0)))

@@ -21,13 +21,33 @@ def write_json(workdir: str, name: str, value) -> None:
   jsonio.write_json_atomic(os.path.join(workdir, name), value, sort_keys=True)
 
 
+def check_writable(workdir: str, flag: str = "workdir") -> None:
+  """Refuses a run folder that is a file or cannot be written, before anything runs.
+
+  Args:
+    workdir: the run folder (it may not exist yet: then its nearest existing parent must be a
+      writable folder).
+    flag: the flag that named it, for the message.
+  Raises:
+    NotADirectoryError, PermissionError: naming the flag and the path.
+  """
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise NotADirectoryError(f"--{flag}={workdir}: {path} is a file, not a folder; give a folder "
+                             "for the run")
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise PermissionError(f"--{flag}={workdir}: {path} is not writable; give a folder this user "
+                          "can write")
+
+
 def record_flags(workdir: str, flags: dict) -> None:
   """Writes flags.json; when resuming with other flags, logs each one that changed."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "flags.json")
   if os.path.exists(path):
-    with open(path) as f:
-      before = metrics_lib.flatten(json.load(f))
+    before = metrics_lib.flatten(jsonio.read_json(path))
     after = metrics_lib.flatten(flags)
     changed = {k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())
                if before.get(k) != after.get(k)}
@@ -50,8 +70,7 @@ def config_changes(workdir: str, name: str, current: dict) -> list[str] | None:
   path = os.path.join(workdir, name)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    saved = json.load(f)
+  saved = jsonio.read_json(path)
   return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
           for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)]
 

@@ -67,6 +67,8 @@ class Session:
     self.ckpt: Checkpointer | None = None
     self.start, self.restored, self.metrics_hook = 0, False, None
     self._position: Callable[[int], dict] | None = None
+    if self.workdir:
+      run_folder.check_writable(run.workdir)
     if self.workdir and check is not None:
       check(self.workdir)
 
