@@ -80,7 +80,8 @@ def test_only_this_projects_own_errors_are_user_errors():
 
 def test_a_run_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
   (tmp_path / "afile").write_text("x")
-  with pytest.raises(NotADirectoryError, match=r"^--workdir=.*afile/run: .*afile is a file, not a folder"):
+  with pytest.raises(NotADirectoryError,
+                     match=r"^--workdir=.*afile/run: .*afile is a file, not a folder"):
     Session(RunConfig(workdir=str(tmp_path / "afile" / "run")))
   monkeypatch.setattr(os, "access", lambda path, mode: False)  # root can write anywhere
   with pytest.raises(PermissionError, match=r"^--workdir=.*new: .* is not writable"):
@@ -117,5 +118,5 @@ def test_context_longer_than_learned_positions_says_what_fits():
   with pytest.raises(ValueError, match=r"^--context_length=32 exceeds the n_ctx=16 positions "
                                        r"toy learned; pass --context_length=16 or less"):
     activation_sources.ModelActivations(
-        cfg, params, mesh, "blocks.0.hook_resid_post", sources.TokenWindows(np.arange(64) % 32, "t"), context_length=32,
-        batch_size=2, model_name="toy")
+        cfg, params, mesh, "blocks.0.hook_resid_post", sources.TokenWindows(np.arange(64) % 32, "t"),
+        context_length=32, batch_size=2, model_name="toy")

@@ -58,7 +58,8 @@ class MeshConfig:
   def resolve(self, n_devices: int) -> tuple[int, int]:
     sizes = [self.data, self.model]
     if sizes.count(-1) > 1:
-      raise ValueError(f"--mesh: at most one axis may be -1, got data={self.data}, model={self.model}")
+      raise ValueError(f"--mesh: at most one axis may be -1, got data={self.data}, "
+                       f"model={self.model}")
     if -1 in sizes:
       known = int(np.prod([s for s in sizes if s != -1]))
       if n_devices % known:
