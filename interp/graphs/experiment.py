@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from interp import jsonio
+from interp import choices, jsonio
 from interp.data import tokenized
 from interp.graphs import attribute, export, validate
 from interp.graphs import prune as graph_prune
@@ -61,6 +61,9 @@ class GraphRunConfig:
   mesh: str = mesh_lib.DEFAULT_MESH
 
   def __post_init__(self):
+    choices.numbers(self, positive=("num_steps", "batch_size", "context_length",
+                                    "context_sequences"),
+                    non_negative=("n_steer",), finite=("steer_factor",))
     zoo.ModelSpec.parse(self.model)
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
 import jax.numpy as jnp
 import numpy as np
 
-from interp import jsonio
+from interp import choices, jsonio
 from interp.data import tokenized
 from interp.models import generate, transformer, zoo
 from interp.sae import dictionary
@@ -71,6 +72,11 @@ class ClampConfig:
   window: int = 64
 
   def __post_init__(self):
+    choices.numbers(self, positive=("reference_multiple", "n_new", "context_windows",
+                                    "heldout_windows", "window"))
+    if any(not (math.isfinite(m) and m >= 0) for m in self.multiples + self.generate_multiples):
+      raise ValueError(f"--multiples={list(self.multiples)} and --generate_multiples="
+                       f"{list(self.generate_multiples)}: must be finite numbers >= 0")
     if not os.path.exists(os.path.join(self.sae_dir, "sae_config.json")):
       raise ValueError(f"--sae_dir={self.sae_dir!r} holds no sae_config.json: give the run "
                        "folder of experiments/train_sae.py (e.g. runs/figures/sae_gemma)")

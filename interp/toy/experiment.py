@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import time
 from typing import Sequence
@@ -77,10 +78,14 @@ class ToyExperimentConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "family", data_lib.choice(Family, self.family, "--family"))
-    if min(self.num_steps, self.lr, self.seeds, self.grid, self.n_features, self.n_hidden,
-           self.batch_size, self.log_every, self.seed) < 0 or self.checkpoint_every <= 0:
-      raise ValueError("sizes, steps and rates must be non-negative (0 = family default) and "
-                       f"checkpoint_every positive: {self}")
+    for name in ("num_steps", "lr", "seeds", "grid", "n_features", "n_hidden", "batch_size",
+                 "log_every", "seed"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value >= 0):  # `not` so that NaN is refused too
+        raise ValueError(f"--{name}={value}: must be a finite number >= 0 (0 = the family's "
+                         "default)")
+    if self.checkpoint_every <= 0:
+      raise ValueError(f"--checkpoint_every={self.checkpoint_every}: must be a positive integer")
     if (self.n_features or self.n_hidden) and self.family != Family.GEOMETRY:
       raise ValueError(f"--n_features/--n_hidden apply to the geometry family only; the "
                        f"{self.family.value} family's widths are the paper's")
