@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from interp import choices
 from interp.ioi import circuit as ioi
 from interp.ioi import plots
 from interp.ioi import prompts as ioi_data
@@ -48,6 +49,7 @@ class IOIConfig:
   patching: bool = True
 
   def __post_init__(self):
+    choices.numbers(self, non_negative=("seed",))
     if self.n_prompts < 2:
       raise ValueError(f"--n_prompts={self.n_prompts}: need at least 2 (ABBA and BABA)")
     # IOI prompts need a tokenizer with single-token names: not the byte-level toys.
