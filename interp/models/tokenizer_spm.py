@@ -203,6 +203,8 @@ class SPMTokenizer:
 
   def id_to_piece(self, token: int) -> str:
     """The vocabulary string of one id (with '▁' for spaces, <0xNN> for bytes)."""
+    if not 0 <= int(token) < self.vocab_size:  # a negative index would wrap around silently
+      raise ValueError(f"token id {int(token)} is outside the vocabulary (size {self.vocab_size})")
     return self._pieces[int(token)]
 
 
