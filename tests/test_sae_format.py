@@ -59,7 +59,7 @@ def _random_params(cfg: SAEConfig, seed: int = 0) -> dict:
     noise = rng.normal(size=params[name].shape).astype(np.float32)
     out[name] = params[name] + (0.2 if name == "r_mag" else 0.3) * noise
   if cfg.activation.value == "jumprelu":
-    out["log_threshold"] = jnp.asarray(np.log(rng.uniform(0.05, 0.5, D_SAE)), jnp.float32)
+    out["jump_threshold"] = jnp.asarray(rng.uniform(0.05, 0.5, D_SAE), jnp.float32)
   if cfg.activation.value == "batchtopk":
     out["threshold"] = jnp.float32(0.4)
   return out

@@ -78,8 +78,10 @@ class SAEConfig:
     threshold_init: initial JumpReLU threshold (normalised units). Pre-activations start with a
       spread of about `init_decoder_norm` (encoder columns of that norm on inputs of unit
       coordinate scale), so 0.01 starts JumpReLU close to ReLU, as the paper does. The threshold
-      is learned as log(theta) with Adam, which moves it by about a factor e^lr per step: a run
-      needs roughly ln(final / threshold_init) / lr steps to reach its final thresholds.
+      is learned as itself (not log(theta): see `interp.sae.dictionary`), and Adam moves it by
+      about lr per step, as fast as the pre-activations move: a run needs roughly final / lr
+      steps to reach its final thresholds (~1.3 on planted 4-sparse data; 2,000 steps at
+      lr 1e-3), and the L0 falls gradually on the way, which is how the features are found.
     dead_mitigation: `auxk` (topk family), `resample` (any rule) or `none`.
     dead_steps: a latent silent for this many steps is dead (AuxK's target, resampling's victims).
     aux_k: latents the AuxK loss reconstructs the residual with (0: d_in // 2).

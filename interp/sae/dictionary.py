@@ -2,7 +2,7 @@
 
 Parameters are one plain dict (names follow SAELens, so its files map one-to-one):
   W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]      (all rules)
-  log_threshold [d_sae]                                                       (jumprelu)
+  jump_threshold [d_sae]                                                      (jumprelu)
   b_gate, r_mag, b_mag [d_sae] (gated; the gate uses W_enc, and there is no b_enc)
 and buffers, carried in the same dict but never given to the optimizer:
   norm_scale []      the input scale (1 when `normalize_input` is off)
@@ -11,6 +11,15 @@ and buffers, carried in the same dict but never given to the optimizer:
 
 Everything inside works on normalised inputs x_n = x * norm_scale; `encode` takes raw inputs and
 `decode` returns raw outputs, so a caller never sees the scale.
+
+JumpReLU's threshold is learned as itself, not as its logarithm (Rajamanoharan et al.'s
+`log_threshold`). Adam moves a parameter by about lr per step whatever the gradient's size, so
+a log-threshold moves theta by lr * theta per step: from the 0.01 start, 1e-5 per step at
+lr 1e-3, while b_enc and the encoder move the pre-activations by ~1e-3 per step. The thresholds
+could then never catch up (at most x e^2 in 2,000 steps, to ~0.07, where planted 4-sparse data
+needs ~1.3); the pre-activations outran them and L0 grew to ~200 whatever `l0_coeff` was. Learned
+directly, theta moves at the pre-activations' own rate and the L0 penalty sets where it stops.
+Thresholds are kept >= `MIN_THRESHOLD` after each update (`constrain`).
 
 The activation rules themselves (TopK with its sparse backward pass, JumpReLU, BatchTopK) are in
 `interp.sae.activation_rules`.
@@ -29,11 +38,13 @@ from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
 
 PARAM_AXES = {
     "W_enc": ("embed", "latent"), "b_enc": ("latent",), "W_dec": ("latent", "embed"),
-    "b_dec": ("embed",), "log_threshold": ("latent",), "b_gate": ("latent",),
+    "b_dec": ("embed",), "jump_threshold": ("latent",), "b_gate": ("latent",),
     "r_mag": ("latent",), "b_mag": ("latent",),
     "norm_scale": (), "threshold": (), "fired_ago": ("latent",),
 }
 BUFFERS = ("norm_scale", "threshold", "fired_ago")
+# The smallest JumpReLU threshold: at zero or below, JumpReLU would pass negative pre-activations.
+MIN_THRESHOLD = 1e-6
 
 
 class Sparse(NamedTuple):
@@ -45,7 +56,7 @@ class Sparse(NamedTuple):
 def trainable_names(cfg: SAEConfig) -> tuple[str, ...]:
   if cfg.activation == Activation.GATED:
     return ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag")
-  extra = ("log_threshold",) if cfg.activation == Activation.JUMPRELU else ()
+  extra = ("jump_threshold",) if cfg.activation == Activation.JUMPRELU else ()
   return ("W_enc", "b_enc", "W_dec", "b_dec") + extra
 
 
@@ -105,7 +116,7 @@ def init(cfg: SAEConfig, key: jax.Array, sample: jax.Array | None = None) -> dic
   else:
     params["b_enc"] = zeros
   if cfg.activation == Activation.JUMPRELU:
-    params["log_threshold"] = jnp.full((cfg.d_sae,), jnp.log(cfg.threshold_init), jnp.float32)
+    params["jump_threshold"] = jnp.full((cfg.d_sae,), cfg.threshold_init, jnp.float32)
   params.update(norm_scale=scale, threshold=jnp.float32(0.0),
                 fired_ago=jnp.zeros((cfg.d_sae,), jnp.int32))
   return params
@@ -152,7 +163,7 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
   if a == Activation.RELU:
     return jax.nn.relu(pre), {}
   if a == Activation.JUMPRELU:
-    theta = jnp.exp(params["log_threshold"])
+    theta = params["jump_threshold"]
     return jumprelu(pre, theta, cfg.bandwidth), {"pre": pre, "theta": theta}
   if training:  # batchtopk
     flat = pre.reshape(-1, cfg.d_sae)
@@ -332,7 +343,7 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoder-norm constraint (unit rows)
+# Constraints after each update: unit decoder rows, positive JumpReLU thresholds
 
 
 def constrained(cfg: SAEConfig) -> bool:
@@ -349,7 +360,10 @@ def project_grads(cfg: SAEConfig, grads: dict, params: dict) -> dict:
 
 
 def renormalise(cfg: SAEConfig, params: dict) -> dict:
-  """Decoder rows back to unit norm after an update."""
+  """Decoder rows back to unit norm (`decoder_norm=unit`) and JumpReLU thresholds back to at
+  least `MIN_THRESHOLD`, after an update."""
+  if "jump_threshold" in params:
+    params = dict(params, jump_threshold=jnp.maximum(params["jump_threshold"], MIN_THRESHOLD))
   if not constrained(cfg):
     return params
   w = params["W_dec"]

@@ -10,7 +10,7 @@ rescale_acts_by_decoder_norm for topk).
 Our rule -> SAELens architecture (inference is identical; training-only fields go to metadata):
   relu                      -> standard
   topk                      -> topk (k; rescale_acts_by_decoder_norm false)
-  jumprelu                  -> jumprelu, threshold = exp(log_threshold)
+  jumprelu                  -> jumprelu, threshold = jump_threshold
   gated                     -> gated
   batchtopk (+ matryoshka)  -> jumprelu with every latent's threshold = the learned BatchTopK
                                inference threshold (what SAELens writes for its BatchTopK)
@@ -30,7 +30,7 @@ cannot carry c instead: `load_from_disk` applies no scale for it. The fold is do
 `load` reads any SAELens file of the four architectures (norm_scale 1; a topk file with
 rescale_acts_by_decoder_norm has the decoder norms folded in, one with apply_b_dec_to_input false
 gets b_dec @ W_enc moved into the encoder biases, jumprelu thresholds <= 0 become
-log_threshold = -inf, i.e. a plain ReLU for that latent, exactly as SAELens computes it). A file
+jump_threshold = 0, i.e. a plain ReLU for that latent, exactly as SAELens computes it). A file
 written by `save` also carries `metadata.interp` (our SAEConfig and c): when it agrees with the
 file, `load` restores that config and un-folds c, so save -> load returns the same parameters
 (to float32 rounding) and buffers, except the dead-latent counters `fired_ago`, which restart at
@@ -105,7 +105,7 @@ def to_saelens(cfg: SAEConfig, params: dict) -> dict[str, np.ndarray]:
   own = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,),
          "norm_scale": ()}
   needed = [n for n in _TENSORS[arch] if n != "threshold"]
-  needed += ["norm_scale"] + (["log_threshold"] if cfg.activation == Activation.JUMPRELU else [])
+  needed += ["norm_scale"] + (["jump_threshold"] if cfg.activation == Activation.JUMPRELU else [])
   needed += ["threshold"] if cfg.activation == Activation.BATCHTOPK else []
   for name in needed:
     want = own.get(name, (cfg.d_sae,) if name != "threshold" else ())
@@ -121,7 +121,7 @@ def to_saelens(cfg: SAEConfig, params: dict) -> dict[str, np.ndarray]:
   out = {name: p[name] for name in _TENSORS[arch] if name in p}
   out.update(W_enc=p["W_enc"] * c, W_dec=p["W_dec"] / c, b_dec=p["b_dec"] / c)
   if cfg.activation == Activation.JUMPRELU:
-    out["threshold"] = np.exp(p["log_threshold"])
+    out["threshold"] = p["jump_threshold"]
   elif cfg.activation == Activation.BATCHTOPK:
     out["threshold"] = np.full((cfg.d_sae,), float(p["threshold"]))
   return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
@@ -308,8 +308,7 @@ def from_saelens(cfg_dict: dict, tensors: dict[str, np.ndarray], *, source: str 
   params.update(W_enc=t["W_enc"] / c, W_dec=t["W_dec"] * c, b_dec=t["b_dec"] * c)
   threshold = 0.0
   if cfg.activation == Activation.JUMPRELU:
-    with np.errstate(divide="ignore"):
-      params["log_threshold"] = np.log(np.maximum(t["threshold"], 0.0))
+    params["jump_threshold"] = np.maximum(t["threshold"], 0.0)
   elif cfg.activation == Activation.BATCHTOPK:
     threshold = float(t["threshold"][0])
   out = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
