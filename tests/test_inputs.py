@@ -1,6 +1,10 @@
 """Bad input is refused at the door with one line naming what was wrong (models and files)."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import gguf
 import jax
@@ -9,6 +13,10 @@ import numpy as np
 import pytest
 
 from interp.models import config, gguf_loader, hf_loader, hooks, transformer
+from interp.sae import config as sae_config
+from interp.sae import experiment as sae_experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 GEMMA = config.gemma3_270m(vocab_size=32, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
                            d_head=8, d_mlp=24, n_ctx=8)
@@ -112,3 +120,50 @@ def test_safetensors_shards_stay_inside_the_model_folder(tmp_path):
   index.write_text("[1, 2]")
   with pytest.raises(ValueError, match=r"model.safetensors.index.json is not a safetensors index"):
     hf_loader._weight_paths(folder)
+
+
+SAE_BASE = dict(d_in=8, d_sae=16)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("d_sae", 0, "--d_sae=0: must be a positive integer"),
+    ("dead_steps", -1, "--dead_steps=-1: must be a positive integer"),
+    ("aux_k", 1.5, "--aux_k=1.5: must be a non-negative integer"),
+    ("l1_coeff", -1.0, "--l1_coeff=-1.0: must be a finite number in [0, inf)"),
+    ("l0_coeff", float("nan"), "--l0_coeff=nan: must be a finite number in [0, inf)"),
+    ("aux_coeff", float("inf"), "--aux_coeff=inf: must be a finite number in [0, inf)"),
+    ("bandwidth", 0.0, "--bandwidth=0.0: must be a finite number in (0, inf)"),
+    ("threshold_init", -0.01, "--threshold_init=-0.01: must be a finite number in (0, inf)"),
+    ("init_decoder_norm", 0.0, "--init_decoder_norm=0.0: must be a finite number in (0, inf)"),
+])
+def test_sae_numbers_are_checked(field, value, message):
+  with pytest.raises(ValueError) as e:
+    sae_config.SAEConfig(**{**SAE_BASE, field: value})
+  assert str(e.value) == message
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("planted_d", 0, "--planted_d=0: must be a positive integer"),
+    ("planted_features", -3, "--planted_features=-3: must be a positive integer"),
+    ("planted_density", 2.0, "--planted_density=2.0: must be a finite number in (0, 1]"),
+    ("planted_density", 0.0, "--planted_density=0.0: must be a finite number in (0, 1]"),
+    ("context_length", 0, "--context_length=0: must be a positive integer"),
+    ("eval_sequences", -1, "--eval_sequences=-1: must be a non-negative integer"),
+])
+def test_sae_source_numbers_are_checked(field, value, message):
+  with pytest.raises(ValueError) as e:
+    sae_experiment.SourceConfig(source="planted", **{field: value})
+  assert str(e.value) == message
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--planted_d=0", "--planted_d=0: must be a positive integer"),
+    ("--expansion=0", "--expansion=0: must be a positive integer"),
+])
+def test_train_sae_names_the_flag_it_refuses(tmp_path, flag, message):
+  cmd = [sys.executable, os.path.join(ROOT, "experiments", "train_sae.py"), "--source=planted",
+         f"--workdir={tmp_path / 'run'}", flag]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
+  assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -13,6 +13,7 @@ import pytest
 from interp.parallel import mesh as mesh_lib
 from interp.sae import activation_rules
 from interp.sae import dictionary as dic
+from interp.sae import experiment
 from interp.sae import synthetic
 from interp.sae import train as sae_train
 from interp.sae.config import SAEConfig
@@ -313,3 +314,18 @@ def test_batchtopk_refuses_a_batch_its_int32_count_cannot_hold(tmp_path):
   cfg = SAEConfig(d_in=64, d_sae=2**20, activation="batchtopk", k=4)
   with pytest.raises(ValueError, match="counts --batch_size x --d_sae = 4294967296 values"):
     sae_train.TrainSAEConfig.make(workdir=str(tmp_path), sae=cfg, batch_size=4096)
+
+
+def test_planted_seed_draws_the_features():
+  mesh = _one_device()
+
+  def directions(seed):
+    src = experiment.SourceConfig(source="planted", planted_d=16, planted_features=32,
+                                  planted_seed=seed)
+    store, model = experiment.build_store(src, 8, mesh)
+    assert model is None and store.describe()["seed"] == seed
+    return np.asarray(store.features.directions())
+
+  np.testing.assert_array_equal(directions(5), directions(5))
+  # Independent draws of 32 directions in d=16: no direction of one is close to the other's.
+  assert np.abs(directions(5) @ directions(6).T).max() < 0.95

@@ -30,6 +30,7 @@ from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
 from interp.sae import activation_cache as cache_lib
 from interp.sae import activation_sources as sources_lib
+from interp.sae import config as sae_config
 from interp.sae import eval_metrics
 from interp.sae import evaluate as eval_lib
 from interp.sae import store as store_lib
@@ -53,7 +54,10 @@ class SourceConfig:
     cache_dir: if set, activations are first cached there (`cache_tokens` of them) and the run
       streams them back; a killed caching run resumes where it stopped.
     cache_tokens: activations to cache.
-    planted_d, planted_features, planted_density: the synthetic source.
+    planted_d, planted_features, planted_density: the synthetic source's width, number of
+      true features and the probability that each is present on a token.
+    planted_seed: the draw of the planted directions (`synthetic.PlantedFeatures.directions`
+      folds a constant into it, so even seed 0 is not the seed-0 dictionary's init).
     eval_sequences: held-out sequences for the evaluation (model sources; 0 = skip).
   """
 
@@ -69,6 +73,7 @@ class SourceConfig:
   planted_d: int = 64
   planted_features: int = 256
   planted_density: float = 1 / 64
+  planted_seed: int = 0
   eval_sequences: int = 32
 
   def __post_init__(self):
@@ -77,6 +82,12 @@ class SourceConfig:
         zoo.ModelSpec.parse(self.source, flag="source")
       except ValueError as e:
         raise ValueError(f"{e} (or planted)") from None
+    for flag in ("context_length", "model_batch_size", "buffer_batches", "planted_d",
+                 "planted_features"):
+      sae_config.check_int(flag, getattr(self, flag))
+    for flag in ("cache_tokens", "eval_sequences"):
+      sae_config.check_int(flag, getattr(self, flag), minimum=0)
+    sae_config.check_real("planted_density", self.planted_density, "(0, 1]")
     if self.cache_dir and self.cache_tokens <= 0:
       raise ValueError(f"--cache_dir={self.cache_dir} needs --cache_tokens > 0")
 
@@ -96,7 +107,7 @@ def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Sto
   """The activation store (and the model behind it, if any) for one run."""
   if src.source == "planted":
     features = synthetic.PlantedFeatures(src.planted_d, src.planted_features,
-                                         src.planted_density)
+                                         src.planted_density, seed=src.planted_seed)
     return synthetic.SyntheticStore(features, batch_size, mesh, src.data_seed), None
   model = zoo.load(src.model)
   params, shardings = sharded.place(model.cfg, model.params, mesh)

@@ -30,14 +30,14 @@ from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.sae import dictionary as dic
-from interp.sae.config import DeadMitigation, SAEConfig
+from interp.sae.config import DeadMitigation, SAEConfig, check_int
 from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.run_config import EmbedsRun, RunConfig
 from interp.train.session import Session
 
 
@@ -74,7 +74,8 @@ class TrainSAEConfig(EmbedsRun):
   init_sample: int = 4096
 
   def __post_init__(self):
-    check_positive(self, "batch_size", "init_sample")
+    check_int("batch_size", self.batch_size)
+    check_int("init_sample", self.init_sample)
     if (self.sae.activation.value == "batchtopk"
         and self.batch_size * self.sae.d_sae > 2**31 - 1):
       # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.
