@@ -114,8 +114,19 @@ def test_binary_on_a_toy_model(tmp_path):
       "--model_batch_size=8", "--buffer_batches=4", "--eval_sequences=16", "--init_sample=256")
   results = json.loads((workdir / "results.json").read_text())
   summary = results["summary"]
-  assert set(summary) >= {"l0", "fvu", "ce_loss_recovered", "dead_fraction"}
-  assert 0 < summary["l0"] < 128 and 0 <= summary["dead_fraction"] <= 1
+  assert set(summary) >= {"l0", "fvu", "ce_loss_recovered"}
+  assert 0 < summary["l0"] < 128
+  # Two dead fractions, each labelled with what it was measured on.
+  assert "dead_fraction" not in summary
+  eval_json = json.loads((workdir / "eval.json").read_text())
+  evaluation = eval_json["metrics"]
+  assert summary["dead_eval_tokens"] == evaluation["n_tokens"] == 16 * 31  # position 0 left out
+  assert summary["dead_fraction_eval"] == evaluation["dead_fraction"]
+  assert summary["dead_fraction_eval"] == eval_json["histogram"]["dead"] / 128  # 4 x d_model 32
+  assert (summary["dead_train_window_steps"], summary["dead_train_window_tokens"]) == (
+      200, 200 * 256)
+  logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert summary["dead_fraction_train_window"] == [r for r in logged if "dead" in r][-1]["dead"]
   assert np.isfinite(summary["ce_loss_recovered"]) and summary["fvu"] < 1.0
   for name in ("eval.json", "dashboard.json", "density.png", "saelens/cfg.json"):
     assert (workdir / name).exists(), name

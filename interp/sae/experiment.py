@@ -2,7 +2,16 @@
 
 The library behind `experiments/train_sae.py`. The run folder holds what `interp.sae.train`
 writes (flags.json, sae_config.json, data.json, metrics.jsonl, checkpoints/) and, at the end:
-  results.json        training status + final L0, FVU, CE loss recovered, dead fraction, ...
+  results.json        training status + final L0, FVU, CE loss recovered, dead fractions, ...
+
+Two dead fractions, measured on different things, each labelled with what it was measured on:
+  dead_fraction_train_window  latents that fired on none of the last `dead_steps` training
+                              batches (`dead_train_window_steps`, `dead_train_window_tokens`),
+                              as of the final logged step: what AuxK / resampling act on
+  dead_fraction_eval          latents that fired on none of the evaluated held-out tokens
+                              (`dead_eval_tokens` of them; model sources only)
+On a short evaluation set the second is the larger: a latent of density 1e-4 that fires every
+few training steps has likely not fired on 2,048 evaluation tokens.
   eval.json           every evaluation metric and the log-density histogram
   dashboard.json      top-activating contexts of the densest latents (dashboard data)
   density.png         the log10 latent-density histogram
@@ -141,7 +150,11 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
   params = jax.device_get(params)
   workdir = os.path.abspath(config.run.workdir)
   final = results["final"] or {}
-  summary = {k: final.get(k) for k in ("l0", "fvu", "mse", "dead")}
+  summary = {k: final.get(k) for k in ("l0", "fvu", "mse")}
+  window = {"dead_fraction_train_window": final.get("dead"),
+            "dead_train_window_steps": config.sae.dead_steps,
+            "dead_train_window_tokens": config.sae.dead_steps * config.batch_size}
+  summary.update(window)
   primary = jax.process_index() == 0
   if model is not None and src.eval_sequences:
     evaluation = eval_lib.evaluate(
@@ -151,7 +164,8 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
     summary = {"l0": m["l0"], "fvu": m["fvu"], "mse": m["mse"], "cosine": m["cosine"],
                "ce_loss_recovered": m["ce_loss_recovered"], "ce_clean": m["ce_clean"],
                "ce_spliced": m["ce_spliced"], "ce_zero": m["ce_zero"],
-               "kl_spliced": m["kl_spliced"], "dead_fraction": m["dead_fraction"],
+               "kl_spliced": m["kl_spliced"], "dead_fraction_eval": m["dead_fraction"],
+               "dead_eval_tokens": m["n_tokens"], **window,
                "ultra_low_density_fraction": m["ultra_low_density_fraction"]}
     if primary:
       run_folder.write_json(workdir, "eval.json", evaluation.to_json())
@@ -161,7 +175,7 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
   elif src.source == "planted":
     features = store.features
     cos = synthetic.max_cosine(features.directions(), params["W_dec"])
-    summary.update(mean_max_cosine=float(cos.mean()), dead_fraction=final.get("dead"))
+    summary.update(mean_max_cosine=float(cos.mean()))
   if primary:
     from interp.sae import saelens_format
     saelens_format.save(config.sae, params, os.path.join(workdir, "saelens"),

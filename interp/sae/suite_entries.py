@@ -70,4 +70,8 @@ def sae_gemma(workdir: str, quick: bool) -> Section:
              "1 = perfect"),
             ("CE clean / spliced / zero-ablated",
              f"{m['ce_clean']:.2f} / {m['ce_spliced']:.2f} / {m['ce_zero']:.2f}", "-"),
-            ("dead latents (no firing on eval)", f"{m['dead_fraction']:.3f}", "-")])
+            (f"dead latents (no firing on {m['dead_eval_tokens']} eval tokens)",
+             f"{m['dead_fraction_eval']:.3f}", "-"),
+            (f"dead latents (no firing in the last {m['dead_train_window_steps']} training "
+             f"steps, {m['dead_train_window_tokens']} tokens)",
+             f"{m['dead_fraction_train_window']:.3f}", "-")])
