@@ -165,5 +165,6 @@ def test_train_sae_names_the_flag_it_refuses(tmp_path, flag, message):
          f"--workdir={tmp_path / 'run'}", flag]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0
-  assert out.stderr.strip().splitlines()[-1] == message, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]  # one line: "<binary>: error: <message> ..."
+  assert f"error: {message} " in last and "--d_in" not in last, out.stderr[-2000:]
   assert not (tmp_path / "run").exists()  # refused before anything was written
