@@ -281,6 +281,31 @@ def test_pattern_preserving_ablation(toy):
   np.testing.assert_allclose(frozen[8], _loss(logits, tokens), rtol=1e-5)
 
 
+def test_ablation_at_chosen_positions_and_one_compilation_for_every_metric(toy):
+  params, tokens = toy
+  masks = jnp.concatenate([ablate.each_head_masks(TOY), ablate.each_layer_masks(TOY)])
+  at = jnp.tile(jnp.array([[7, 10]], jnp.int32), (tokens.shape[0], 1))  # [b 2]
+  full_logit = lambda logits, t: logits[:, jnp.array([7, 10]), 5].mean()
+  at_logit = lambda logits, t: logits[:, :, 5].mean()  # logits [b 2 v] at `at`
+  ablate._ablated_logits.clear_cache()
+  full = ablate.ablate(TOY, params, tokens, masks, full_logit)
+  assert ablate._ablated_logits._cache_size() == 1
+  # A second metric function reuses the compiled forward.
+  loss = ablate.ablate(TOY, params, tokens, masks, _loss)
+  assert ablate._ablated_logits._cache_size() == 1
+  # Chunks of 4 (the last one padded): one more program, for [4 l h] masks.
+  np.testing.assert_allclose(ablate.ablate(TOY, params, tokens, masks, _loss, chunk=4), loss,
+                             rtol=1e-6)
+  assert ablate._ablated_logits._cache_size() == 2
+  got = ablate.ablate(TOY, params, tokens, masks, at_logit, logits_at=at, chunk=4)
+  assert got.shape == (10,)
+  np.testing.assert_allclose(got, full, rtol=1e-5)
+  with pytest.raises(ValueError, match=r"logits_at must be \[batch, k\]"):
+    ablate.ablate(TOY, params, tokens, masks, at_logit, logits_at=at[:1])
+  with pytest.raises(ValueError, match=r"masks must be \[n, n_layers, n_heads\]"):
+    ablate.ablate(TOY, params, tokens, masks[0], _loss)
+
+
 def test_icl_positions_scale_olssons():
   assert icl.icl_positions(512) == (50, 500)
   assert icl.icl_positions(32) == (3, 31)

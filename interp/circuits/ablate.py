@@ -11,8 +11,11 @@ heads attend exactly where they did, so the effect is only through what is writt
 path and V-composition), not through moved attention (Q-/K-composition).
 
 Which heads go together is a boolean mask [l h]; `ablate` takes [n l h] masks and runs the n
-ablated forwards as one vmapped (or `chunk`-at-a-time `lax.map`ped) program, returning
-`metric(logits, tokens)` for each.
+ablated forwards as one vmapped program (or `chunk` masks per call), returning
+`metric(logits, tokens)` for each. The compiled program returns logits, only at `logits_at`
+[b k] positions if given (logits [b k v]: with Gemma's 262k-token vocabulary, unembedding every
+position dominates a short prompt's cost), and the metric runs after it, so a new metric
+function reuses the compiled forward instead of tracing and compiling it again.
 """
 
 from __future__ import annotations
@@ -62,9 +65,11 @@ def fill_values(cfg: TransformerConfig, params, tokens, mode: Ablation, referenc
   return _stacked(cfg, params, ref, "hook_z")
 
 
-def run_ablated(cfg: TransformerConfig, params, tokens, mask, fill=None, patterns=None):
+def run_ablated(cfg: TransformerConfig, params, tokens, mask, fill=None, patterns=None,
+                logits_at=None):
   """Logits with the heads in `mask` [l h] replaced by `fill` (zeros if None); `patterns`
-  [l b h p s], if given, replace every layer's attention pattern."""
+  [l b h p s], if given, replace every layer's attention pattern; `logits_at` [b k] as in
+  `transformer.forward`."""
   edits = {}
   for i, name in enumerate(_names(cfg, "hook_z")):
     value = 0.0 if fill is None else fill[i]
@@ -72,29 +77,70 @@ def run_ablated(cfg: TransformerConfig, params, tokens, mask, fill=None, pattern
   if patterns is not None:
     for i, name in enumerate(_names(cfg, "hook_pattern")):
       edits[name] = (lambda x, p=patterns[i]: p.astype(x.dtype))
-  logits, _ = transformer.forward(cfg, params, tokens, Hooks(edits=edits))
+  logits, _ = transformer.forward(cfg, params, tokens, Hooks(edits=edits), logits_at)
   return logits
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric", "mode", "preserve_patterns",
-                                             "chunk"))
-def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
-           mode: Ablation = Ablation.ZERO, reference=None, preserve_patterns: bool = False,
-           chunk: int | None = None) -> jax.Array:
-  """`metric(logits, tokens)` with each of `masks` [n l h] ablated: [n ...], one compiled call.
-
-  Args:
-    mode: zero, mean or resample (module docstring); `reference` tokens for mean / resample.
-    preserve_patterns: freeze every attention pattern to the clean run's.
-    chunk: run this many ablations at a time (lax.map) instead of all at once (vmap), to bound
-      memory on large models.
-  """
+@functools.partial(jax.jit, static_argnames=("cfg", "mode", "preserve_patterns"))
+def _clean_values(cfg: TransformerConfig, params, tokens, mode: Ablation, reference,
+                  preserve_patterns: bool):
+  """(fill, patterns): computed once per call of `ablate`, shared by every chunk of masks."""
   fill = fill_values(cfg, params, tokens, mode, reference)
   patterns = _stacked(cfg, params, tokens, "hook_pattern") if preserve_patterns else None
-  one = lambda m: metric(run_ablated(cfg, params, tokens, m, fill, patterns), tokens)
-  if chunk:
-    return jax.lax.map(one, masks, batch_size=chunk)
-  return jax.vmap(one)(masks)
+  return fill, patterns
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _ablated_logits(cfg: TransformerConfig, params, tokens, masks, fill, patterns, logits_at):
+  """Logits [n b p|k v] with each of `masks` [n l h] ablated; no metric, so one compilation
+  serves every metric function."""
+  return jax.vmap(lambda m: run_ablated(cfg, params, tokens, m, fill, patterns, logits_at))(masks)
+
+
+def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
+           mode: Ablation = Ablation.ZERO, reference=None, preserve_patterns: bool = False,
+           chunk: int | None = None, logits_at=None) -> jax.Array:
+  """`metric(logits, tokens)` with each of `masks` [n l h] ablated: [n ...].
+
+  Args:
+    cfg, params, tokens: the model and its input [b p].
+    masks: [n l h] booleans, the heads ablated together in each of n runs.
+    metric: metric(logits, tokens) -> array, with logits [b p v], or [b k v] at `logits_at`.
+      It runs outside the compiled forward (vmapped over the n runs), so changing it does not
+      recompile the forward.
+    mode: zero, mean or resample (module docstring); `reference` tokens for mean / resample.
+    preserve_patterns: freeze every attention pattern to the clean run's.
+    chunk: run this many ablations per compiled call instead of all n at once, to bound
+      memory on large models (the last chunk is padded with empty masks, so one program
+      serves all chunks).
+    logits_at: int [b k] positions to unembed (None: every position).
+  Returns:
+    [n ...]: the metric of each ablated run.
+  """
+  masks = jnp.asarray(masks, bool)
+  if masks.ndim != 3 or masks.shape[1:] != (cfg.n_layers, cfg.n_heads):
+    raise ValueError(f"masks must be [n, n_layers, n_heads] = [n, {cfg.n_layers}, "
+                     f"{cfg.n_heads}] booleans, got shape {masks.shape}")
+  if logits_at is not None:
+    logits_at = jnp.asarray(logits_at, jnp.int32)
+    if logits_at.ndim != 2 or logits_at.shape[0] != tokens.shape[0]:
+      raise ValueError(f"logits_at must be [batch, k] positions for tokens {tokens.shape}, "
+                       f"got shape {logits_at.shape}")
+  transformer.check_token_range(cfg, tokens)
+  fill, patterns = _clean_values(cfg, params, tokens, Ablation(mode), reference,
+                                 preserve_patterns)
+  apply = jax.vmap(metric, in_axes=(0, None))
+  n = masks.shape[0]
+  size = min(chunk, n) if chunk else n
+  outs = []
+  for start in range(0, n, size):
+    part = masks[start:start + size]
+    pad = size - part.shape[0]
+    if pad:
+      part = jnp.concatenate([part, jnp.zeros((pad,) + part.shape[1:], bool)])
+    logits = _ablated_logits(cfg, params, tokens, part, fill, patterns, logits_at)
+    outs.append(apply(logits[:size - pad], tokens))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs)
 
 
 def each_head_masks(cfg: TransformerConfig) -> jax.Array:
