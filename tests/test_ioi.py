@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from interp.circuits import weights
 from interp.data import tokenized
 from interp.ioi import circuit as ioi
 from interp.ioi import experiment
 from interp.ioi import prompts as ioi_data
-from interp.models import transformer
+from interp.models import config, transformer
 from interp.models.config import TransformerConfig
 
 
@@ -91,6 +92,35 @@ def test_faithfulness_of_everything_is_one_and_of_nothing_is_the_ablated_model()
   means = ioi.template_means(cfg, params, data)
   _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(corrupt), ["blocks.0.attn.hook_z"])
   np.testing.assert_allclose(means[0, 4], cache["blocks.0.attn.hook_z"][3:].mean(0), atol=1e-6)
+
+
+def test_head_logit_diff_attribution_on_plain_arrays():
+  # No norm: a head's direct path to the logits is z W_O W_U.
+  cfg = config.attn_only(2, 16, 2, 16, 40)
+  rng = np.random.default_rng(1)
+  shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  params = jax.tree.map(lambda x: jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype), shapes)
+  tokens = rng.integers(0, 40, (5, 9)).astype(np.int32)
+  end = np.array([8, 6, 8, 7, 5])
+  io, s = rng.integers(0, 40, 5), rng.integers(0, 40, 5)
+  got = ioi.head_logit_diff_attribution(cfg, params, tokens, end, io, s)
+  names = [f"blocks.{i}.attn.hook_z" for i in range(2)]
+  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(tokens), names)
+  w_o = np.asarray(weights.head_weights(cfg, params, fold_norms=False)["W_O"])  # [l h e d]
+  w_u = np.asarray(params["unembed"]["W_U"])
+  z = np.stack([np.asarray(cache[n])[np.arange(5), end] for n in names])  # [l b h e]
+  ref = np.einsum("lbhe,lhed,db->lh", z, w_o, w_u[:, io] - w_u[:, s]) / 5
+  assert got.shape == (2, 2)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+  # END positions as IOIData keeps them ([b 1]) give the same.
+  np.testing.assert_array_equal(
+      ioi.head_logit_diff_attribution(cfg, params, tokens, end[:, None], io, s), got)
+  with pytest.raises(ValueError, match=r"^io_ids must be \[5\] integers, one per prompt"):
+    ioi.head_logit_diff_attribution(cfg, params, tokens, end, io[:4], s)
+  with pytest.raises(ValueError, match=r"^end_positions must lie in \[0, 9\)"):
+    ioi.head_logit_diff_attribution(cfg, params, tokens, end + 1, io, s)
+  with pytest.raises(ValueError, match=r"^s_ids must lie in \[0, 40\)"):
+    ioi.head_logit_diff_attribution(cfg, params, tokens, end, io, s + 40)
 
 
 def test_agreement_measures():

@@ -6,7 +6,8 @@ and faithfulness in `circuit`.
 
 Modules:
   prompts        IOI prompts and their p_ABC corruptions for any tokenizer
-  circuit        the circuit search, per-head direct logit attribution and faithfulness
+  circuit        the circuit search, per-head logit-difference attribution on any prompts
+                 (`head_logit_diff_attribution`) and faithfulness
   experiment     baseline, classes, faithfulness and patching maps: the library behind
                  `experiments/ioi.py`
   plots          its figures

@@ -24,6 +24,7 @@ prompts of the same template, per position) divided by the model's LD.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -164,22 +165,62 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
                    "n_prompts": int(tokens.shape[0])},
       "classes": {name: label(v) for name, v in classes.items()},
       "effects": {name: np.asarray(v).tolist() for name, v in effects.items()},
-      "dla": _dla_at(cfg, params, tokens, data).tolist(),
+      "dla": head_logit_diff_attribution(cfg, params, data.tokens, data.end, data.answers[:, 0],
+                                         data.answers[:, 1]).tolist(),
       "attention": {f"{q}->{k}": _att(att, q, k).tolist() for q, k in ATTENTION},
   }
   return results, classes
 
 
-def _dla_at(cfg, params, tokens, data: IOIData) -> np.ndarray:
-  """Each head's direct logit attribution to IO - S at END, mean over prompts: [l h]."""
-  end = _role(data, "END")
+def head_logit_diff_attribution(cfg: TransformerConfig, params, tokens, end_positions, io_ids,
+                                s_ids) -> np.ndarray:
+  """Each head's direct logit attribution to logit(IO) - logit(S) at END, mean over prompts.
+
+  A head's direct contribution to a logit is its output at END, through the final norm's scale
+  (the clean run's) and the unembedding (`interp.circuits.lens.direct_logit_attribution`); no
+  other head or MLP is involved. Works on any prompts, not only `IOIData`.
+
+  Args:
+    cfg, params: the model.
+    tokens: int [b p] prompts.
+    end_positions: int [b] (or [b 1], as `IOIData.end`): the position read in each prompt.
+    io_ids, s_ids: int [b]: the token ids whose logit difference is attributed.
+  Returns:
+    float [l h]: mean over the b prompts of each head's contribution to logit(IO) - logit(S).
+  """
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+    raise ValueError(f"tokens must be [batch, seq] integer ids, got shape {tokens.shape} "
+                     f"dtype {tokens.dtype}")
+  b, p = tokens.shape
+  end = np.asarray(end_positions)
+  end = end[:, 0] if end.ndim == 2 and end.shape[1:] == (1,) else end
+  for name, ids in (("end_positions", end), ("io_ids", np.asarray(io_ids)),
+                    ("s_ids", np.asarray(s_ids))):
+    if ids.shape != (b,) or not np.issubdtype(ids.dtype, np.integer):
+      raise ValueError(f"{name} must be [{b}] integers, one per prompt of tokens {tokens.shape}; "
+                       f"got shape {ids.shape} dtype {ids.dtype}")
+  if end.min() < 0 or end.max() >= p:
+    raise ValueError(f"end_positions must lie in [0, {p}) for tokens {tokens.shape}; got "
+                     f"{end.min()} to {end.max()}")
+  for name, ids in (("io_ids", io_ids), ("s_ids", s_ids)):
+    ids = np.asarray(ids)
+    if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+      raise ValueError(f"{name} must lie in [0, {cfg.vocab_size}) for this model's vocabulary; "
+                       f"got {ids.min()} to {ids.max()}")
+  return np.asarray(_logit_diff_dla(cfg, params, jnp.asarray(tokens), jnp.asarray(end),
+                                    jnp.asarray(io_ids, jnp.int32), jnp.asarray(s_ids, jnp.int32)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logit_diff_dla(cfg, params, tokens, end, io_ids, s_ids):
   rows = jnp.arange(tokens.shape[0])
   out = []
-  for target in (0, 1):
-    t = jnp.zeros_like(tokens).at[rows, end].set(jnp.asarray(data.answers[:, target]))
-    heads = lens.direct_logit_attribution(cfg, params, tokens, t)["heads"]  # [l h b p]
+  for ids in (io_ids, s_ids):  # the target is read only at END; elsewhere any id will do
+    targets = jnp.zeros_like(tokens).at[rows, end].set(ids)
+    heads = lens.direct_logit_attribution(cfg, params, tokens, targets)["heads"]  # [l h b p]
     out.append(heads[:, :, rows, end].mean(-1))
-  return np.asarray(out[0] - out[1])
+  return out[0] - out[1]
 
 
 def template_means(cfg: TransformerConfig, params, data: IOIData) -> jax.Array:
