@@ -30,7 +30,8 @@ def main(argv):
   results = experiment.run(_CONFIG.build())
   for name, m in results["models"].items():
     pc = m["phase_change"]
-    print(f"{name}: ICL {m['icl']:.2f} (phase change at step {pc['icl_half_step']}), best "
+    when = f"at step {pc['step']}" if pc["detected"] else f"none: {pc['reason']}"
+    print(f"{name}: ICL {m['icl']:.2f} (phase change {when}), best "
           f"prefix-matching {max(max(r) for r in m['scores']['prefix_matching']):.2f}")
   if "gemma" in results:
     top = ", ".join(f"{t['head']} {t['score']:.2f}"

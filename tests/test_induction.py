@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from interp.induction import experiment
+from interp.induction import experiment, phase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {"num_steps": 700, "snapshot_every": 50, "log_every": 50,
@@ -83,6 +83,37 @@ def test_phase_change_in_the_snapshots(attn2):
   assert 150 <= pc["icl_half_step"] <= 650, pc
   assert pc["icl_before"] > -1.0 and pc["icl_final"] < -2.0, pc
   assert pc["prefix_matching_above_half_step"] <= pc["icl_half_step"] + 50
+  assert pc["detected"] and pc["jump"]["head"] == attn2["induction_head"], pc
+  assert abs(pc["step"] - pc["icl_half_step"]) <= 50, pc
+
+
+def _snapshots(icl, head):
+  """Rows every 25 steps with the ICL curve and a 1x2-head prefix-matching curve (head 1 flat)."""
+  return [{"step": 25 * i, "icl": float(a), "prefix_matching": [[float(b), 0.05]]}
+          for i, (a, b) in enumerate(zip(icl, head))]
+
+
+def test_phase_change_needs_a_head_score_jump_with_the_icl_fall():
+  t = np.arange(33)  # steps 0..800
+  step = lambda at, width: 1 / (1 + np.exp(-(t - at) / width))  # 0 -> 1 around snapshot `at`
+  abrupt = phase.detect(_snapshots(-2.8 * step(16, 0.7), 0.02 + 0.9 * step(16, 0.7)))
+  assert abrupt["detected"] and abrupt["step"] == 400, abrupt
+  assert abrupt["jump"]["head"] == [0, 0] and abrupt["jump"]["rise"] > 0.8
+  # The same ICL fall with no head ever scoring: a loss drop alone is no phase change.
+  no_head = phase.detect(_snapshots(-2.8 * step(16, 0.7), np.full(33, 0.03)))
+  assert not no_head["detected"] and no_head["step"] is None
+  assert no_head["reason"].startswith("no head-score jump"), no_head["reason"]
+  assert no_head["icl_half_step"] == 400  # ICL did fall, at the same step
+  # Gradual in-context gain and a head score creeping up over the whole run (1-layer-like).
+  gradual = phase.detect(_snapshots(-1.2 * t / 32, 0.02 + 0.6 * t / 32))
+  assert not gradual["detected"] and gradual["reason"].startswith("no head-score jump")
+  assert gradual["jump"]["rise"] == pytest.approx(0.6 * 6 / 32)  # 160 steps = 6 snapshots
+  # A head that jumps long after the ICL fall: not together.
+  late = phase.detect(_snapshots(-2.8 * step(6, 0.7), 0.02 + 0.9 * step(28, 0.7)))
+  assert not late["detected"] and late["reason"].endswith("not together"), late["reason"]
+  # No in-context gain at all.
+  flat = phase.detect(_snapshots(np.full(33, -0.1), 0.02 + 0.9 * step(16, 0.7)))
+  assert not flat["detected"] and flat["reason"].startswith("no in-context gain")
 
 
 def test_one_layer_model_has_no_induction_head_and_little_icl(config):
@@ -91,6 +122,7 @@ def test_one_layer_model_has_no_induction_head_and_little_icl(config):
       dataclasses.replace(config, num_steps=400, snapshot_every=100, ablations=("zero",)), "attn1")
   assert np.max(attn1["scores"]["prefix_matching"]) < 0.15, attn1["scores"]
   assert attn1["icl"] > -0.3, attn1["icl"]
+  assert not attn1["phase_change"]["detected"], attn1["phase_change"]
 
 
 def test_rerun_resumes_with_nothing_to_train(config, attn2):

@@ -7,8 +7,8 @@ snapshotting head scores and the ICL score as they train. Every measurement is o
 repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per model:
   head scores   previous-token, prefix-matching, duplicate-token, copying   [l h]
   ICL           at tokens round(50/512 n) and round(500/512 n) (`interp.circuits.icl`)
-  phase change  the first snapshot where the ICL score reaches half its final value (if that
-                is below -0.5 nats), and where the best prefix-matching score first exceeds 0.5
+  phase change  a head's prefix-matching score jumping together with the ICL score's fall
+                (`interp.induction.phase`: a loss drop alone is not one)
   composition   Q/K/V composition of every earlier head into every later one, minus the
                 Gaussian baseline (2-layer model)
   ablations     ICL with each head (and each layer) ablated: zero, mean, resample and
@@ -32,7 +32,7 @@ import numpy as np
 from interp import choices, jsonio
 from interp.circuits import ablate, icl, scores, weights
 from interp.data import sources
-from interp.induction import gemma
+from interp.induction import gemma, phase
 from interp.induction import plots
 from interp.induction import segments as data
 from interp.induction import training as train_lib
@@ -137,24 +137,6 @@ def snapshot_fn(cfg: model_config.TransformerConfig, tokens):
   return snap
 
 
-def phase_change(snapshots: list[dict], min_gain: float = 0.5) -> dict:
-  """When in-context learning appears, from the snapshot rows (see the module docstring).
-
-  No ICL step is named unless the final ICL score is below -`min_gain` nats (noise otherwise).
-  """
-  steps = np.array([r["step"] for r in snapshots])
-  icl_curve = np.array([r["icl"] for r in snapshots])
-  best_prefix = np.array([np.max(r["prefix_matching"]) for r in snapshots])
-  final = icl_curve[-1]
-  half = np.flatnonzero(icl_curve <= final / 2) if final < -min_gain else np.array([], int)
-  crossed = np.flatnonzero(best_prefix > 0.5)
-  i = int(half[0]) if half.size else None
-  return {"icl_half_step": int(steps[i]) if i is not None else None,
-          "prefix_matching_above_half_step": int(steps[crossed[0]]) if crossed.size else None,
-          "icl_before": float(icl_curve[i - 1]) if i else float(icl_curve[0]),
-          "icl_initial": float(icl_curve[0]), "icl_final": float(final)}
-
-
 def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
             ablations: tuple[str, ...] = tuple(ABLATIONS)) -> dict:
   """Every final measurement of one model on `tokens`, with the `ablations` kinds of ABLATIONS.
@@ -212,7 +194,7 @@ def train_and_analyze(config: InductionConfig, name: str) -> dict:
   seconds = time.perf_counter() - start
   result = analyze(cfg, run.params, tokens, config.seed, config.ablations)
   result.update(title=TITLES[name], status=run.status, step=run.step,
-                train_seconds=round(seconds, 2), phase_change=phase_change(run.snapshots),
+                train_seconds=round(seconds, 2), phase_change=phase.detect(run.snapshots),
                 loss_curve=[[r["step"], r["loss"]] for r in run.metrics],
                 snapshots=run.snapshots)
   return result

@@ -8,7 +8,7 @@ from interp.viz import plotting
 
 
 def _mark_phase(ax, model: dict) -> None:
-  step = model["phase_change"]["icl_half_step"]
+  step = model["phase_change"]["step"]
   if step is not None:
     ax.axvline(step, color="gray", ls=":", lw=1)
 
@@ -24,7 +24,7 @@ def training_curves(results: dict, workdir: str) -> str:
     axes[1].plot([r["step"] for r in snaps], [r["icl"] for r in snaps], color=line.get_color(),
                  label=m["title"])
     for ax in axes:
-      step = m["phase_change"]["icl_half_step"]
+      step = m["phase_change"]["step"]
       if step is not None:
         ax.axvline(step, color=line.get_color(), ls=":", lw=1)
   axes[0].set_ylabel("training loss (nats)")
@@ -33,7 +33,7 @@ def training_curves(results: dict, workdir: str) -> str:
   for ax in axes:
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
-  axes[0].set_title("loss; dotted: phase change (ICL at half its final value)")
+  axes[0].set_title("loss; dotted: phase change (head-score jump with the ICL fall)")
   axes[1].set_title("in-context learning on held-out repeated tokens")
   return plotting.save(fig, workdir, "training_curves.png")
 

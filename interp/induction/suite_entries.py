@@ -108,8 +108,8 @@ def induction_toys(workdir: str, quick: bool) -> Section:
   others = [_removed(m2, "zero_pattern_preserving", (l, h)) for l in range(2)
             for h in range(config.n_heads) if [l, h] != ind]
   rows += [
-      ("2-layer: phase change (ICL at half its final value; best prefix-matching > 0.5), step",
-       f"{pc['icl_half_step']}; {pc['prefix_matching_above_half_step']}",
+      ("2-layer: phase change (head-score jump with the ICL fall; best prefix-matching > 0.5), "
+       "step", f"{pc['step']}; {pc['prefix_matching_above_half_step']}",
        "abrupt, the two together (Olsson et al., 2022)"),
       ("2-layer: ICL score before -> after the phase change (nats)",
        f"{pc['icl_before']:.2f} -> {pc['icl_final']:.2f}", "large drop; at most -log(24) = -3.18"),
@@ -127,6 +127,9 @@ def induction_toys(workdir: str, quick: bool) -> Section:
     rows.append((f"{m['title']}: best prefix-matching, ICL score",
                  f"{np.max(m['scores']['prefix_matching']):.2f}, {m['icl']:.2f}",
                  "no induction, little ICL" if name == "attn1" else "induction head, ICL"))
+    pc = m["phase_change"]
+    rows.append((f"{m['title']}: phase change, step", pc["step"] if pc["detected"] else "none",
+                 "none (no head-score jump)" if name == "attn1" else "-"))
   rows.append(("training seconds (1-layer, 2-layer, smeared)",
                ", ".join(f"{res['models'][n]['train_seconds']:.0f}" for n in res["models"]), "-"))
   return Section(
