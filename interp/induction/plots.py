@@ -139,6 +139,10 @@ def gemma(results: dict, workdir: str) -> str | None:
 
 
 def draw_all(results: dict, workdir: str) -> list[str]:
-  paths = [training_curves(results, workdir), head_scores_over_training(results, workdir),
-           composition(results, workdir), ablations(results, workdir), gemma(results, workdir)]
+  """Every figure the results have data for (the toys' only if any toy ran); their paths."""
+  paths = []
+  if results["models"]:
+    paths += [training_curves(results, workdir), head_scores_over_training(results, workdir),
+              composition(results, workdir), ablations(results, workdir)]
+  paths.append(gemma(results, workdir))
   return [p for p in paths if p]

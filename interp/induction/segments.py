@@ -26,3 +26,17 @@ def repeated_tokens(key: jax.Array, batch: int, seg_len: int, high: int, *, low:
   if bos is not None:
     out = jnp.concatenate([jnp.full((batch, 1), bos, jnp.int32), out], axis=1)
   return out
+
+
+def paired_tokens(key: jax.Array, batch: int, seg_len: int, length: int, high: int) -> jax.Array:
+  """Random segments of `seg_len` tokens, each followed by its copy (A A B B ...), cut to
+  `length`: [batch, length] int32, every copy at lag `seg_len`.
+
+  Tokens are distinct within a segment (ids in [0, high)); segments are independent. The
+  first segment is `repeated_tokens(key, batch, seg_len, high)`'s, so at seg_len = length / 2
+  this is exactly those tokens.
+  """
+  n = -(-length // (2 * seg_len))
+  keys = [key] + [jax.random.fold_in(key, i) for i in range(1, n)]
+  pairs = [repeated_tokens(k, batch, seg_len, high) for k in keys]
+  return jnp.concatenate(pairs, axis=1)[:, :length]
