@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from interp.induction import experiment, phase, segments
+from interp.induction import experiment, gemma, phase, segments
 from interp.models import config as model_config
 from interp.models import transformer
 
@@ -166,6 +166,15 @@ def test_gemma_measured_alone_with_no_toys(tmp_path):
     dataclasses.replace(conf, gemma_low=35)
   with pytest.raises(ValueError, match=r"^nothing to run: --models= is empty and --nogemma"):
     dataclasses.replace(conf, gemma=False)
+
+
+def test_gemmas_second_copy_loss_reads_only_the_second_copy():
+  tokens = segments.repeated_tokens(jax.random.key(0), 2, 6, 40, low=10, bos=1)  # [2 13]
+  logits = jax.random.normal(jax.random.key(1), (2, 13, 48))
+  at = gemma.second_copy_positions(2, 6)
+  np.testing.assert_array_equal(at[0], np.arange(7, 12))
+  np.testing.assert_allclose(gemma.second_copy_loss_at(6)(logits[:, 7:12], tokens),
+                             gemma.second_copy_loss(6)(logits, tokens), rtol=1e-6)
 
 
 def test_one_layer_model_has_no_induction_head_and_little_icl(config):

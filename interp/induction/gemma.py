@@ -76,6 +76,22 @@ def second_copy_loss(seg_len: int):
   return metric
 
 
+def second_copy_positions(batch: int, seg_len: int) -> jax.Array:
+  """[batch, seg_len - 1]: the positions whose logits `second_copy_loss_at` reads (`logits_at`):
+  seg_len + 1 .. 2 seg_len, each predicting the next token."""
+  return jnp.tile(jnp.arange(seg_len + 1, 2 * seg_len, dtype=jnp.int32)[None], (batch, 1))
+
+
+def second_copy_loss_at(seg_len: int):
+  """`second_copy_loss` from logits [b seg_len-1 v] at `second_copy_positions` only (with
+  262k-token logits, unembedding just these halves an ablated forward's unembedding)."""
+  def metric(logits, tokens):
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    targets = tokens[:, seg_len + 2:2 * seg_len + 1]
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1).mean()
+  return metric
+
+
 def first_copy_loss(seg_len: int):
   def metric(logits, tokens):
     return icl.token_losses(logits, tokens)[:, 1:seg_len].mean()
@@ -135,8 +151,9 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   masks = jnp.stack([ablate.head_mask(cfg, s) for s in sets])
   ablations = {}
   for mode in config.modes:
-    losses = np.asarray(ablate.ablate(cfg, params, tokens, masks, second_copy_loss(config.seg_len),
-                                      mode=mode, chunk=1))
+    losses = np.asarray(ablate.ablate(
+        cfg, params, tokens, masks, second_copy_loss_at(config.seg_len), mode=mode, chunk=1,
+        logits_at=second_copy_positions(config.batch, config.seg_len)))
     rise = losses - float(base["second_copy_loss"])
     ablations[mode] = {
         "top_heads_loss": float(losses[0]), "top_heads_rise": float(rise[0]),
