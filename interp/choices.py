@@ -37,12 +37,13 @@ def numbers(config, positive=(), non_negative=(), unit=(), finite=()) -> None:
   Raises:
     ValueError: `--name=value: must be ...` for the first field out of its range (NaN included).
   """
-  rules = ((positive, lambda v: v > 0, "a finite number > 0"),
-           (non_negative, lambda v: v >= 0, "a finite number >= 0"),
-           (unit, lambda v: 0 < v <= 1, "in (0, 1]"),
-           (finite, lambda v: True, "a finite number"))
-  for names, ok, what in rules:
+  rules = ((positive, lambda v: v > 0, "a positive integer", "a finite number > 0"),
+           (non_negative, lambda v: v >= 0, "a non-negative integer", "a finite number >= 0"),
+           (unit, lambda v: 0 < v <= 1, "in (0, 1]", "in (0, 1]"),
+           (finite, lambda v: True, "a finite number", "a finite number"))
+  for names, ok, as_int, as_float in rules:
     for name in names:
       value = getattr(config, name)
       if not (math.isfinite(value) and ok(value)):
+        what = as_int if isinstance(value, int) else as_float
         raise ValueError(f"--{name}={value}: must be {what}")

@@ -125,7 +125,7 @@ def test_context_longer_than_learned_positions_says_what_fits():
 def test_experiment_numbers_are_checked_at_the_door(tmp_path):
   from interp.graphs import experiment as graph_experiment
   from interp.toy import experiment as toy_experiment
-  with pytest.raises(ValueError, match=r"^--context_length=0: must be a finite number > 0$"):
+  with pytest.raises(ValueError, match=r"^--context_length=0: must be a positive integer$"):
     graph_experiment.GraphRunConfig(context_length=0)
   with pytest.raises(ValueError, match=r"^--steer_factor=nan: must be a finite number$"):
     graph_experiment.GraphRunConfig(steer_factor=float("nan"))
@@ -133,3 +133,6 @@ def test_experiment_numbers_are_checked_at_the_door(tmp_path):
     toy_experiment.ToyExperimentConfig(family="intro", workdir=str(tmp_path), lr=float("nan"))
   with pytest.raises(ValueError, match=r"^--checkpoint_every=0: must be a positive integer"):
     toy_experiment.ToyExperimentConfig(family="intro", workdir=str(tmp_path), checkpoint_every=0)
+  from interp.induction import experiment as induction_experiment
+  with pytest.raises(ValueError, match=r"^--lr=nan: must be a finite number > 0$"):
+    induction_experiment.InductionConfig(workdir=str(tmp_path), lr=float("nan"))

@@ -108,6 +108,10 @@ class InductionConfig:
       raise ValueError("nothing to run: --models= is empty and --nogemma; name toys "
                        f"({', '.join(MODELS)}) or measure Gemma")
     choices.subset(self.ablations, ABLATIONS, "--ablations", allow_empty=True)
+    choices.numbers(self, positive=("vocab_size", "d_model", "n_heads", "n_ctx", "batch_size",
+                                    "num_steps", "lr", "snapshot_every", "log_every",
+                                    "eval_batch"),
+                    non_negative=("warmup_steps", "seed"))
     if self.d_model % self.n_heads:
       raise ValueError(f"--d_model={self.d_model} must be a multiple of --n_heads={self.n_heads}")
     sources.make_source(self.data, self.vocab_size)
