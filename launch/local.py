@@ -6,12 +6,24 @@ r"""Run any experiments/ binary as N processes on this host, joined by jax.distr
 Each process gets JAX_COORDINATOR_ADDRESS (127.0.0.1 and a free port), JAX_NUM_PROCESSES and
 JAX_PROCESS_ID, which `interp.parallel.mesh.maybe_initialize_distributed` reads (it also selects
 gloo CPU collectives), plus `--devices_per_process` simulated CPU devices. Each process's output
-is streamed into <logdir>/process_<i>.log, where logdir defaults to <workdir>/logs when the
-command has a --workdir (so the logs sit in the run folder), and process 0's is echoed here.
+is appended to <logdir>/process_<i>.log, after a header line per launch (so re-running a command
+keeps the log of the run that failed), where logdir defaults to <workdir>/logs when the command
+has a --workdir (so the logs sit in the run folder); process 0's is echoed here. While they run,
+<logdir>/pids.json holds {"launcher": pid, "processes": [pid of process 0, ...]}; each process
+leads its own process group (its pid is the group id), so `kill -9 -<pid>` reaches its children.
 
-If any process fails, the others are killed at once (a peer blocked in a collective would never
-return), the failing log's tail is printed, and the exit status is the failing process's. A
-SIGTERM or Ctrl-C to the launcher is forwarded as SIGTERM (train_lm saves a preemption checkpoint
+When a process dies (a non-zero exit, or killed by a signal such as SIGKILL or the OOM killer),
+the others are SIGKILLed at once, without a grace period: a peer blocked in a collective would
+wait for the dead one until the gloo/XLA timeout and could not save anyway (a save is itself a
+collective). One line names the dead process, how it ended and its log, then the log's tail
+follows; the exit status is the dead process's (128 + signal number when killed by a signal).
+When several are found dead at once, one killed by a signal is named first: a peer's collective
+error is the consequence, not the cause. Nothing half-written is taken for a checkpoint: Orbax
+writes each step into `<step>.orbax-checkpoint-tmp` and renames it only after every process has
+written its part, and the next start deletes such folders, so re-running the same command resumes
+from the last complete step (tests/test_launch.py checks it resumes bit-identically).
+
+A SIGTERM or Ctrl-C to the launcher is forwarded as SIGTERM (train_lm saves a preemption checkpoint
 and exits cleanly), and whatever is still running after --grace_s is killed. Every process runs
 in its own session and dies with the launcher, so nothing is left running.
 """
@@ -31,6 +43,12 @@ import time
 
 from absl import app, flags
 
+if __package__ in (None, ""):  # run as a script: make `interp` importable from the checkout
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top
+from interp import jsonio  # noqa: E402
+
 _NUM = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
 _DEVICES = flags.DEFINE_integer("devices_per_process", 4, "Simulated CPU devices per process "
                                 "(0: leave JAX_PLATFORMS and XLA_FLAGS as they are).")
@@ -44,6 +62,7 @@ _ECHO = flags.DEFINE_bool("echo", True, "Echo process 0's output to this termina
 DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print what would run, and run nothing.")
 
 DEFAULT_LOGDIR = "runs/launch_logs"
+PIDS_FILE = "pids.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +160,10 @@ def _die_with_parent() -> None:
     _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
-def _pump(stream, log_path: str, echo_prefix: str | None) -> None:
-  """Copies a process's output into its log file (and stdout) line by line, as it comes."""
-  with open(log_path, "w") as log:
+def _pump(stream, log_path: str, header: str, echo_prefix: str | None) -> None:
+  """Appends a process's output to its log file (and stdout) line by line, as it comes."""
+  with open(log_path, "a") as log:
+    log.write(header)
     for line in iter(stream.readline, ""):
       log.write(line)
       log.flush()
@@ -166,8 +186,10 @@ def run(cfg: LocalLaunch, stop: threading.Event | None = None) -> int:
   """
   logdir = cfg.logdir or default_logdir(cfg.command)
   os.makedirs(logdir, exist_ok=True)
+  pids_path = os.path.join(logdir, PIDS_FILE)
   port = free_port()
   procs, logs, pumps = [], [], []
+  started = time.strftime("%Y-%m-%d %H:%M:%S")
   try:
     for i in range(cfg.num_processes):
       logs.append(os.path.join(logdir, f"process_{i}.log"))
@@ -176,10 +198,14 @@ def run(cfg: LocalLaunch, stop: threading.Event | None = None) -> int:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, preexec_fn=_die_with_parent)
       procs.append(proc)
+      header = (f"==== launch/local.py {started}: process {i} of {cfg.num_processes}, pid "
+                f"{proc.pid}: {shlex.join(cfg.command)}\n")
       prefix = (f"[{i}] " if cfg.num_processes > 1 else "") if cfg.echo and i == 0 else None
-      pumps.append(threading.Thread(target=_pump, args=(proc.stdout, logs[i], prefix),
+      pumps.append(threading.Thread(target=_pump, args=(proc.stdout, logs[i], header, prefix),
                                     daemon=True))
       pumps[-1].start()
+    jsonio.write_json_atomic(pids_path, {"launcher": os.getpid(),
+                                         "processes": [p.pid for p in procs]})
     return _wait(cfg, procs, logs, pumps, stop or threading.Event())
   finally:
     for p in procs:  # every group, also of exited processes: their children may still run
@@ -187,21 +213,24 @@ def run(cfg: LocalLaunch, stop: threading.Event | None = None) -> int:
       p.wait()
     for t in pumps:
       t.join(timeout=5)
+    if os.path.exists(pids_path):  # the pids are stale now, and may be reused
+      os.remove(pids_path)
 
 
 def _wait(cfg, procs, logs, pumps, stop) -> int:
   start, deadline = time.monotonic(), None
   while True:
     codes = [p.poll() for p in procs]
-    failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
+    # Killed by a signal first: when a peer dies, the survivors' collectives may fail too.
+    failed = sorted((i for i, c in enumerate(codes) if c not in (None, 0)),
+                    key=lambda i: (codes[i] >= 0, i))
     if failed:
       i = failed[0]
       for p in procs:  # a failed peer leaves the others blocked in collectives: no grace
         _signal_group(p, signal.SIGKILL)  # (the failed one's group: children it left behind)
       pumps[i].join(timeout=5)
-      status = _status(codes[i])
-      _report(logs[i], i, status, stopped=stop.is_set())
-      return status
+      _report(logs[i], i, codes[i], len(procs) - 1, stopped=stop.is_set())
+      return _status(codes[i])
     if all(c == 0 for c in codes):
       return 0
     if stop.is_set() and deadline is None:
@@ -230,12 +259,32 @@ def _status(code: int) -> int:
   return 128 - code if code < 0 else code
 
 
-def _report(path: str, index: int, status: int, stopped: bool = False) -> None:
+def how_it_ended(code: int) -> str:
+  """A process's end in words.
+
+  Args:
+    code: a Popen return code (negative: killed by that signal).
+  Returns:
+    e.g. "exited with status 3" or "was killed by SIGKILL (status 137)".
+  """
+  if code >= 0:
+    return f"exited with status {code}"
+  try:
+    name = signal.Signals(-code).name
+  except ValueError:
+    name = f"signal {-code}"
+  return f"was killed by {name} (status {_status(code)})"
+
+
+def _report(path: str, index: int, code: int, others: int, stopped: bool = False) -> None:
+  """One line naming the process, how it ended and its log; then the tail of its latest run."""
   with open(path) as f:
-    tail = f.read()[-4000:]
+    text = f.read()
+  tail = text[max(text.rfind("==== launch/local.py "), 0):][-4000:]
   why = " after being told to stop" if stopped else ""
-  print(f"launch/local.py: process {index} exited with status {status}{why}; the others were "
-        f"stopped. Its log ({path}) ends:\n{tail}", file=sys.stderr)
+  killed = f"; killed the other {others} process(es) at once" if others else ""
+  print(f"launch/local.py: process {index} {how_it_ended(code)}{why}{killed}; its log: {path}\n"
+        f"--- the log ends:\n{tail}", file=sys.stderr)
 
 
 def stop_on_signals() -> threading.Event:

@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from interp.models import config as model_config
@@ -207,6 +210,126 @@ def test_sigterm_to_the_launcher_reaches_every_process(tmp_path):
   assert proc.returncode == 0, err
   for i in (0, 1):
     assert "saved, exiting" in (logs / f"process_{i}.log").read_text()
+
+
+SELF_KILLER = """
+import json, os, pathlib, signal, sys, time
+logs, me = pathlib.Path(sys.argv[1]), int(os.environ["JAX_PROCESS_ID"])
+print("worker", me, "up", flush=True)
+if (logs / "again").exists():
+  sys.exit(0)
+deadline = time.time() + 10
+while not (logs / "pids.json").exists():
+  if time.time() > deadline:
+    sys.exit(5)
+  time.sleep(0.01)
+if me == 1:
+  os.kill(os.getpid(), signal.SIGKILL)
+peer = json.loads((logs / "pids.json").read_text())["processes"][1]
+while os.path.exists(f"/proc/{peer}/stat") and open(f"/proc/{peer}/stat").read().rsplit(
+    ")", 1)[1].split()[0] != "Z":
+  time.sleep(0.001)
+print("worker 0: the collective failed", flush=True)  # what a survivor's gloo error looks like
+sys.exit(1)
+"""
+
+
+def test_a_process_killed_by_a_signal_is_named_and_the_logs_survive_a_rerun(tmp_path):
+  """Process 1 SIGKILLs itself; process 0 then fails on its own, as a peer of a dead process
+  does. The launcher names the killed one, and re-running appends to the logs."""
+  logs = tmp_path / "logs"
+  args = ("launch/local.py", "--num_processes=2", f"--logdir={logs}", "--timeout_s=60", "--",
+          sys.executable, "-c", SELF_KILLER, str(logs))
+  proc = launcher(*args, timeout=90)
+  assert proc.returncode == 128 + signal.SIGKILL, proc.stderr
+  assert proc.stderr.splitlines()[0] == (
+      f"launch/local.py: process 1 was killed by SIGKILL (status 137); killed the other 1 "
+      f"process(es) at once; its log: {logs / 'process_1.log'}")
+  assert not (logs / "pids.json").exists()  # only there while the processes run
+  (logs / "again").touch()
+  proc = launcher(*args, timeout=90)
+  assert proc.returncode == 0, proc.stderr
+  text = (logs / "process_1.log").read_text()
+  assert text.count("==== launch/local.py ") == 2 and text.count("worker 1 up") == 2, text
+
+
+def two_process_command(workdir, num_steps):
+  """train_lm on 2 processes x 2 devices, saving every step: a save is almost always in flight."""
+  return [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=2",
+          "--noecho", "--timeout_s=240", "--", sys.executable, BINARY, f"--workdir={workdir}",
+          *TINY, "--mesh=data:-1", f"--num_steps={num_steps}", "--checkpoint_every=1"]
+
+
+def every_checkpoint(workdir) -> dict[int, dict]:
+  """Every step folder read back as host arrays; a partial or unfinished one fails here."""
+  folder = workdir / "checkpoints"
+  names = sorted(p.name for p in folder.iterdir())
+  assert all(n.isdigit() for n in names), f"unfinished saves left in {folder}: {names}"
+  manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  def read(step):
+    tree = manager.item_metadata(step)["state"].tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(restore_args=as_numpy))).state
+  return {int(n): read(int(n)) for n in names}
+
+
+def in_groups(groups) -> list[int]:
+  """Live processes whose process group is one of `groups` (the launcher's process leaders)."""
+  pids = [int(p.name) for p in pathlib.Path("/proc").iterdir() if p.name.isdigit()]
+  def group(pid):
+    try:
+      return int((pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())[2])
+    except (FileNotFoundError, IndexError, ValueError):
+      return None
+  return [p for p in pids if group(p) in groups and _alive(p)]
+
+
+def test_sigkill_of_one_process_stops_the_other_and_the_rerun_is_bit_identical(tmp_path):
+  steps = 10
+  run, ref = tmp_path / "run", tmp_path / "ref"
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  popen = dict(cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  uninterrupted = subprocess.Popen(two_process_command(ref, steps), **popen)
+  proc = subprocess.Popen(two_process_command(run, steps), **popen)
+  pids_file, folder = run / "logs" / "pids.json", run / "checkpoints"
+  deadline = time.monotonic() + 180
+  # SIGKILL process 1 once a checkpoint is complete and a later save is being written.
+  while not (folder.exists() and any(p.name.isdigit() for p in folder.iterdir())
+             and any("tmp" in p.name for p in folder.iterdir()) and pids_file.exists()):
+    assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+    time.sleep(0.005)
+  pids = json.loads(pids_file.read_text())["processes"]
+  os.kill(pids[1], signal.SIGKILL)
+  killed = time.monotonic()
+  _, err = proc.communicate(timeout=60)
+  stopped_after = time.monotonic() - killed
+  assert proc.returncode == 137, err[-3000:]
+  assert (f"launch/local.py: process 1 was killed by SIGKILL (status 137); killed the other 1 "
+          f"process(es) at once; its log: {run / 'logs' / 'process_1.log'}") in err
+  assert stopped_after < 10, stopped_after  # not the collectives' timeout
+  assert not in_groups(set(pids)), "processes left running"
+  left = sorted(p.name for p in folder.iterdir())
+  resume_at = max(int(n) for n in left if n.isdigit())
+  assert resume_at < steps and not (run / "results.json").exists()
+
+  # The same command again: the partial save is deleted, and training resumes from the last
+  # complete step as if nothing had happened.
+  again = subprocess.run(two_process_command(run, steps), cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=240)
+  assert again.returncode == 0, again.stderr[-3000:]
+  log = (run / "logs" / "process_0.log").read_text()
+  assert f"resuming at step {resume_at} of {steps}" in log
+  assert uninterrupted.wait(timeout=240) == 0, uninterrupted.stderr.read()[-3000:]
+  got, want = every_checkpoint(run), every_checkpoint(ref)
+  assert max(got) == max(want) == steps
+  for part in ("params", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, got[steps][part], want[steps][part])
+  assert metric_rows(run) == metric_rows(ref)
+  print(f"\nkilled process 1 at a save after step {resume_at} (left on disk: {left}); launcher "
+        f"stopped {stopped_after:.2f} s later; resumed bit-identically")
 
 
 DRY_RUNS = {
