@@ -218,18 +218,21 @@ logs, me = pathlib.Path(sys.argv[1]), int(os.environ["JAX_PROCESS_ID"])
 print("worker", me, "up", flush=True)
 if (logs / "again").exists():
   sys.exit(0)
-deadline = time.time() + 10
-while not (logs / "pids.json").exists():
-  if time.time() > deadline:
-    sys.exit(5)
+deadline = time.time() + 5
+while not (logs / "pids.json").exists() and time.time() < deadline:
   time.sleep(0.01)
 if me == 1:
+  (logs / "pid_1").write_text(str(os.getpid()))
   os.kill(os.getpid(), signal.SIGKILL)
-peer = json.loads((logs / "pids.json").read_text())["processes"][1]
-while os.path.exists(f"/proc/{peer}/stat") and open(f"/proc/{peer}/stat").read().rsplit(
-    ")", 1)[1].split()[0] != "Z":
+listed = logs / "pids.json"
+pids = json.loads(listed.read_text())["processes"] if listed.exists() else []
+print("pids.json lists me:", pids[:1] == [os.getpid()], flush=True)
+while not (logs / "pid_1").exists():
   time.sleep(0.001)
-print("worker 0: the collective failed", flush=True)  # what a survivor's gloo error looks like
+stat = pathlib.Path("/proc", (logs / "pid_1").read_text(), "stat")
+while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+  time.sleep(0.001)
+print("worker 0: the collective failed", flush=True)  # as a dead process's peer does
 sys.exit(1)
 """
 
@@ -245,6 +248,7 @@ def test_a_process_killed_by_a_signal_is_named_and_the_logs_survive_a_rerun(tmp_
   assert proc.stderr.splitlines()[0] == (
       f"launch/local.py: process 1 was killed by SIGKILL (status 137); killed the other 1 "
       f"process(es) at once; its log: {logs / 'process_1.log'}")
+  assert "pids.json lists me: True" in (logs / "process_0.log").read_text()
   assert not (logs / "pids.json").exists()  # only there while the processes run
   (logs / "again").touch()
   proc = launcher(*args, timeout=90)
