@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `interp` importable from 
 
 # pylint: disable=g-import-not-at-top
 from interp import jsonio  # noqa: E402
+from interp import usage  # noqa: E402
 
 _NUM = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
 _DEVICES = flags.DEFINE_integer("devices_per_process", 4, "Simulated CPU devices per process "
@@ -193,7 +194,7 @@ def run(cfg: LocalLaunch, stop: threading.Event | None = None) -> int:
   try:
     for i in range(cfg.num_processes):
       logs.append(os.path.join(logdir, f"process_{i}.log"))
-      proc = subprocess.Popen(list(cfg.command), env=process_env(cfg, i, port),
+      proc = subprocess.Popen(this_python(list(cfg.command)), env=process_env(cfg, i, port),
                               encoding="utf-8", errors="replace",
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, preexec_fn=_die_with_parent)
@@ -246,6 +247,18 @@ def _wait(cfg, procs, logs, pumps, stop) -> int:
             f"(logs in {os.path.dirname(logs[0])})", file=sys.stderr)
       return 124
     time.sleep(0.1)
+
+
+def this_python(command: list[str]) -> list[str]:
+  """`command` with a leading `python`/`python3` replaced by the interpreter running this launcher.
+
+  Whatever `python` is first on PATH may be another environment (outside an activated venv it
+  is the system's, and every run would fail to import absl); this launcher's interpreter has
+  everything the launcher itself imported (absl, interp).
+  """
+  if command and command[0] in ("python", "python3"):
+    return [sys.executable, *command[1:]]
+  return command
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -317,4 +330,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  usage.run(main)

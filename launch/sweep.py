@@ -150,18 +150,6 @@ def read_manifest(sweep_dir: str) -> tuple[list[str], list[hyper.Run]]:
   return manifest["command"], [r["overrides"] for r in manifest["runs"]]
 
 
-def this_python(command: list[str]) -> list[str]:
-  """`command` with a leading `python`/`python3` replaced by the interpreter running the sweep.
-
-  Whatever `python` is first on PATH may be another environment (outside an activated venv it
-  is the system's, and every run would fail to import absl); the sweep's own interpreter has
-  everything the sweep itself imported.
-  """
-  if command and command[0] in ("python", "python3"):
-    return [sys.executable, *command[1:]]
-  return command
-
-
 def run_local(cfg: SweepConfig, pending: list[hyper.Run], stop: threading.Event) -> list[str]:
   """Runs `pending` here, cfg.parallel at a time; returns the names of the failed runs."""
   failed, lock, done = [], threading.Lock(), [0]
@@ -170,7 +158,7 @@ def run_local(cfg: SweepConfig, pending: list[hyper.Run], stop: threading.Event)
     if stop.is_set():
       return
     launch = local.LocalLaunch(
-        command=tuple(this_python(run_command(cfg, run))), num_processes=cfg.num_processes,
+        command=tuple(run_command(cfg, run)), num_processes=cfg.num_processes,
         devices_per_process=cfg.devices_per_process, logdir=os.path.join(run_dir(cfg, run),
                                                                          "logs"),
         timeout_s=cfg.timeout_s, echo=cfg.echo and cfg.parallel == 1)

@@ -22,7 +22,7 @@ from interp.sae import train as sae_train
 from interp.train import run_folder
 from interp.train.run_config import RunConfig
 from interp.train.session import Session
-from launch import hyper, sweep
+from launch import hyper, local
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -106,9 +106,9 @@ def test_sweep_files_with_errors_are_named(tmp_path):
     hyper.load_file(str(bad))
   with pytest.raises(ValueError, match="no such file"):
     hyper.load_file(str(tmp_path / "missing.py"))
-  # The sweep's runs use the sweep's own interpreter, not the first `python` on PATH.
-  assert sweep.this_python(["python", "x.py"]) == [sys.executable, "x.py"]
-  assert sweep.this_python(["/opt/py", "x.py"]) == ["/opt/py", "x.py"]
+  # Launched runs use the launcher's own interpreter, not the first `python` on PATH.
+  assert local.this_python(["python", "x.py"]) == [sys.executable, "x.py"]
+  assert local.this_python(["/opt/py", "x.py"]) == ["/opt/py", "x.py"]
 
 
 def test_context_longer_than_learned_positions_says_what_fits():
