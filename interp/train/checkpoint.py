@@ -1,10 +1,17 @@
 """Orbax checkpoints: when to save, keep the latest N, restore-or-init with fallback.
 
-A checkpoint directory holds one folder per saved step (`<dir>/<step>/`), each with two items:
-`state` (the TrainState, written by every process for its own shards) and `data` (the data
-position as JSON: the step and what was being read). Orbax writes into a temporary folder and
+A checkpoint directory holds one folder per saved step (`<dir>/<step>/`), each with three items:
+`state` (the TrainState, written by every process for its own shards), `data` (the data
+position as JSON: the step and what was being read) and `checksums` (JSON: {"format", "leaves":
+{leaf path: checksum}}, see `interp.train.checksum`). Orbax writes into a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous checkpoint intact and the
 partial one is cleaned up on the next start.
+
+Checkpoints are verified, not trusted: a restored state's checksums are recomputed on device and
+compared with the saved ones, so bytes changed on disk (which Orbax and TensorStore read back
+without complaint) make the step unreadable, like a truncated one: it is set aside into
+`<dir>_unreadable/` and the previous step is restored. Steps written before checksums were
+recorded restore unverified, with a warning. A state holding NaN or Inf is never saved.
 
 Orbax decides when to save: every `every_steps` steps, at a preemption, and optionally every
 `every_secs` seconds (the last two policies are in `interp.train.save_policy`).
@@ -24,6 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as orbax_policies
 
+from interp.train import checksum
 from interp.train import metrics as metrics_lib
 from interp.train.loop import StopTraining
 from interp.train.save_policy import PreemptionPolicy, TimeIntervalPolicy
@@ -79,8 +87,24 @@ def quiet_orbax_logs() -> None:
     absl_logger.addFilter(_HideOrbaxInfo())
 
 
+class CorruptCheckpointError(RuntimeError):
+  """A restored array does not match the checksum saved with it: the files changed on disk."""
+
+
+CHECKSUM_FORMAT = "interp.checksum/1"
+
+
 def _handlers():
-  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+          "checksums": ocp.JsonCheckpointHandler()}
+
+
+def _refuse_non_finite(step: int, non_finite: tuple[str, ...]) -> None:
+  others = f" (also: {', '.join('state' + p for p in non_finite[1:4])})" if non_finite[1:] else ""
+  raise metrics_lib.NonFiniteMetricError(
+      f"state{non_finite[0]} holds NaN or Inf after step {step}{others}; not saving it, "
+      f"stopping. Checkpoints written before this step are kept (the last one is intact); try "
+      f"a lower learning rate.")
 
 
 class Checkpointer:
@@ -101,13 +125,24 @@ class Checkpointer:
         enable_async_checkpointing=config.async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_handlers=_handlers())
+    self._warned_unverified = False
 
   def should_save(self, step: int) -> bool:
     return self.manager.should_save(step)
 
   def save(self, step: int, state, data_position: dict) -> None:
+    """Saves `state` with its data position and checksums.
+
+    Raises:
+      NonFiniteMetricError: a floating-point leaf of `state` holds NaN or Inf (nothing saved).
+    """
+    prints = checksum.fingerprint(state)
+    if prints.non_finite:
+      _refuse_non_finite(step, prints.non_finite)
+    sums = {"format": CHECKSUM_FORMAT, "leaves": prints.checksums}
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)), force=True)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position),
+        checksums=ocp.args.JsonSave(sums)), force=True)
     if self.timer is not None:
       self.timer.saved()
 
@@ -123,16 +158,25 @@ class Checkpointer:
       (state, data position), or None when there is no checkpoint yet.
     Raises:
       CheckpointMismatchError: the checkpoint holds parameters of other names or shapes.
-      RuntimeError: checkpoints exist but none could be read.
+      RuntimeError: checkpoints exist but none could be read (or verified).
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     failed = []
     for step in steps:
       path = os.path.join(self.directory, str(step))
       self._check_params(step, path, target.params)
+      items = {"state": ocp.args.StandardRestore(target), "data": ocp.args.JsonRestore()}
+      verified = os.path.isdir(os.path.join(path, "checksums"))
+      if verified:
+        items["checksums"] = ocp.args.JsonRestore()
+      elif not self._warned_unverified:
+        self._warned_unverified = True
+        logging.warning("checkpoint %s has no checksums (written before they were recorded); "
+                        "restoring it unverified", path)
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if verified:
+          self._verify(path, restored.state, restored.checksums)
       except Exception as e:  # pylint: disable=broad-except
         if "not compatible with the stored shape" in str(e):
           raise CheckpointMismatchError(f"checkpoint {path} does not match this model: {e}") from e
@@ -148,6 +192,16 @@ class Checkpointer:
                           for s, e in failed)
       raise RuntimeError(f"no checkpoint in {self.directory} could be restored ({details})")
     return None
+
+  @staticmethod
+  def _verify(path: str, state, saved: dict) -> None:
+    """Raises CorruptCheckpointError naming the first leaf whose checksum differs."""
+    if not isinstance(saved, dict) or saved.get("format") != CHECKSUM_FORMAT:
+      raise CorruptCheckpointError(f"{path}/checksums is not a {CHECKSUM_FORMAT} record")
+    bad = checksum.first_mismatch(saved["leaves"], checksum.fingerprint(state).checksums)
+    if bad is not None:
+      raise CorruptCheckpointError(f"state{bad} does not match the checksum saved with it "
+                                   "(the files changed on disk)")
 
   def _check_params(self, step: int, path: str, target_params) -> None:
     """Compares parameter names and shapes with the checkpoint's metadata, before reading."""
@@ -193,8 +247,9 @@ class Checkpointer:
 class CheckpointHook:
   """Loop hook: saves when orbax says so and at the last step; stops after a preemption save.
 
-  A state is only saved once its metrics are finite, so a diverged run never overwrites its
-  last good checkpoint.
+  A state is only saved once its metrics are finite and its own arrays are too (the metrics are
+  measured before the update that made the state), so a diverged run never overwrites its last
+  good checkpoint.
   """
 
   def __init__(self, checkpointer: Checkpointer, num_steps: int,
