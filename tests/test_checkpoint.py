@@ -1,4 +1,5 @@
-"""Checkpoints: keep-N and data position, corrupt-latest fallback, config mismatch, save policies.
+"""Checkpoints: keep-N and data position, corrupt-latest fallback, checksums, non-finite states,
+config mismatch, save policies.
 
 Real Orbax round trips on disk, no mocks; the training runs are tiny and in-process.
 """
@@ -7,6 +8,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 
 import jax
@@ -16,9 +18,10 @@ import pytest
 
 from interp.models import config as model_config
 from interp.models import zoo
-from interp.train import checkpoint, lm
+from interp.train import checkpoint, checksum, lm, loop
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig, CheckpointMismatchError
+from interp.train.metrics import NonFiniteMetricError
 from interp.train.optim import OptimizerConfig
 
 
@@ -116,6 +119,122 @@ def test_restore_fails_clearly_when_no_checkpoint_is_readable(tmp_path):
     ckpt.restore(target_like(small_state()))
   ckpt.close()
   assert (tmp_path / "1").exists()  # nothing is moved when there is nothing to fall back to
+
+
+def random_state(step, width=512):
+  """Incompressible parameters, so the data file is the largest file of the step's state."""
+  w, b = jax.random.normal(jax.random.key(step), (2, 4, width))
+  return state_lib.TrainState(step=jnp.int32(step), params={"W": w, "b": b},
+                              opt_state=(jnp.int32(step),))
+
+
+def flip_middle_byte(step_dir) -> str:
+  """Flips the lowest bit of the middle byte of the largest file under `<step>/state/`."""
+  files = [p for p in glob.glob(str(step_dir / "state" / "**"), recursive=True)
+           if os.path.isfile(p)]
+  path = max(files, key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 1]))
+  return path
+
+
+@damaged_reads
+def test_a_flipped_byte_is_detected_and_the_previous_step_restored(tmp_path, caplog):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), CheckpointConfig(every_steps=1, keep=5),
+                                 catch_sigterm=False)
+  for step in (1, 2):
+    ckpt.save(step, random_state(step), {"step": step})
+  ckpt.close()
+  assert "/d/" in flip_middle_byte(tmp_path / "2")  # the arrays' data, not metadata
+  ckpt = checkpoint.Checkpointer(str(tmp_path), catch_sigterm=False)
+  with caplog.at_level(logging.WARNING):
+    state, data = ckpt.restore(target_like(random_state(0)))
+  ckpt.close()
+  assert int(state.step) == 1 and data == {"step": 1}
+  assert_trees_equal(state.params, random_state(1).params)
+  assert any(f"checkpoint {tmp_path}/2 is unreadable (CorruptCheckpointError: state.params['"
+             in r.getMessage() and "does not match the checksum saved with it" in r.getMessage()
+             for r in caplog.records)
+  assert sorted(os.listdir(tmp_path)) == ["1"]
+  assert os.listdir(str(tmp_path) + "_unreadable")[0].startswith("2-")
+
+
+def test_checkpoints_without_checksums_restore_unverified_with_one_warning(tmp_path, caplog):
+  save_steps(tmp_path, [1, 2])
+  for step in ("1", "2"):
+    shutil.rmtree(tmp_path / step / "checksums")  # as written before checksums were recorded
+  ckpt = checkpoint.Checkpointer(str(tmp_path), catch_sigterm=False)
+  with caplog.at_level(logging.WARNING):
+    state, data = ckpt.restore(target_like(small_state()))
+  assert int(state.step) == 2 and data == {"step": 2}
+  warnings = [r.getMessage() for r in caplog.records if "no checksums" in r.getMessage()]
+  assert warnings == [f"checkpoint {tmp_path}/2 has no checksums (written before they were "
+                      "recorded); restoring it unverified"]
+  with pytest.raises(CheckpointMismatchError, match="params\\['b'\\] has shape \\(4,\\)"):
+    ckpt.restore(target_like(small_state(width=6)))  # shapes are still checked
+  ckpt.close()
+
+
+def test_checksums_are_the_same_on_any_mesh_and_see_one_flipped_bit():
+  tree = {"w": jax.random.normal(jax.random.key(0), (8, 16)), "h": jnp.arange(8, dtype=jnp.bfloat16),
+          "n": jnp.arange(16, dtype=jnp.int32), "mask": jnp.arange(8) % 3 == 0,
+          "key": jax.random.key(1)}
+  one = checksum.fingerprint(tree)
+  assert one.non_finite == () and len(set(one.checksums.values())) == 5
+  for axes in ((8, 1), (4, 2), (1, 8)):
+    mesh = jax.make_mesh(axes, ("data", "model"))
+    P = jax.sharding.PartitionSpec
+    sharded = dict(tree, w=jax.device_put(tree["w"], jax.sharding.NamedSharding(mesh, P("data", "model"))),
+                   n=jax.device_put(tree["n"], jax.sharding.NamedSharding(mesh, P(("data", "model")))))
+    assert checksum.fingerprint(sharded) == one, axes
+  bits = np.asarray(tree["w"]).view(np.uint32).copy()
+  bits[5, 7] ^= 1 << 20
+  flipped = checksum.fingerprint(dict(tree, w=jnp.asarray(bits.view(np.float32))))
+  assert checksum.first_mismatch(one.checksums, flipped.checksums) == "['w']"
+  assert flipped.checksums["['n']"] == one.checksums["['n']"]
+  swapped = checksum.fingerprint(dict(tree, n=tree["n"][::-1]))  # position matters, not just values
+  assert swapped.checksums["['n']"] != one.checksums["['n']"]
+  nan = checksum.fingerprint(dict(tree, w=tree["w"].at[3, 3].set(jnp.inf)))
+  assert nan.non_finite == ("['w']",)
+
+
+def test_a_state_that_an_update_made_non_finite_is_never_saved(tmp_path):
+  """The metrics are measured before the update, so only the state itself can tell."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path), CheckpointConfig(every_steps=1, keep=5),
+                                 catch_sigterm=False)
+  hook = checkpoint.CheckpointHook(ckpt, 5, lambda s: {"step": s})
+
+  def step(state, batch):
+    del batch
+    poison = jnp.where(state.step == 2, jnp.nan, 1.0)
+    params = jax.tree.map(lambda p: p * poison + 1.0, state.params)
+    return state.replace(step=state.step + 1, params=params), {"loss": jnp.float32(1.0)}
+
+  with pytest.raises(NonFiniteMetricError) as err:
+    loop.run(step, small_state(), lambda i: None, 5, [hook])
+  assert str(err.value).startswith(
+      "state.params['b'] holds NaN or Inf after step 3 (also: state.params['embed']['W_E']); "
+      "not saving it, stopping.")
+  assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+  _, saved, _ = zoo.read_latest(str(tmp_path))
+  assert int(saved["step"]) == 2 and np.all(np.isfinite(saved["params"]["b"]))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_train_lm_with_an_overflowing_lr_keeps_its_last_finite_checkpoint(tmp_path):
+  # 1e39 is a finite float, but inf in float32: the first update makes every parameter
+  # non-finite while the loss it reports, measured before that update, is still finite.
+  config = tiny(tmp_path, num_steps=3, optimizer=OptimizerConfig(lr=1e39, warmup_steps=0),
+                checkpoint=CheckpointConfig(every_steps=1, keep=5))
+  with pytest.raises(NonFiniteMetricError) as err:
+    lm.train_lm(config)
+  assert str(err.value).startswith("state.params['blocks_0']['attn']['W_K'] holds NaN or Inf "
+                                   "after step 1 (also: state.params['blocks_0']['attn']['W_O'], ")
+  assert " more); not saving it, stopping." in str(err.value)
+  assert not glob.glob(str(tmp_path / "checkpoints" / "[0-9]*"))
 
 
 def test_restore_into_other_shapes_names_the_checkpoint_and_parameter(tmp_path):

@@ -100,7 +100,9 @@ def _handlers():
 
 
 def _refuse_non_finite(step: int, non_finite: tuple[str, ...]) -> None:
-  others = f" (also: {', '.join('state' + p for p in non_finite[1:4])})" if non_finite[1:] else ""
+  more = f" and {len(non_finite) - 4} more" if len(non_finite) > 4 else ""
+  others = (f" (also: {', '.join('state' + p for p in non_finite[1:4])}{more})"
+            if non_finite[1:] else "")
   raise metrics_lib.NonFiniteMetricError(
       f"state{non_finite[0]} holds NaN or Inf after step {step}{others}; not saving it, "
       f"stopping. Checkpoints written before this step are kept (the last one is intact); try "
