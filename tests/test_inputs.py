@@ -1,4 +1,4 @@
-"""Bad input is refused at the door with one line naming what was wrong (models and files)."""
+"""Bad input is refused at the door with one line naming what was wrong (models, files, numbers)."""
 
 import json
 import os
@@ -15,6 +15,8 @@ import pytest
 from interp.models import config, gguf_loader, hf_loader, hooks, transformer
 from interp.sae import config as sae_config
 from interp.sae import experiment as sae_experiment
+from interp.train.checkpoint import CheckpointConfig
+from interp.train.optim import OptimizerConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -186,3 +188,32 @@ def test_induction_binary_checks_gemmas_token_range_before_training(tmp_path):
     assert out.returncode == 1 and len(errors) == 1, out.stderr[-2000:]
     assert errors[0].startswith(message), errors[0]
   assert not os.listdir(tmp_path)  # refused before anything was trained or written
+
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=float("nan")), "--lr=nan: must be a finite number > 0"),
+    (dict(lr=float("inf")), "--lr=inf: must be a finite number > 0"),
+    (dict(lr=0.0), "--lr=0.0: must be a finite number > 0"),
+    (dict(weight_decay=float("nan")), "--weight_decay=nan: must be a finite number >= 0"),
+    (dict(warmup_steps=-1), "--warmup_steps=-1: must be a non-negative integer"),
+    (dict(grad_clip=float("inf")), "grad_clip=inf: must be a finite number >= 0 (0 = off)"),
+    (dict(b1=1.0), "b1=1.0: must be in [0, 1)"),
+    (dict(b2=float("nan")), "b2=nan: must be in [0, 1)"),
+])
+def test_optimizer_numbers_are_checked(kw, message):
+  with pytest.raises(ValueError) as e:
+    OptimizerConfig(**kw)
+  assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(every_secs=float("nan")),
+     "--checkpoint_every_secs=nan: must be a finite number >= 0 (0 = off)"),
+    (dict(every_steps=0), "--checkpoint_every=0: must be a positive integer"),
+    (dict(keep=-2), "--keep_checkpoints=-2: must be a positive integer"),
+])
+def test_checkpoint_numbers_are_checked(kw, message):
+  with pytest.raises(ValueError) as e:
+    CheckpointConfig(**kw)
+  assert str(e.value) == message

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging as std_logging
+import math
 import os
 import time
 from typing import Any, Callable
@@ -52,10 +53,13 @@ class CheckpointConfig:
   async_save: bool = dataclasses.field(default=True, metadata={"flag": None})
 
   def __post_init__(self):
-    if self.every_steps <= 0 or self.keep <= 0 or self.every_secs < 0:
-      raise ValueError(f"--checkpoint_every ({self.every_steps}) and --keep_checkpoints "
-                       f"({self.keep}) must be positive, --checkpoint_every_secs "
-                       f"({self.every_secs}) non-negative")
+    for flag, value in (("checkpoint_every", self.every_steps), ("keep_checkpoints", self.keep)):
+      if not (isinstance(value, int) and value > 0):
+        raise ValueError(f"--{flag}={value}: must be a positive integer")
+    # Written so that NaN fails too (NaN < 0 is False).
+    if not (math.isfinite(self.every_secs) and self.every_secs >= 0):
+      raise ValueError(f"--checkpoint_every_secs={self.every_secs}: must be a finite number >= 0 "
+                       "(0 = off)")
 
 
 class CheckpointMismatchError(ValueError):

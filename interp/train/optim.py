@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import optax
+
+from interp import choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +29,18 @@ class OptimizerConfig:
   b2: float = dataclasses.field(default=0.99, metadata={"flag": None})
 
   def __post_init__(self):
-    if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-      raise ValueError(f"--lr ({self.lr}) must be positive, --warmup_steps "
-                       f"({self.warmup_steps}) and grad_clip ({self.grad_clip}) non-negative")
+    # NaN fails every comparison, so each check asks for what is allowed rather than refusing
+    # what is not: a NaN or infinite rate would train, and save, NaN parameters.
+    choices.numbers(self, positive=("lr",), non_negative=("weight_decay",))
+    if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+      raise ValueError(f"--warmup_steps={self.warmup_steps}: must be a non-negative integer")
+    # Not flags, so named as fields: set by the binary's config, not the command line.
+    if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+      raise ValueError(f"grad_clip={self.grad_clip}: must be a finite number >= 0 (0 = off)")
+    for name in ("b1", "b2"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and 0 <= value < 1):
+        raise ValueError(f"{name}={value}: must be in [0, 1)")
 
   def schedule(self) -> optax.Schedule:
     if not self.warmup_steps:
