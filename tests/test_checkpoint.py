@@ -128,16 +128,21 @@ def random_state(step, width=512):
                               opt_state=(jnp.int32(step),))
 
 
-def flip_middle_byte(step_dir) -> str:
-  """Flips the lowest bit of the middle byte of the largest file under `<step>/state/`."""
-  files = [p for p in glob.glob(str(step_dir / "state" / "**"), recursive=True)
-           if os.path.isfile(p)]
-  path = max(files, key=os.path.getsize)
+def flip_byte(path) -> None:
+  """Flips the lowest bit of the middle byte of the file (doing it twice restores the file)."""
   with open(path, "r+b") as f:
     f.seek(os.path.getsize(path) // 2)
     byte = f.read(1)[0]
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte ^ 1]))
+
+
+def flip_middle_byte(step_dir) -> str:
+  """Flips the middle byte of the largest file under `<step>/state/`; returns its path."""
+  files = [p for p in glob.glob(str(step_dir / "state" / "**"), recursive=True)
+           if os.path.isfile(p)]
+  path = max(files, key=os.path.getsize)
+  flip_byte(path)
   return path
 
 

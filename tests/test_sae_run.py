@@ -3,7 +3,10 @@
 The binary runs in subprocesses, each choosing its simulated device count before JAX starts.
 """
 
+import glob
 import json
+import logging
+import os
 import pathlib
 import signal
 import subprocess
@@ -12,13 +15,16 @@ import sys
 import jax
 import numpy as np
 
+from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
+from interp.sae import experiment as sae_experiment
 from interp.sae import saelens_format
 from interp.sae import synthetic
 from interp.sae import train as sae_train
 from interp.sae.config import SAEConfig
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
+from tests.test_checkpoint import damaged_reads, flip_byte
 from tests.test_train import environment, latest, wait_for_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,3 +136,42 @@ def test_binary_on_a_toy_model(tmp_path):
   assert np.isfinite(summary["ce_loss_recovered"]) and summary["fvu"] < 1.0
   for name in ("eval.json", "dashboard.json", "density.png", "saelens/cfg.json"):
     assert (workdir / name).exists(), name
+
+
+def flip_a_parameter_byte(checkpoints, step) -> None:
+  """Flips the middle byte of the first data file (largest first) whose flip changes the
+  dictionary as an unverified read sees it (most of the bytes are the optimizer's moments)."""
+  _, before, _ = zoo.read_latest(str(checkpoints))
+  files = sorted(glob.glob(str(checkpoints / str(step) / "state" / "**" / "d" / "*"),
+                 recursive=True), key=os.path.getsize, reverse=True)
+  for path in files:
+    flip_byte(path)
+    _, after, _ = zoo.read_latest(str(checkpoints))
+    if any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["params"]),
+                                                   jax.tree.leaves(after["params"]))):
+      return
+    flip_byte(path)  # back as it was
+  raise AssertionError(f"no single flipped byte changes the parameters of step {step}")
+
+
+@damaged_reads
+def test_rerun_with_a_flipped_byte_in_the_final_step_exports_the_same_dictionary(tmp_path,
+                                                                                   caplog):
+  """A finished run re-run after its final checkpoint changed on disk never exports that state:
+  it falls back to the previous step and retrains to the same bits."""
+  cfg = SAEConfig(d_in=64, d_sae=128, activation="topk", k=4)
+  config = sae_train.TrainSAEConfig.make(
+      workdir=str(tmp_path), sae=cfg, batch_size=64, num_steps=20, seed=1, mesh="data:-1",
+      log_every=10, init_sample=128, optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5),
+      checkpoint=CheckpointConfig(every_steps=10))
+  src = sae_experiment.SourceConfig(source="planted", planted_d=64, planted_features=128)
+  sae_experiment.run(config, src)
+  weights = tmp_path / "saelens" / "sae_weights.safetensors"
+  original = weights.read_bytes()
+  flip_a_parameter_byte(tmp_path / "checkpoints", 20)
+  with caplog.at_level(logging.WARNING):
+    results = sae_experiment.run(config, src)
+  assert results["status"] == "completed" and results["step"] == 20
+  assert any(f"checkpoints/20 is unreadable (CorruptCheckpointError: state." in r.getMessage()
+             for r in caplog.records)
+  assert weights.read_bytes() == original

@@ -101,7 +101,10 @@ def read_latest(directory: str) -> tuple[int, dict, dict]:
   """
   manager = ocp.CheckpointManager(
       os.path.abspath(directory),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+      # `checksums` is registered though not read here: it is `interp.train.checkpoint`'s
+      # to verify, and an unregistered item makes Orbax warn on every read.
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+                     "checksums": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False))
   step = manager.latest_step()
   if step is None:
