@@ -18,7 +18,8 @@ import pytest
 
 from interp.models import config as model_config
 from interp.models import zoo
-from interp.train import checkpoint, checksum, lm, loop
+from interp.parallel import checksum
+from interp.train import checkpoint, lm, loop
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig, CheckpointMismatchError
 from interp.train.metrics import NonFiniteMetricError
@@ -154,6 +155,13 @@ def test_a_flipped_byte_is_detected_and_the_previous_step_restored(tmp_path, cap
     ckpt.save(step, random_state(step), {"step": step})
   ckpt.close()
   assert "/d/" in flip_middle_byte(tmp_path / "2")  # the arrays' data, not metadata
+  # The read-only reader (analyses, exports) skips the damaged step too, and moves nothing.
+  with caplog.at_level(logging.WARNING):
+    step, host, _ = zoo.read_latest(str(tmp_path))
+  assert step == 1 and sorted(os.listdir(tmp_path)) == ["1", "2"]
+  assert_trees_equal(host["params"], random_state(1).params)
+  assert any(f"{tmp_path}/2: ['params']['" in r.getMessage() for r in caplog.records)
+  caplog.clear()
   ckpt = checkpoint.Checkpointer(str(tmp_path), catch_sigterm=False)
   with caplog.at_level(logging.WARNING):
     state, data = ckpt.restore(target_like(random_state(0)))

@@ -26,10 +26,12 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from interp import jsonio
 from interp.models import gguf_loader, hf_loader, tokenizer_bpe, tokenizer_spm
 from interp.models.config import TransformerConfig
+from interp.parallel import checksum
 
 
 class ModelKind(str, enum.Enum):
@@ -96,25 +98,45 @@ class Model:
 def read_latest(directory: str) -> tuple[int, dict, dict]:
   """The newest checkpoint in `directory` as host numpy arrays, with no model code needed.
 
+  The parameters are verified against the checksums saved with them; a step whose files
+  changed on disk is skipped (with a warning) for the previous one.
+
   Returns:
     (step, state as nested dicts {"step", "params", "opt_state"} of np.ndarrays, data position).
+  Raises:
+    FileNotFoundError: there is no checkpoint.
+    CorruptCheckpointError: not even the oldest step verifies.
   """
   manager = ocp.CheckpointManager(
       os.path.abspath(directory),
-      # `checksums` is registered though not read here: it is `interp.train.checkpoint`'s
-      # to verify, and an unregistered item makes Orbax warn on every read.
       item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
                      "checksums": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  tree = manager.item_metadata(step)["state"].tree
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(restore_args=as_numpy), data=ocp.args.JsonRestore()))
-  manager.close()
-  return step, restored.state, restored.data
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    for step in steps:
+      path = os.path.join(os.path.abspath(directory), str(step))
+      tree = manager.item_metadata(step)["state"].tree
+      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+      items = {"state": ocp.args.PyTreeRestore(restore_args=as_numpy),
+               "data": ocp.args.JsonRestore()}
+      verified = os.path.isdir(os.path.join(path, "checksums"))
+      if verified:
+        items["checksums"] = ocp.args.JsonRestore()
+      restored = manager.restore(step, args=ocp.args.Composite(**items))
+      if not verified:  # written before checksums were recorded
+        return step, restored.state, restored.data
+      try:
+        checksum.verify_restored(path, restored.state, restored.checksums)
+        return step, restored.state, restored.data
+      except checksum.CorruptCheckpointError as e:
+        if step == steps[-1]:
+          raise
+        logging.warning("%s; reading the previous checkpoint", e)
+  finally:
+    manager.close()
 
 
 def config(spec: ModelSpec) -> TransformerConfig:

@@ -3,7 +3,7 @@
 A checkpoint directory holds one folder per saved step (`<dir>/<step>/`), each with three items:
 `state` (the TrainState, written by every process for its own shards), `data` (the data
 position as JSON: the step and what was being read) and `checksums` (JSON: {"format", "leaves":
-{leaf path: checksum}}, see `interp.train.checksum`). Orbax writes into a temporary folder and
+{leaf path: checksum}}, see `interp.parallel.checksum`). Orbax writes into a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous checkpoint intact and the
 partial one is cleaned up on the next start.
 
@@ -32,7 +32,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as orbax_policies
 
-from interp.train import checksum
+from interp.parallel import checksum
 from interp.train import metrics as metrics_lib
 from interp.train.loop import StopTraining
 from interp.train.save_policy import PreemptionPolicy, TimeIntervalPolicy
@@ -91,11 +91,6 @@ def quiet_orbax_logs() -> None:
     absl_logger.addFilter(_HideOrbaxInfo())
 
 
-class CorruptCheckpointError(RuntimeError):
-  """A restored array does not match the checksum saved with it: the files changed on disk."""
-
-
-CHECKSUM_FORMAT = "interp.checksum/1"
 
 
 def _handlers():
@@ -145,7 +140,7 @@ class Checkpointer:
     prints = checksum.fingerprint(state)
     if prints.non_finite:
       _refuse_non_finite(step, prints.non_finite)
-    sums = {"format": CHECKSUM_FORMAT, "leaves": prints.checksums}
+    sums = {"format": checksum.FORMAT, "leaves": prints.checksums}
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position),
         checksums=ocp.args.JsonSave(sums)), force=True)
@@ -202,11 +197,11 @@ class Checkpointer:
   @staticmethod
   def _verify(path: str, state, saved: dict) -> None:
     """Raises CorruptCheckpointError naming the first leaf whose checksum differs."""
-    if not isinstance(saved, dict) or saved.get("format") != CHECKSUM_FORMAT:
-      raise CorruptCheckpointError(f"{path}/checksums is not a {CHECKSUM_FORMAT} record")
+    if not isinstance(saved, dict) or saved.get("format") != checksum.FORMAT:
+      raise checksum.CorruptCheckpointError(f"{path}/checksums is not a {checksum.FORMAT} record")
     bad = checksum.first_mismatch(saved["leaves"], checksum.fingerprint(state).checksums)
     if bad is not None:
-      raise CorruptCheckpointError(f"state{bad} does not match the checksum saved with it "
+      raise checksum.CorruptCheckpointError(f"state{bad} does not match the checksum saved with it "
                                    "(the files changed on disk)")
 
   def _check_params(self, step: int, path: str, target_params) -> None:

@@ -29,6 +29,14 @@ import numpy as np
 _PHI = 0x9E3779B9
 
 
+# What a checkpoint's `checksums` item says it is: {"format": FORMAT, "leaves": {path: checksum}}.
+FORMAT = "interp.checksum/1"
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A restored array does not match the checksum saved with it: the files changed on disk."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
   """Attributes:
@@ -116,3 +124,49 @@ def first_mismatch(saved: dict[str, int], restored: dict[str, int]) -> str | Non
     if restored.get(path) != value:
       return path
   return None
+
+
+
+def _as_dict_path(path: str) -> str:
+  """A keystr path with attribute steps (".params") written as dict keys ("['params']"): how
+  a state saved from dataclasses and named tuples reads back when restored as plain dicts."""
+  out, i = [], 0
+  while i < len(path):
+    if path[i] == ".":
+      j = i + 1
+      while j < len(path) and (path[j].isalnum() or path[j] == "_"):
+        j += 1
+      out.append(f"['{path[i + 1:j]}']")
+      i = j
+    else:  # a [...] step, copied whole (its key may contain dots)
+      j = path.index("]", i) + 1 if "]" in path[i:] else len(path)
+      out.append(path[i:j])
+      i = j
+  return "".join(out)
+
+
+def verify_restored(path: str, tree, saved) -> None:
+  """Checks a tree restored as plain dicts (host numpy arrays) against a `checksums` record.
+
+  The record's paths are those of the state as saved (".params['W']" for a TrainState); they
+  are matched as dict keys ("['params']['W']"), and the arrays present in both are compared.
+
+  Args:
+    path: the step folder (for the message).
+    tree: the restored state.
+    saved: the step's `checksums` item.
+  Raises:
+    CorruptCheckpointError: the record is malformed or matches none of the arrays, or names
+      the first array that differs.
+  """
+  if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+    raise CorruptCheckpointError(f"{path}/checksums is not a {FORMAT} record")
+  got = fingerprint(tree).checksums
+  want = {_as_dict_path(p): v for p, v in saved["leaves"].items()}
+  common = {p: v for p, v in want.items() if p in got}
+  if not common:
+    raise CorruptCheckpointError(f"{path}/checksums names none of the restored arrays")
+  bad = first_mismatch(common, got)
+  if bad is not None:
+    raise CorruptCheckpointError(f"{path}: {bad} does not match the checksum saved with it "
+                                 "(the files changed on disk)")
