@@ -65,7 +65,7 @@ def _exact_tc(cfg, params):
                           activation="jumprelu")
   stack = lambda name: jnp.stack([m[name] for m in mlps])
   return c, {"W_enc": stack("W_in"), "b_enc": stack("b_in"), "W_dec": stack("W_out"),
-             "b_dec": stack("b_out"), "log_threshold": jnp.full((L, cfg.d_mlp), -30.0),
+             "b_dec": stack("b_out"), "jump_threshold": jnp.full((L, cfg.d_mlp), 1e-13),
              "in_scale": jnp.ones(L), "out_scale": jnp.ones(L)}
 
 

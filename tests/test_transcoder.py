@@ -109,7 +109,7 @@ def _mlp_as_transcoder(model_cfg, params, kind):
   t = tc.init(cfg, jax.random.key(0))
   t.update(W_enc=jnp.stack([p["W_in"] for p in mlp]), b_enc=jnp.stack([p["b_in"] for p in mlp]),
            b_dec=jnp.stack([p["b_out"] for p in mlp]),
-           log_threshold=jnp.full((L, m), -80.0))  # theta = 2e-35: JumpReLU is ReLU
+           jump_threshold=jnp.full((L, m), 2e-35))  # JumpReLU is ReLU
   w_out = jnp.stack([p["W_out"] for p in mlp])
   if kind == "clt":  # the MLPs on the diagonal, nothing across layers
     t["W_dec"] = jnp.einsum("lmd,lt->lmtd", w_out, jnp.eye(L))

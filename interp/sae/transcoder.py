@@ -17,7 +17,7 @@ Kinds:
              x_in[s] and write to every layer t >= s, out[t] = sum_{s<=t} acts[s] @ W_dec[s,:,t].
 
 Parameters (one plain dict):
-  W_enc [L, d, n], b_enc [L, n], b_dec [L, d]; log_threshold [L, n] (jumprelu);
+  W_enc [L, d, n], b_enc [L, n], b_dec [L, d]; jump_threshold [L, n] (jumprelu);
   W_dec [L, n, d] (plt, skip) or [L_src, n, L_tgt, d] (clt); W_skip [L, d, d] (skip);
   buffers in_scale, out_scale [L]: constants making each layer's inputs and targets have mean
   squared coordinate 1, so one learning rate suits every layer. `fold_scales` multiplies them
@@ -34,7 +34,9 @@ sum of per-layer FVUs, so every layer counts the same), plus the sparsity term: 
 (k latents per layer and token); for jumprelu Anthropic's CLT penalty
 l0_coeff * sum_{l,i} tanh(tanh_scale * a_{l,i} * ||W_dec_{l,i}||), where ||W_dec_{l,i}|| is the
 norm of the latent's decoder concatenated over every layer it writes to, so writing to more
-layers costs more; the threshold learns through the JumpReLU straight-through estimator.
+layers costs more; the threshold (learned as itself, kept >= `MIN_THRESHOLD`: see
+`interp.sae.dictionary` for why not as a logarithm) learns through the JumpReLU
+straight-through estimator.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import jax.numpy as jnp
 from interp.choices import choice
 from interp.models.config import NormType, TransformerConfig
 from interp.sae import activation_rules
+from interp.sae.dictionary import MIN_THRESHOLD
 
 
 class Kind(str, enum.Enum):
@@ -110,7 +113,7 @@ class TranscoderConfig:
 
 PARAM_AXES = {
     "W_enc": ("layers", "embed", "latent"), "b_enc": ("layers", "latent"),
-    "log_threshold": ("layers", "latent"), "b_dec": ("layers", "embed"),
+    "jump_threshold": ("layers", "latent"), "b_dec": ("layers", "embed"),
     "W_skip": ("layers", "embed", None), "in_scale": ("layers",), "out_scale": ("layers",),
 }
 _W_DEC_AXES = {Kind.CLT: ("layers", "latent", "target_layers", "embed")}
@@ -171,10 +174,18 @@ def init(cfg: TranscoderConfig, key: jax.Array, sample_in=None, sample_out=None)
   params = {"W_enc": w_enc, "b_enc": jnp.zeros((L, n), jnp.float32), "W_dec": w_dec,
             "b_dec": b_dec, "in_scale": in_scale, "out_scale": out_scale}
   if cfg.activation == TranscoderActivation.JUMPRELU:
-    params["log_threshold"] = jnp.full((L, n), jnp.log(cfg.threshold_init), jnp.float32)
+    params["jump_threshold"] = jnp.full((L, n), cfg.threshold_init, jnp.float32)
   if cfg.kind == Kind.SKIP:
     params["W_skip"] = jnp.zeros((L, d, d), jnp.float32)
   return params
+
+
+def constrain(cfg: TranscoderConfig, params: dict) -> dict:
+  """Keeps JumpReLU thresholds at least `MIN_THRESHOLD` after an update (they are learned as
+  themselves, not as logarithms: see `interp.sae.dictionary`); other rules pass through."""
+  if cfg.activation != TranscoderActivation.JUMPRELU:
+    return params
+  return dict(params, jump_threshold=jnp.maximum(params["jump_threshold"], MIN_THRESHOLD))
 
 
 def fold_scales(cfg: TranscoderConfig, params: dict) -> dict:
@@ -218,7 +229,7 @@ def activate(cfg: TranscoderConfig, params: dict, pre: jax.Array) -> jax.Array:
     # activation_rules.jumprelu's straight-through backward sums the threshold gradient over one
     # trailing latent axis, so layers and latents go in flattened.
     lead = pre.shape[:-2]
-    theta = jnp.exp(params["log_threshold"]).reshape(-1)
+    theta = params["jump_threshold"].reshape(-1)
     return _rule(cfg, pre.reshape(*lead, -1), theta).reshape(pre.shape)
   return _rule(cfg, pre, None)
 
@@ -231,7 +242,7 @@ def encode(cfg: TranscoderConfig, params: dict, x_in: jax.Array) -> jax.Array:
 def encode_layer(cfg: TranscoderConfig, params: dict, x: jax.Array, layer: int) -> jax.Array:
   """Layer `layer`'s latent activations [..., n] of its input x [..., d] alone."""
   pre = (x * params["in_scale"][layer]) @ params["W_enc"][layer] + params["b_enc"][layer]
-  theta = (jnp.exp(params["log_threshold"][layer])
+  theta = (params["jump_threshold"][layer]
            if cfg.activation == TranscoderActivation.JUMPRELU else None)
   return _rule(cfg, pre, theta)
 

@@ -86,7 +86,7 @@ def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation)
     loss_fn = lambda t: tc.loss(cfg, {**t, **buffers}, batch[:, :L], batch[:, L:])
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
+    trainable = tc.constrain(cfg, optax.apply_updates(trainable, updates))
     vectors = {name: metrics.pop(name + "_layer") for name in ("fvu", "l0")}
     per_layer = {f"{name}_{l}": v[l] for name, v in vectors.items() for l in range(L)}
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics, **per_layer}
