@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: env env-dev figures test bench clean
+.PHONY: env env-dev figures test bench device-check clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: env-dev
 
 bench: env-dev
 	$(PY) experiments/bench_forward.py --out=runs/bench_forward.json
+
+# Once, on a machine with an accelerator (< 8 minutes on one H200): a table and runs/device_check.json.
+# The peers (SAELens, TransformerLens) are optional: a missing one is a "peer not installed" row.
+device-check: env
+	$(PY) experiments/device_check.py --out=runs/device_check.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -84,6 +84,7 @@ class SAEBenchConfig:
   decoder_norm: str
   xla_flags: str
   one_worker: bool
+  torch_device: str = "cpu"  # SAELens's device: "cuda" on a GPU machine
 
   @property
   def flops_per_step(self) -> int:

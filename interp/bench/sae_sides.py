@@ -106,16 +106,17 @@ def saelens_runner(arch, cfg) -> Runner:
   torch.manual_seed(0)
   if arch == "relu":
     sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
-        d_in=cfg.d_in, d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coeff))
+        d_in=cfg.d_in, d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coeff, device=cfg.torch_device))
     coefficients = {"l1": cfg.l1_coeff}
   else:
     sae = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
-        d_in=cfg.d_in, d_sae=cfg.d_sae, k=cfg.k))
+        d_in=cfg.d_in, d_sae=cfg.d_sae, k=cfg.k, device=cfg.torch_device))
     coefficients = {}
-  sae.train()
+  device = torch.device(cfg.torch_device)
+  sae.to(device).train()
   optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-  x = torch.from_numpy(batch_data(cfg))
-  since_fired = torch.zeros(cfg.d_sae)
+  x = torch.from_numpy(batch_data(cfg)).to(device)
+  since_fired = torch.zeros(cfg.d_sae, device=device)
   dead_window = 1000  # SAELens's default dead_feature_window
   count = [0]
 
@@ -143,4 +144,9 @@ def saelens_runner(arch, cfg) -> Runner:
                          "transformer_lens": metadata.version("transformer-lens"),
                          "class": type(sae).__name__, "jax_imported": "jax" in sys.modules}}
 
-  return Runner(lambda: {"compile_seconds": 0.0}, step, lambda out: out, report)
+  def block(out):
+    if device.type == "cuda":  # kernels run asynchronously: a step ends when the device is done
+      torch.cuda.synchronize(device)
+    return out
+
+  return Runner(lambda: {"compile_seconds": 0.0}, step, block, report)

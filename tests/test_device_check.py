@@ -1,0 +1,144 @@
+"""experiments/device_check.py: the --quick run (every section, tiny sizes, on 8 simulated CPU
+devices) and the driver's isolation, deadline and flag checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from interp.bench import device_check, device_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "experiments", "device_check.py")
+PRECISION_SKIP = "precision policy not available in this checkout"
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+  out = tmp_path_factory.mktemp("dc") / "runs" / "device_check.json"  # folder made by the binary
+  proc = subprocess.run([sys.executable, BINARY, "--quick", f"--out={out}"], cwd=ROOT,
+                        timeout=600, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(out.read_text()), proc.stdout
+
+
+def _ok(r):
+  assert "error" not in r and "skipped" not in r, r
+  return r
+
+
+def _bf16(r, check):
+  """bfloat16 items: skipped, naming the missing policy, until interp.precision exists."""
+  if "skipped" in r:
+    assert "bf16" in r["skipped"], r
+  else:
+    check(_ok(r))
+
+
+def test_quick_runs_every_section_with_numbers(quick):
+  report, stdout = quick
+  sections = report["sections"]
+  assert list(sections) == [s.value for s in device_check.Section]
+  assert all(s["status"] == "ran" for s in sections.values()), sections
+  env = _ok(sections["env"]["results"]["ours"]["env"])
+  assert env["backend"] == "cpu" and env["device_count"] == 8
+  assert env["bf16_matmul_tflops"] > 0 and env["f32_matmul_tflops"] > 0
+  assert env["peak_bf16_tflops_datasheet"] is None  # a CPU: fraction n/a
+  parity = sections["parity"]["results"]["ours"]
+  for what in ("forward", "gradients", "sharded_step"):
+    r = _ok(parity[f"{what}/float32"])
+    assert r["max_abs_diff"] < 1e-5 and r["within_tolerance"], (what, r)
+    _bf16(parity[f"{what}/bfloat16"], lambda r: r["within_tolerance"])
+  assert parity["sharded_step/float32"]["mesh"] == "data:4,model:2"
+  assert parity["sharded_step/float32"]["params"]["leaves"] > 10
+
+
+def test_quick_throughputs_beside_the_peers(quick):
+  report, _ = quick
+  sz = report["sizes"]
+  sae = report["sections"]["sae"]["results"]
+  for side in ("ours", "saelens"):
+    for arch in ("relu", "topk"):
+      r = sae[side][f"{arch}/float32"]
+      if side == "saelens" and "skipped" in r:
+        assert r["skipped"].startswith("peer not installed"), r
+        continue
+      _ok(r)
+      assert r["activations_per_s"] > 0 and r["fraction_of_bf16_peak"] is None
+      assert r["flops_per_step"] == 12 * sz["sae_batch"] * sz["sae_d_in"] * sz["sae_d_sae"]
+  fwd = report["sections"]["forward"]["results"]
+  for model in ("gpt2_small", "gemma3_270m"):
+    ours = _ok(fwd["ours"][f"{model}/float32"])
+    assert ours["tokens_per_s"] > 0 and ours["tokens_per_call"] == 2 * 16
+    assert ours["device_peak_gib"] is None and ours["host_peak_rss_gib"] > 0
+    tl = fwd["transformer_lens"][f"{model}/float32"]
+    if "skipped" not in tl:  # the same hooks, shapes and dtype: the same cache bytes
+      assert _ok(tl)["hooks"] == ours["hooks"] == 2 * 10
+      assert tl["cache_bytes"] == ours["cache_bytes"] > 0
+  lm = _ok(report["sections"]["lm"]["results"]["ours"]["lm/float32"])
+  assert lm["tokens_per_s"] > 0 and lm["mfu"] is None and 10_000 < lm["params"] < 100_000
+
+
+def test_quick_graphs_and_goals(quick):
+  report, stdout = quick
+  graph = report["sections"]["graph"]["results"]["ours"]
+  for n in (8, 16):
+    r = _ok(graph[f"{n}/float32"])
+    assert r["tokens"] == n and r["seconds"] > 0
+    assert 0 < r["active_features"] <= 2 * n * 2  # k=2 per layer and token, two layers
+    assert r["nodes"] == r["feature_rows"] + 2 * n + n + r["logit_rows"]
+  goals = report["goals"]
+  assert set(goals) == set(device_report.GOALS)
+  assert all(g["status"] in ("met", "not met", "n/a") for g in goals.values())
+  assert goals["graph_2048_seconds"]["status"] == "n/a"  # not a --quick length
+  assert "sharded_step/float32" in stdout and "TopK step >= 3x" in stdout
+  assert "wrote " in stdout
+
+
+def test_a_failing_section_keeps_the_others(tmp_path, monkeypatch):
+  def fake(section, cfg, budget):
+    if section == device_check.Section.PARITY:
+      raise RuntimeError("device lost\nsecond line")
+    return {"ours": {"x": {"skipped": "fake"}}}
+  monkeypatch.setattr(device_check, "run_section", fake)
+  out = tmp_path / "r.json"
+  lines = []
+  cfg = device_check.DeviceCheckConfig(out=str(out), sections=("env", "parity", "lm"))
+  report = device_check.run(cfg, echo=lines.append)
+  on_disk = json.loads(out.read_text())
+  assert [s["status"] for s in on_disk["sections"].values()] == ["ran", "failed", "ran"]
+  assert on_disk["sections"]["parity"]["error"] == "RuntimeError: device lost"
+  assert "RuntimeError: device lost" in on_disk["sections"]["parity"]["traceback"]
+  assert any("FAILED: RuntimeError: device lost" in line for line in lines)
+  assert report["sections"]["lm"]["results"] == {"ours": {"x": {"skipped": "fake"}}}
+
+
+def test_sections_past_the_deadline_are_skipped(tmp_path):
+  out = tmp_path / "r.json"
+  cfg = device_check.DeviceCheckConfig(out=str(out), sections=("graph", "lm"), deadline_s=20,
+                                       budgets=("lm:100",))
+  report = device_check.run(cfg, echo=lambda _: None)
+  for name, budget in (("graph", 125), ("lm", 100)):
+    entry = report["sections"][name]
+    assert entry["status"] == "skipped"
+    assert entry["reason"].endswith(f"before --deadline_s=20, budget {budget} s"), entry
+  assert json.loads(out.read_text())["sections"]["lm"]["status"] == "skipped"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budgets=("graph=200",)), "--budgets='graph=200': expected NAME:SECONDS with NAME one"),
+    (dict(budgets=("gpu:5",)), "--budgets='gpu:5': expected NAME:SECONDS"),
+    (dict(budgets=("lm:nan",)), "SECONDS positive"),
+    (dict(deadline_s=-1), "--deadline_s=-1"),
+    (dict(deadline_s=float("nan")), "--deadline_s=nan"),
+    (dict(sections=("envv",)), "--sections: unknown ['envv']; valid: env, parity"),
+    (dict(sections=()), "--sections: unknown []; valid: env"),
+    (dict(precisions=("fp16",)), "--precisions: unknown ['fp16']; valid: float32, bfloat16"),
+])
+def test_bad_flags_name_the_flag(kwargs, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    device_check.DeviceCheckConfig(**kwargs)
