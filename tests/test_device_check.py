@@ -122,7 +122,7 @@ def test_sections_past_the_deadline_are_skipped(tmp_path):
   cfg = device_check.DeviceCheckConfig(out=str(out), sections=("graph", "lm"), deadline_s=20,
                                        budgets=("lm:100",))
   report = device_check.run(cfg, echo=lambda _: None)
-  for name, budget in (("graph", 125), ("lm", 100)):
+  for name, budget in (("graph", 120), ("lm", 100)):
     entry = report["sections"][name]
     assert entry["status"] == "skipped"
     assert entry["reason"].endswith(f"before --deadline_s=20, budget {budget} s"), entry
@@ -142,3 +142,16 @@ def test_sections_past_the_deadline_are_skipped(tmp_path):
 def test_bad_flags_name_the_flag(kwargs, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
     device_check.DeviceCheckConfig(**kwargs)
+
+
+@pytest.mark.parametrize("result, status", [
+    ({"tokens": 8192, "seconds": 80.0, "nodes": 1}, "met"),
+    ({"error": "XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 9 GiB"}, "not met"),
+    ({"error": "killed at the section's deadline (50 s left for this job)"}, "n/a"),
+    ({"skipped": "section budget (120 s) spent"}, "n/a"),
+])
+def test_only_running_out_of_memory_means_the_long_graph_does_not_fit(result, status):
+  report = {"sizes": {"forward_models": {}},
+            "sections": {"graph": {"status": "ran", "results": {"ours": {"8192/float32": result}}}}}
+  goal = device_report.goals(report)["graph_8192_fits"]
+  assert goal["status"] == status, goal

@@ -16,8 +16,9 @@ Vocabulary:
             The driver imports neither JAX nor torch, so it never holds the accelerator, and a
             job that crashes, runs out of memory or is killed at its deadline loses only itself
             (its finished items come back through a partial-results file).
-  budget    a section's seconds; it is cut there, and skipped when less than half its budget is
-            left before the global `deadline_s`. The JSON is rewritten after every section.
+  budget    a section's seconds, plus what earlier sections left unused (later sections keep
+            theirs); it is cut there, and skipped when less than half its budget is left before
+            the global `deadline_s`. The JSON is rewritten after every section.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Precision(str, enum.Enum):
 
 
 # Seconds per section on one H200, summing to the default deadline (worker start-up included).
-BUDGET_S = {"env": 30, "parity": 45, "sae": 100, "forward": 90, "graph": 125, "lm": 60}
+BUDGET_S = {"env": 25, "parity": 45, "sae": 100, "forward": 100, "graph": 120, "lm": 60}
 DEADLINE_S = 450.0
 # --quick on CPU: seconds when the machine is idle, but CI machines are shared and compiles
 # slow down many times under load, so the budgets only catch a hang.
@@ -178,33 +179,48 @@ def jobs(section: Section, cfg: DeviceCheckConfig) -> list[tuple[str, tuple[str,
   return [("ours", tuple(f"lm/{p}" for p in precs))]
 
 
-def worker_env(side: str) -> dict[str, str]:
+# --quick's numbers are not measurements and XLA's CPU compiles dominate its time: skip the
+# expensive optimisation passes (about half the compile time of a train step).
+QUICK_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def worker_env(side: str, quick: bool) -> dict[str, str]:
   """A job's environment. JAX would otherwise take 75% of the accelerator's memory at start-up
   and hold it: growing on demand keeps peak_bytes_in_use an honest count and leaves room for a
   worker still exiting, while the 0.95 cap lets the longest graph use nearly all of it."""
   if side != "ours":
     return harness.worker_env()
-  return harness.worker_env(XLA_PYTHON_CLIENT_PREALLOCATE="false",
+  return harness.worker_env(xla_flags=QUICK_XLA_FLAGS if quick else "",
+                            XLA_PYTHON_CLIENT_PREALLOCATE="false",
                             XLA_PYTHON_CLIENT_MEM_FRACTION="0.95")
 
 
-def run_job(section: Section, side: str, items: tuple[str, ...], sizes: Sizes,
+def run_job(section: Section, side: str, items: tuple[str, ...], cfg: DeviceCheckConfig,
             timeout: float) -> dict:
   """One worker; a crash or timeout keeps the items it finished and marks the rest."""
   if side in ("saelens", "transformer_lens"):
     module, label = PEERS[section.value]
     if importlib.util.find_spec(module) is None or importlib.util.find_spec("torch") is None:
       return {i: {"skipped": f"peer not installed: {label} ({module}, torch)"} for i in items}
+  elif importlib.util.find_spec("interp.precision") is None:  # no worker start for a skip
+    skip = {"skipped": "bf16: precision policy not available in this checkout "
+                       "(interp.precision)"}
+    done = {i: skip for i in items if i.endswith("/bfloat16")}
+    rest = tuple(i for i in items if i not in done)
+    if done:
+      done.update(run_job(section, side, rest, cfg, timeout) if rest else {})
+      return {i: done[i] for i in items}
   with tempfile.TemporaryDirectory() as tmp:
     partial = os.path.join(tmp, "partial.json")
-    cfg = WorkerConfig(section.value, items, sizes, partial)
+    job = WorkerConfig(section.value, items, cfg.sizes, partial)
     try:
-      got = harness.spawn(__name__, side, cfg, env=worker_env(side), timeout=timeout)
+      got = harness.spawn(__name__, side, job, env=worker_env(side, cfg.quick), timeout=timeout)
       why = None
     except subprocess.TimeoutExpired:
       got, why = {}, f"killed at the section's deadline ({timeout:.0f} s left for this job)"
     except subprocess.CalledProcessError as e:
-      got, why = {}, f"worker exited with status {e.returncode} (crash or out of memory)"
+      got, why = {}, (f"worker exited with status {e.returncode} (its stderr is in the console; "
+                      "-9: killed, e.g. out of host memory)")
     if why is not None and os.path.exists(partial):
       got = json.loads(open(partial).read())
   return {i: got.get(i, {"error": why or "no result"}) for i in items}
@@ -218,7 +234,7 @@ def run_section(section: Section, cfg: DeviceCheckConfig, budget: float) -> dict
     if left < 5:
       got = {i: {"skipped": f"section budget ({budget:.0f} s) spent"} for i in items}
     else:
-      got = run_job(section, side, items, cfg.sizes, left)
+      got = run_job(section, side, items, cfg, left)
     out.setdefault(side, {}).update(got)
   return out
 
@@ -240,16 +256,18 @@ def run(cfg: DeviceCheckConfig, argv=(), echo: Callable[[str], None] = print) ->
             "sizes": dataclasses.asdict(cfg.sizes), "machine": measure.machine(),
             "definitions": device_report.DEFINITIONS, "sections": {}}
   echo(device_report.lines([device_report.HEADER]))
-  for section in cfg.sections:
+  for i, section in enumerate(cfg.sections):
     elapsed, budget = time.monotonic() - t0, budgets[section.value]
     left = cfg.deadline - elapsed
+    # Time earlier sections left unused goes to this one; later sections keep their budgets.
+    allowed = min(left, max(budget, left - sum(budgets[s.value] for s in cfg.sections[i + 1:])))
     s0 = time.monotonic()
     if left < budget / 2:
       entry = {"status": "skipped", "reason": f"{left:.0f} s left before --deadline_s="
                f"{cfg.deadline:g}, budget {budget:g} s"}
     else:
       try:
-        entry = {"status": "ran", "results": run_section(section, cfg, min(budget, left))}
+        entry = {"status": "ran", "results": run_section(section, cfg, allowed)}
       except Exception as e:  # pylint: disable=broad-except  (the next section still runs)
         entry = {"status": "failed", **failure(e)}
     entry["seconds"] = time.monotonic() - s0

@@ -47,7 +47,7 @@ def model_config(s: ModelShape, n_ctx: int):
   if s.family == "gpt2":
     return mc.gpt2("small", vocab_size=s.vocab, n_ctx=n_ctx, d_model=s.d_model,
                    n_layers=s.n_layers, n_heads=s.n_heads, d_head=s.d_head, d_mlp=s.d_mlp)
-  window = min(512, max(n_ctx // 2, 1))  # Gemma's 512, shrunk for tiny prompts
+  window = s.window or max(n_ctx // 2, 1)
   return mc.gemma3_270m(vocab_size=s.vocab, d_model=s.d_model, n_layers=s.n_layers,
                         n_heads=s.n_heads, n_kv_heads=s.n_kv_heads, d_head=s.d_head,
                         d_mlp=s.d_mlp, sliding_window=window, global_every=min(6, s.n_layers))
@@ -160,23 +160,32 @@ def parity(what: str, precision: str, sizes: Sizes) -> dict:
   if what == "sharded_step":
     return sharded_step_parity(cfg, sizes, precision)
   names = hooks_lib.hook_names(cfg)
+  jitted = {}  # one function per (device, precision): a second run on the same device reuses it
   if what == "forward":
     kwargs = precision_kwargs(precision, transformer.forward)
 
-    def fn(p, t, **kw):
-      return transformer.forward(cfg, p, t, hooks_lib.Hooks(capture=names), **kw)
-    run = lambda d, **kw: jax.jit(lambda p, t: fn(p, t, **kw))(_on(d, params),
-                                                              _on(d, rows[:, :-1]))
+    def make(d, **kw):
+      del d
+      hooks = hooks_lib.Hooks(capture=names)
+      return jax.jit(lambda p, t: transformer.forward(cfg, p, t, hooks, **kw))
+    args = lambda d: (_on(d, params), _on(d, rows[:, :-1]))
   elif what == "gradients":
     from interp.train import lm
     kwargs = precision_kwargs(precision, lm.lm_loss)
 
-    def run(d, **kw):
+    def make(d, **kw):
       mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"), devices=[d])
-      loss = lm.lm_loss(cfg, mesh, **kw)
-      return jax.jit(jax.value_and_grad(loss, has_aux=True))(_on(d, params), _on(d, rows))
+      return jax.jit(jax.value_and_grad(lm.lm_loss(cfg, mesh, **kw), has_aux=True))
+    args = lambda d: (_on(d, params), _on(d, rows))
   else:
     raise ValueError(f"unknown parity item {what!r}; valid: forward, gradients, sharded_step")
+
+  def run(d, **kw):
+    key = (d, bool(kw))
+    if key not in jitted:
+      jitted[key] = make(d, **kw)
+    return jitted[key](*args(d))
+
   params, rows = parity_inputs(cfg, sizes)  # after the checks above: a skip costs nothing
   with jax.default_matmul_precision("highest"):
     want = run(cpu)

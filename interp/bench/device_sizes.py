@@ -24,10 +24,11 @@ class ModelShape:
   d_head: int
   d_mlp: int
   vocab: int
+  window: int = 0  # gemma3's sliding window (0: half the context, so tiny prompts have one)
 
 
 GPT2_SMALL = ModelShape("gpt2", 768, 12, 12, 12, 64, 3072, 50257)
-GEMMA3_270M = ModelShape("gemma3", 640, 18, 4, 1, 256, 2048, 262_144)
+GEMMA3_270M = ModelShape("gemma3", 640, 18, 4, 1, 256, 2048, 262_144, window=512)
 # ~0.97 B parameters: 18 blocks of 12 d^2, a tied 32k-token embedding, 1k learned positions.
 LM_1B = ModelShape("gpt2", 2048, 18, 16, 16, 128, 8192, 32_000)
 
