@@ -38,8 +38,11 @@ bench: env-dev
 
 # Once, on a machine with an accelerator (< 8 minutes on one H200): a table and runs/device_check.json.
 # The peers (SAELens, TransformerLens) are optional: a missing one is a "peer not installed" row.
-device-check: env
-	$(PY) experiments/device_check.py --out=runs/device_check.json
+# No venv is built: GPU machines come with jax[cuda] and torch installed and often no network,
+# so it uses .venv when there is one and the machine's python otherwise.
+DEVICE_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+device-check:
+	$(DEVICE_PY) experiments/device_check.py --out=runs/device_check.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -23,12 +23,14 @@ Vocabulary:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import importlib.util
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -140,7 +142,9 @@ def worker(side: str, cfg: WorkerConfig) -> dict:
   results = {}
   for item in cfg.items:
     try:
-      results[item] = device_items.run_item(cfg.section, side, item, cfg.sizes)
+      # Libraries' prints ("Moving model to device") go to stderr: stdout is the table.
+      with contextlib.redirect_stdout(sys.stderr):
+        results[item] = device_items.run_item(cfg.section, side, item, cfg.sizes)
     except device_items.Unavailable as e:
       results[item] = {"skipped": str(e)}
     except Exception as e:  # pylint: disable=broad-except  (one item never loses the others)
