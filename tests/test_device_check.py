@@ -42,7 +42,7 @@ def _bf16(r, check):
 def test_quick_runs_every_section_with_numbers(quick):
   report, stdout = quick
   sections = report["sections"]
-  assert list(sections) == [s.value for s in device_check.Section]
+  assert list(sections) == ["env", "parity", "sae", "forward", "lm", "graph"]
   assert all(s["status"] == "ran" for s in sections.values()), sections
   env = _ok(sections["env"]["results"]["ours"]["env"])
   assert env["backend"] == "cpu" and env["device_count"] == 8
@@ -122,7 +122,7 @@ def test_sections_past_the_deadline_are_skipped(tmp_path):
   cfg = device_check.DeviceCheckConfig(out=str(out), sections=("graph", "lm"), deadline_s=20,
                                        budgets=("lm:100",))
   report = device_check.run(cfg, echo=lambda _: None)
-  for name, budget in (("graph", 120), ("lm", 100)):
+  for name, budget in (("graph", 90), ("lm", 100)):
     entry = report["sections"][name]
     assert entry["status"] == "skipped"
     assert entry["reason"].endswith(f"before --deadline_s=20, budget {budget} s"), entry
