@@ -194,8 +194,9 @@ QUICK_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensi
 
 def worker_env(side: str, quick: bool) -> dict[str, str]:
   """A job's environment. JAX would otherwise take 75% of the accelerator's memory at start-up
-  and hold it: growing on demand keeps peak_bytes_in_use an honest count and leaves room for a
-  worker still exiting, while the 0.95 cap lets the longest graph use nearly all of it."""
+  and hold it until exit: growing on demand leaves the device to the next worker (a torch
+  peer, or JAX while the last one still exits), and the 0.95 cap (instead of 0.75) lets the
+  longest graph use nearly all of it. peak_bytes_in_use counts allocations either way."""
   if side != "ours":
     return harness.worker_env()
   return harness.worker_env(xla_flags=QUICK_XLA_FLAGS if quick else "",
