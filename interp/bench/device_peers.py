@@ -103,7 +103,8 @@ def tl_forward_cache(name: str, precision: str, sizes: Sizes) -> dict:
   spec = shape(sizes.forward_models[name])
   dev = device()
   _reset_peak()
-  model = TransformerBridge.boot_native(tl_config(spec, sizes.forward_ctx)).to(dev).eval()
+  model = TransformerBridge.boot_native(tl_config(spec, sizes.forward_ctx))
+  model = model.to(dev, print_details=False).eval()
   names = forward_sides.captured_names(model.hook_dict)
   rows = np.random.default_rng(0).integers(0, spec.vocab,
                                            (sizes.forward_batch, sizes.forward_ctx), np.int64)
