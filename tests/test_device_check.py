@@ -155,3 +155,26 @@ def test_only_running_out_of_memory_means_the_long_graph_does_not_fit(result, st
             "sections": {"graph": {"status": "ran", "results": {"ours": {"8192/float32": result}}}}}
   goal = device_report.goals(report)["graph_8192_fits"]
   assert goal["status"] == status, goal
+
+
+def test_jobs_share_the_section_time_and_skips_start_no_worker(monkeypatch):
+  calls = []
+
+  def fake_job(section, side, items, cfg, timeout):
+    calls.append((side, items, timeout))
+    return {i: {"seconds": 1.0} for i in items}
+  monkeypatch.setattr(device_check, "run_job", fake_job)
+  monkeypatch.setattr(device_check, "unavailable", lambda section, side, items: {
+      i: {"skipped": "bf16: none"} for i in items if side == "ours" and "bfloat16" in i})
+  cfg = device_check.DeviceCheckConfig(sections=("forward",))  # full sizes
+  out = device_check.run_section(device_check.Section.FORWARD, cfg, 90.0)
+  assert [(side, items) for side, items, _ in calls] == [
+      ("ours", ("gpt2_small/float32",)), ("ours", ("gemma3_270m/float32",)),
+      ("transformer_lens", ("gpt2_small/float32", "gpt2_small/bfloat16",
+                            "gemma3_270m/float32", "gemma3_270m/bfloat16"))]
+  # Three workers start (skipped items count for none): the first may use a third of the 90 s;
+  # these fake jobs take no time, so each passes its share on to the next.
+  assert [round(t) for *_, t in calls] == [30, 45, 90]
+  assert list(out["ours"]) == ["gpt2_small/float32", "gpt2_small/bfloat16",
+                               "gemma3_270m/float32", "gemma3_270m/bfloat16"]
+  assert out["ours"]["gpt2_small/bfloat16"] == {"skipped": "bf16: none"}

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import enum
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -204,21 +203,22 @@ def worker_env(side: str, quick: bool) -> dict[str, str]:
                             XLA_PYTHON_CLIENT_MEM_FRACTION="0.95")
 
 
-def run_job(section: Section, side: str, items: tuple[str, ...], cfg: DeviceCheckConfig,
-            timeout: float) -> dict:
-  """One worker; a crash or timeout keeps the items it finished and marks the rest."""
+def unavailable(section: Section, side: str, items: tuple[str, ...]) -> dict:
+  """The items no worker needs to start for: a peer not installed, bf16 without a policy."""
   if side in ("saelens", "transformer_lens"):
     module, label = PEERS[section.value]
     if importlib.util.find_spec(module) is None or importlib.util.find_spec("torch") is None:
       return {i: {"skipped": f"peer not installed: {label} ({module}, torch)"} for i in items}
-  elif importlib.util.find_spec("interp.precision") is None:  # no worker start for a skip
-    skip = {"skipped": "bf16: precision policy not available in this checkout "
-                       "(interp.precision)"}
-    done = {i: skip for i in items if i.endswith("/bfloat16")}
-    rest = tuple(i for i in items if i not in done)
-    if done:
-      done.update(run_job(section, side, rest, cfg, timeout) if rest else {})
-      return {i: done[i] for i in items}
+    return {}
+  if importlib.util.find_spec("interp.precision") is not None:
+    return {}
+  skip = {"skipped": "bf16: precision policy not available in this checkout (interp.precision)"}
+  return {i: skip for i in items if i.endswith("/bfloat16")}
+
+
+def run_job(section: Section, side: str, items: tuple[str, ...], cfg: DeviceCheckConfig,
+            timeout: float) -> dict:
+  """One worker; a crash or timeout keeps the items it finished and marks the rest."""
   with tempfile.TemporaryDirectory() as tmp:
     partial = os.path.join(tmp, "partial.json")
     job = WorkerConfig(section.value, items, cfg.sizes, partial)
@@ -226,12 +226,12 @@ def run_job(section: Section, side: str, items: tuple[str, ...], cfg: DeviceChec
       got = harness.spawn(__name__, side, job, env=worker_env(side, cfg.quick), timeout=timeout)
       why = None
     except subprocess.TimeoutExpired:
-      got, why = {}, f"killed at the section's deadline ({timeout:.0f} s left for this job)"
+      got, why = {}, f"killed at the end of its share of the section's time ({timeout:.0f} s)"
     except subprocess.CalledProcessError as e:
       got, why = {}, (f"worker exited with status {e.returncode} (its stderr is in the console; "
                       "-9: killed, e.g. out of host memory)")
     if why is not None and os.path.exists(partial):
-      got = json.loads(open(partial).read())
+      got = jsonio.read_json(partial)
   return {i: got.get(i, {"error": why or "no result"}) for i in items}
 
 
@@ -241,14 +241,19 @@ def run_section(section: Section, cfg: DeviceCheckConfig, budget: float) -> dict
   A job may use an equal share of what is left, so one that hangs cannot starve the rest; what
   a job leaves unused goes to the later ones (the last, e.g. the 8,192-token graph, gets all).
   """
-  end, out, todo = time.monotonic() + budget, {}, jobs(section, cfg)
-  for n, (side, items) in enumerate(todo):
+  end, out, todo = time.monotonic() + budget, {}, []
+  for side, items in jobs(section, cfg):
+    skipped = unavailable(section, side, items)
+    todo.append((side, items, skipped, tuple(i for i in items if i not in skipped)))
+  to_start = sum(1 for *_, rest in todo if rest)
+  for side, items, got, rest in todo:
     left = end - time.monotonic()
-    if left < 5:
-      got = {i: {"skipped": f"section budget ({budget:.0f} s) spent"} for i in items}
-    else:
-      got = run_job(section, side, items, cfg, left / (len(todo) - n))
-    out.setdefault(side, {}).update(got)
+    if rest and left < 5:
+      got.update({i: {"skipped": f"section budget ({budget:.0f} s) spent"} for i in rest})
+    elif rest:
+      got.update(run_job(section, side, rest, cfg, left / to_start))
+      to_start -= 1
+    out.setdefault(side, {}).update({i: got[i] for i in items})
   return out
 
 
