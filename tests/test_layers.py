@@ -18,7 +18,7 @@ LIBRARY = ROOT / "interp"
 
 # Row -> the top-level parts of `interp` on it (shared/DESIGN.md's table).
 LAYERS = {
-    0: {"parallel", "choices", "jsonio", "config_flags", "usage"},
+    0: {"parallel", "choices", "jsonio", "config_flags", "usage", "precision"},
     1: {"models", "data"},
     2: {"train", "viz"},
     3: {"toy", "sae"},

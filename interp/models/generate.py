@@ -20,13 +20,14 @@ import numpy as np
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import Precision, as_precision
 
 _BUCKET = 64
 _PAD = 0  # any id works: later positions never influence earlier ones
 
 
 def greedy(cfg: TransformerConfig, params, tokens, n_new: int, make_edits=None,
-           edit_args=None) -> np.ndarray:
+           edit_args=None, precision: Precision | str | None = None) -> np.ndarray:
   """Extends `tokens` by `n_new` argmax tokens (no stopping at end-of-sequence).
 
   Args:
@@ -37,6 +38,7 @@ def greedy(cfg: TransformerConfig, params, tokens, n_new: int, make_edits=None,
     make_edits: optional `make_edits(edit_args) -> {hook name: edit}` applied at every step
       (a clamp, a steering vector); a hashable function, so calls with new `edit_args` (any
       pytree of arrays, traced) share one compilation.
+    precision: the policy each step's forward runs in (`interp.precision`; default float32).
 
   Returns:
     int32 numpy array [p + n_new] or [b, p + n_new]: the prompt followed by the new tokens.
@@ -56,18 +58,18 @@ def greedy(cfg: TransformerConfig, params, tokens, n_new: int, make_edits=None,
   size = -(-total // _BUCKET) * _BUCKET
   buf = np.full((b, size), _PAD, np.int32)
   buf[:, :p] = tokens
-  out = _greedy_loop(cfg, make_edits, params, jnp.asarray(buf), jnp.int32(p), jnp.int32(n_new),
-                     edit_args)
+  out = _greedy_loop(cfg, make_edits, as_precision(precision), params, jnp.asarray(buf),
+                     jnp.int32(p), jnp.int32(n_new), edit_args)
   out = np.asarray(out)[:, :total]
   return out[0] if squeeze else out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _greedy_loop(cfg, make_edits, params, buf, start, n_new, edit_args):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _greedy_loop(cfg, make_edits, prec, params, buf, start, n_new, edit_args):
   hooks = Hooks(edits=make_edits(edit_args)) if make_edits is not None else None
 
   def step(i, buf):
-    logits, _ = transformer.forward(cfg, params, buf, hooks)
+    logits, _ = transformer.forward(cfg, params, buf, hooks, precision=prec)
     pos = start + i  # the slot to fill; the logits that predict it sit at pos - 1
     last = jax.lax.dynamic_index_in_dim(logits, pos - 1, axis=1, keepdims=False)
     return jax.lax.dynamic_update_index_in_dim(

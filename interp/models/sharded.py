@@ -10,6 +10,7 @@ from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from interp.precision import Precision
 
 
 def rules_for(cfg: TransformerConfig, mesh: Mesh, rules: shd.Rules) -> shd.Rules:
@@ -37,8 +38,12 @@ def place(cfg: TransformerConfig, params, mesh: Mesh, rules: shd.Rules = shd.PAR
 
 
 def make_forward(cfg: TransformerConfig, mesh: Mesh, param_shardings, capture=(),
-                 act_rules: shd.Rules = shd.ACT_RULES):
+                 act_rules: shd.Rules = shd.ACT_RULES,
+                 precision: Precision | str | None = None):
   """jit(forward) with parameters and tokens sharded in, logits and cache sharded over `data`.
+
+  `precision` is `transformer.forward`'s: the float32 parameters are cast inside the jit, the
+  cache comes out in the compute dtype, the logits in float32.
 
   Returns:
     f(params, tokens) -> (logits, cache) for the hook names in `capture`.
@@ -48,7 +53,7 @@ def make_forward(cfg: TransformerConfig, mesh: Mesh, param_shardings, capture=()
 
   def fwd(params, tokens):
     with shd.activation_rules(mesh, act_rules):
-      return transformer.forward(cfg, params, tokens, hooks)
+      return transformer.forward(cfg, params, tokens, hooks, precision=precision)
 
   batch = NamedSharding(mesh, P("data"))
   return jax.jit(fwd, in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh)),

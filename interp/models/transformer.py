@@ -25,6 +25,7 @@ from interp.models.config import (Activation, MLPType, NormType, PositionalType,
                                   TransformerConfig)
 from interp.models.hooks import HookContext, Hooks, as_names, hook_shapes
 from interp.parallel.sharding import constrain
+from interp.precision import FLOAT32, Precision, as_precision
 
 # Logical axes of every parameter, keyed by its leaf name.
 PARAM_AXES = {
@@ -43,9 +44,13 @@ B, P, D, E = "batch", "seq", "embed", "head_dim"
 
 
 def _act(kind: Activation, x):
+  """The nonlinearity, computed in float32 (GELU's tanh and erf lose digits in bfloat16)."""
+  xf = x.astype(jnp.float32)
   if kind == Activation.RELU:
-    return jax.nn.relu(x)
-  return jax.nn.gelu(x, approximate=(kind == Activation.GELU_TANH))
+    y = jax.nn.relu(xf)
+  else:
+    y = jax.nn.gelu(xf, approximate=(kind == Activation.GELU_TANH))
+  return y.astype(x.dtype)
 
 
 class Norm(nn.Module):
@@ -87,6 +92,7 @@ def rope(x, base: float):
 class Attention(nn.Module):
   cfg: TransformerConfig
   layer: int
+  prec: Precision = FLOAT32
 
   @nn.compact
   def __call__(self, x, hk: HookContext):
@@ -96,7 +102,7 @@ class Attention(nn.Module):
     zeros = nn.initializers.zeros
 
     def proj(name, n):
-      y = jnp.einsum("bpd,dne->bpne", x, self.param("W_" + name, init, (d, n, e)))
+      y = self.prec.einsum("bpd,dne->bpne", x, self.param("W_" + name, init, (d, n, e)))
       if cfg.attn_bias:
         y = y + self.param("b_" + name, zeros, (n, e))
       return y
@@ -118,7 +124,8 @@ class Attention(nn.Module):
       k, v = jnp.repeat(k, h // g, axis=2), jnp.repeat(v, h // g, axis=2)
 
     n = x.shape[1]
-    scores = jnp.einsum("bphe,bshe->bhps", q * cfg.query_scale, k).astype(jnp.float32)
+    # Scores stay float32 from the accumulator: the softmax reads them unrounded.
+    scores = self.prec.einsum("bphe,bshe->bhps", q * cfg.query_scale, k, output=True)
     pos = jnp.arange(n)
     mask = pos[None, :] <= pos[:, None]
     if cfg.is_local(self.layer):
@@ -126,12 +133,12 @@ class Attention(nn.Module):
     scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
     scores = hk(pre + "hook_attn_scores", constrain(scores, (B, "heads", P, "seq_kv")))
     pattern = hk(pre + "hook_pattern", jax.nn.softmax(scores, axis=-1).astype(x.dtype))
-    z = hk(pre + "hook_z", jnp.einsum("bhps,bshe->bphe", pattern, v))
+    z = hk(pre + "hook_z", self.prec.einsum("bhps,bshe->bphe", pattern, v))
     w_o = self.param("W_O", init, (h, e, d))
     if hk.wants(pre + "hook_result"):
-      out = hk(pre + "hook_result", jnp.einsum("bphe,hed->bphd", z, w_o)).sum(2)
+      out = hk(pre + "hook_result", self.prec.einsum("bphe,hed->bphd", z, w_o)).sum(2)
     else:
-      out = jnp.einsum("bphe,hed->bpd", z, w_o)
+      out = self.prec.einsum("bphe,hed->bpd", z, w_o)
     if cfg.attn_bias:
       out = out + self.param("b_O", zeros, (d,))
     return out
@@ -140,23 +147,25 @@ class Attention(nn.Module):
 class MLP(nn.Module):
   cfg: TransformerConfig
   layer: int
+  prec: Precision = FLOAT32
 
   @nn.compact
   def __call__(self, x, hk: HookContext):
     cfg, pre = self.cfg, f"blocks.{self.layer}.mlp."
     d, m = cfg.d_model, cfg.d_mlp
     init = nn.initializers.normal(cfg.init_std)
-    pre_act = x @ self.param("W_in", init, (d, m))
+    mm = self.prec.matmul
+    pre_act = mm(x, self.param("W_in", init, (d, m)))
     if cfg.mlp_bias:
       pre_act = pre_act + self.param("b_in", nn.initializers.zeros, (m,))
     if cfg.mlp == MLPType.GATED:
       linear = hk(pre + "hook_pre_linear", constrain(pre_act, (B, P, "mlp")))
-      gate = hk(pre + "hook_pre", x @ self.param("W_gate", init, (d, m)))
+      gate = hk(pre + "hook_pre", mm(x, self.param("W_gate", init, (d, m))))
       post = _act(cfg.act, gate) * linear
     else:
       post = _act(cfg.act, hk(pre + "hook_pre", constrain(pre_act, (B, P, "mlp"))))
     post = hk(pre + "hook_post", post)
-    out = post @ self.param("W_out", init, (m, d))
+    out = mm(post, self.param("W_out", init, (m, d)))
     if cfg.mlp_bias:
       out = out + self.param("b_out", nn.initializers.zeros, (d,))
     return out
@@ -165,6 +174,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
   cfg: TransformerConfig
   layer: int
+  prec: Precision = FLOAT32
 
   @nn.compact
   def __call__(self, resid, hk: HookContext):
@@ -172,14 +182,14 @@ class Block(nn.Module):
     norm = cfg.norm != NormType.NONE
     resid = hk(pre + "hook_resid_pre", resid)
     x = Norm(cfg, pre + "ln1", name="ln1")(resid, hk) if norm else resid
-    attn_out = Attention(cfg, self.layer, name="attn")(x, hk)
+    attn_out = Attention(cfg, self.layer, self.prec, name="attn")(x, hk)
     if cfg.post_norms:
       attn_out = Norm(cfg, pre + "ln1_post", name="ln1_post")(attn_out, hk)
     resid = resid + hk(pre + "hook_attn_out", attn_out)
     if cfg.has_mlp:
       resid = hk(pre + "hook_resid_mid", resid)
       x = Norm(cfg, pre + "ln2", name="ln2")(resid, hk) if norm else resid
-      mlp_out = MLP(cfg, self.layer, name="mlp")(x, hk)
+      mlp_out = MLP(cfg, self.layer, self.prec, name="mlp")(x, hk)
       if cfg.post_norms:
         mlp_out = Norm(cfg, pre + "ln2_post", name="ln2_post")(mlp_out, hk)
       resid = resid + hk(pre + "hook_mlp_out", mlp_out)
@@ -188,6 +198,7 @@ class Block(nn.Module):
 
 class Embed(nn.Module):
   cfg: TransformerConfig
+  prec: Precision = FLOAT32
 
   def setup(self):
     self.W_E = self.param("W_E", nn.initializers.normal(self.cfg.init_std),
@@ -197,16 +208,17 @@ class Embed(nn.Module):
     return jnp.take(self.W_E, tokens, axis=0)
 
   def attend(self, x):
-    return x @ self.W_E.T
+    return self.prec.matmul(x, self.W_E.T, output=True)
 
 
 class Transformer(nn.Module):
   cfg: TransformerConfig
+  prec: Precision = FLOAT32
 
   @nn.compact
   def __call__(self, tokens, hk: HookContext, logits_at=None):
     cfg = self.cfg
-    embed = Embed(cfg, name="embed")
+    embed = Embed(cfg, self.prec, name="embed")
     x = embed(tokens)
     if cfg.embed_scale:
       x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
@@ -215,7 +227,7 @@ class Transformer(nn.Module):
       w_pos = PosEmbed(cfg, name="pos_embed")()
       x = x + hk("hook_pos_embed", jnp.broadcast_to(w_pos[: tokens.shape[1]], x.shape))
     for layer in range(cfg.n_layers):
-      x = Block(cfg, layer, name=f"blocks_{layer}")(x, hk)
+      x = Block(cfg, layer, self.prec, name=f"blocks_{layer}")(x, hk)
     if cfg.norm != NormType.NONE:
       x = Norm(cfg, "ln_final", name="ln_final")(x, hk)
     if logits_at is not None:  # unembed only the positions asked for: [b k d]
@@ -223,8 +235,8 @@ class Transformer(nn.Module):
     if cfg.tied_embeddings:
       logits = embed.attend(x)
     else:
-      logits = Unembed(cfg, name="unembed")(x)
-    logits = logits.astype(jnp.float32)
+      logits = Unembed(cfg, self.prec, name="unembed")(x)
+    logits = logits.astype(jnp.float32)  # the float32 accumulator, never rounded to bf16
     if cfg.final_logit_softcap:
       logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
     return constrain(logits, (B, P, "vocab"))
@@ -241,13 +253,15 @@ class PosEmbed(nn.Module):
 
 class Unembed(nn.Module):
   cfg: TransformerConfig
+  prec: Precision = FLOAT32
 
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    out = x @ self.param("W_U", nn.initializers.normal(cfg.init_std), (cfg.d_model, cfg.vocab_size))
+    w_u = self.param("W_U", nn.initializers.normal(cfg.init_std), (cfg.d_model, cfg.vocab_size))
+    out = self.prec.matmul(x, w_u, output=True)
     if cfg.unembed_bias:
-      out = out + self.param("b_U", nn.initializers.zeros, (cfg.vocab_size,))
+      out = out + self.param("b_U", nn.initializers.zeros, (cfg.vocab_size,)).astype(out.dtype)
     return out
 
 
@@ -277,14 +291,36 @@ def param_axes(params) -> dict:
   return jax.tree_util.tree_map_with_path(axes, params)
 
 
-def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, logits_at=None):
+# Parameters the compute cast leaves in float32: norm gains and biases (applied in float32)
+# and the unembedding bias (added to float32 logits). Each is a vector, so keeping it costs
+# nothing, and rounding a gain stored near 0 (Gemma's) to bfloat16 would be a needless error.
+KEEP_FLOAT32 = ("w", "b", "b_U")
+
+
+def cast_params(params, precision: Precision):
+  """The parameters as the forward pass reads them: matrices (and the other vectors) in the
+  compute dtype, `KEEP_FLOAT32` leaves as stored. Identity for a float32 policy."""
+  if precision.is_float32:
+    return params
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x if path[-1].key in KEEP_FLOAT32 else precision.cast_compute(x), params)
+
+
+def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, logits_at=None,
+            precision: Precision | str | None = None):
   """Runs the model: returns (logits [b p v] float32, cache {hook name: activation}).
 
   Hook names are checked here, at trace time, so an unknown name fails before anything runs.
   `logits_at` (int [b k]) unembeds only those positions, giving logits [b k v]: with Gemma's
   262k-token vocabulary the unembedding dominates a short prompt's cost, and circuit metrics
   read one or two positions.
+
+  `precision` (`interp.precision`; default float32) sets the compute dtype: parameters are
+  cast to it here, inside the caller's jit, so the stored (master) parameters are untouched;
+  the residual stream and the cache have that dtype; attention scores, the softmax, norms and
+  the logits are float32 whatever it is.
   """
+  prec = as_precision(precision)
   hooks = hooks or Hooks()
   hooks.validate(cfg)
   if tokens.ndim != 2:
@@ -298,7 +334,8 @@ def forward(cfg: TransformerConfig, params, tokens, hooks: Hooks | None = None, 
       raise ValueError(f"logits_at must be [batch, k] positions for tokens {tokens.shape}, "
                        f"got shape {logits_at.shape}")
   hk = HookContext(hooks)
-  logits = Transformer(cfg).apply({"params": params}, tokens, hk, logits_at)
+  logits = Transformer(cfg, prec).apply({"params": cast_params(params, prec)}, tokens, hk,
+                                        logits_at)
   return logits, hk.cache
 
 
@@ -318,18 +355,20 @@ def check_token_range(cfg: TransformerConfig, tokens) -> None:
                      f"vocabulary; got ids from {ids.min()} to {ids.max()}")
 
 
-def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None):
-  """Shorthand for `forward` with `Hooks(capture=names, edits=edits)`."""
-  return forward(cfg, params, tokens, Hooks(capture=as_names(names), edits=dict(edits or {})))
+def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None,
+                   precision: Precision | str | None = None):
+  """Shorthand for `forward` with `Hooks(capture=names, edits=edits)` (and `precision`)."""
+  return forward(cfg, params, tokens, Hooks(capture=as_names(names), edits=dict(edits or {})),
+                 precision=precision)
 
 
 def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None,
-               logits_at=None):
+               logits_at=None, precision: Precision | str | None = None):
   """Gradient of `metric(logits)` (a scalar) with respect to the activations at `names`.
 
   Adds a zero tensor at each hook and differentiates with respect to it, so the returned
   gradients are exactly d metric / d activation (what attribution patching needs).
-  `logits_at` is passed to `forward` (metric then sees logits [b k v]).
+  `logits_at` and `precision` are passed to `forward` (metric then sees logits [b k v]).
   Returns (metric value, cache of the activations, {name: gradient}).
   """
   names = as_names(names)
@@ -344,7 +383,7 @@ def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None
       prev = base_edits.get(n)
       new_edits[n] = (lambda x, dlt=dlt, prev=prev: (prev(x) if prev else x) + dlt.astype(x.dtype))
     logits, cache = forward(cfg, params, tokens, Hooks(capture=names, edits=new_edits),
-                            logits_at)
+                            logits_at, precision)
     return metric(logits), cache
 
   (value, cache), grads = jax.value_and_grad(f, has_aux=True)(zeros)
