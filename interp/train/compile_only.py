@@ -56,6 +56,7 @@ class MemoryReport:
   compile_s: float
   capacity: int = 0
   capacity_name: str = ""
+  precision: str = ""  # the step's compute dtype, when the trainer says (`interp.precision`)
 
   @property
   def devices(self) -> int:
@@ -83,6 +84,9 @@ class MemoryReport:
         f"state: {_count(self.num_params)} parameters",
         "per-device memory:",
     ]
+    if self.precision:
+      lines.insert(2, f"precision: {self.precision} compute, float32 parameters and optimizer "
+                      "state")
     rows = [("parameters", self.parameters, "this device's shards of state.params"),
             ("optimizer state", self.optimizer_state, "shards of state.opt_state"),
             ("other state", self.other_state, "step counter"),

@@ -10,6 +10,11 @@ The run folder (`workdir`) holds:
 
 Running the same config with the same workdir again resumes from the latest checkpoint and,
 because batches are a pure function of (seed, step), ends with bit-identical parameters.
+
+Precision (`interp.precision`, `--precision`): parameters and Adam's moments are stored in
+float32; each step casts the parameters to the compute dtype inside the jitted step, so the
+forward and backward passes run in it, and the gradients arrive back in float32 (the cast's
+transpose), where the update is applied. The loss, log-softmax and metrics are float32.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import jax
 import jax.numpy as jnp
 
 from interp import jsonio
+from interp import precision as precision_lib
 from interp.data import sources
 from interp.models import sharded, transformer
 from interp.models.config import TransformerConfig
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from interp.precision import Precision
 from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import run_folder
@@ -50,24 +57,39 @@ class TrainLMConfig(EmbedsRun):
       log_every, optimizer and checkpoint (`interp.train.run_config`).
     data: a `--data` spec (`interp.data.sources`).
     batch_size: global batch size (rows of n_ctx + 1 tokens); a multiple of the data axis.
+    precision: compute dtype of the forward and backward passes, with parameters, optimizer
+      state, logits, loss and metrics kept float32 (auto = float32 on CPU, bfloat16 on GPU/TPU).
   """
 
   model: TransformerConfig
   run: RunConfig = DEFAULT_RUN
   data: str = "corpus"
   batch_size: int = 16
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    Precision.parse(self.precision)  # a bad value fails here, naming --precision
     sources.DataSpec.parse(self.data)
     check_positive(self, "batch_size")
     check_positive(self.model, "n_ctx")
 
+  @property
+  def policy(self) -> Precision:
+    """The precision policy `precision` names on this machine's backend."""
+    return Precision.parse(self.precision)
 
-def lm_loss(cfg: TransformerConfig, mesh, act_rules: shd.Rules = shd.ACT_RULES):
-  """Next-token cross-entropy (nats) on [batch, n_ctx + 1] token windows, plus accuracy."""
+
+def lm_loss(cfg: TransformerConfig, mesh, act_rules: shd.Rules = shd.ACT_RULES,
+            precision: Precision | None = None):
+  """Next-token cross-entropy (nats) on [batch, n_ctx + 1] token windows, plus accuracy.
+
+  The forward runs in `precision`'s compute dtype (default float32); its logits, and so the
+  log-softmax, the loss and the accuracy, are float32.
+  """
   def loss_fn(params, batch):
     with shd.activation_rules(mesh, act_rules):  # inside the traced function, as it must be
-      logits, _ = transformer.forward(cfg, params, batch[:, :-1])
+      logits, _ = transformer.forward(cfg, params, batch[:, :-1], precision=precision)
     targets = batch[:, 1:]
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -104,9 +126,11 @@ class _Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4)
-def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh) -> _Programs:
-  """Init and step for one model, optimizer and mesh, memoised so that another run of the same
-  shapes in this process (a notebook, a sweep, the tests) reuses the compiled programs."""
+def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh,
+              precision: Precision = precision_lib.FLOAT32) -> _Programs:
+  """Init and step for one model, optimizer, mesh and precision, memoised so that another run
+  of the same shapes in this process (a notebook, a sweep, the tests) reuses the compiled
+  programs. The state (parameters, optimizer) is float32 whatever the precision."""
   optimizer = optim.build()
   init = state_lib.init_fn(lambda key: transformer.init_params(model, key), optimizer)
   key = jax.random.key(0)  # shapes only
@@ -115,7 +139,8 @@ def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh) -> _Progra
   param_shardings = mesh_lib.param_shardings(mesh, transformer.param_axes(abstract_params),
                                              abstract_params, rules)
   state_shardings = state_lib.shardings(optimizer, abstract_params, param_shardings, mesh)
-  step = loop.compile_step(state_lib.make_step(lm_loss(model, mesh), optimizer), state_shardings,
+  step = loop.compile_step(state_lib.make_step(lm_loss(model, mesh, precision=precision),
+                                               optimizer), state_shardings,
                            mesh_lib.batch_sharding(mesh))
   return _Programs(init=jax.jit(init, out_shardings=state_shardings), step=step,
                    target=state_lib.abstract(init, state_shardings, key))
@@ -123,7 +148,7 @@ def _programs(model: TransformerConfig, optim: OptimizerConfig, mesh) -> _Progra
 
 def _checked_programs(config: TrainLMConfig, mesh) -> _Programs:
   sources.check_batch_size(config.batch_size, mesh)
-  return _programs(config.model, config.run.optimizer, mesh)
+  return _programs(config.model, config.run.optimizer, mesh, config.policy)
 
 
 def train_lm(config: TrainLMConfig) -> dict:
@@ -168,12 +193,15 @@ def compile_only(config: TrainLMConfig, capacity_gb: float = compile_lib.TPU_V5P
   """Lowers and compiles the train step for `config.run.mesh`; reports per-device memory.
 
   Nothing is allocated, trained or written; the workdir is not touched. Run with simulated
-  devices to plan a pod: XLA_FLAGS=--xla_force_host_platform_device_count=256.
+  devices to plan a pod: XLA_FLAGS=--xla_force_host_platform_device_count=256. The step is
+  compiled for `config.precision` (resolved on this backend: pass `--precision=bfloat16` to
+  plan a GPU/TPU run from a CPU), which the report names.
   """
   mesh = mesh_lib.make_mesh(config.run.mesh_config)
   programs = _checked_programs(config, mesh)
   batch = jax.ShapeDtypeStruct((config.batch_size, config.model.n_ctx + 1), jnp.int32,
                                sharding=mesh_lib.batch_sharding(mesh))
-  return compile_lib.compile_and_report(programs.step, programs.target, batch,
-                                        capacity_gb=capacity_gb, capacity_name=capacity_name)
+  report = compile_lib.compile_and_report(programs.step, programs.target, batch,
+                                          capacity_gb=capacity_gb, capacity_name=capacity_name)
+  return dataclasses.replace(report, precision=config.policy.name)
 
