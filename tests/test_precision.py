@@ -103,13 +103,15 @@ def test_bf16_cache_is_half_the_bytes_and_logits_stay_float32():
 # ----- Gemma 3 270M: bfloat16 against float32 on held-out text.
 
 N_WINDOWS, WINDOW = 4, 64  # 256 tokens of the Python reference, spread over the corpus
-# Measured (see the test's printout): agreement 0.953, largest |logit diff| 1.06 on logits up to
-# ~36. bfloat16 keeps 8 mantissa bits (relative step 2**-8 = 0.4%), and rounding the residual
-# stream after each of 18 layers accumulates to about 1 logit at Gemma's logit scale; the top-1
-# token changes only where float32's top two logits are that close. The bounds leave room for
-# another CPU or XLA version, not for a broken policy: an unaccumulated or float16 path, or
-# bfloat16 logits, would fail them.
-MIN_AGREEMENT, MAX_LOGIT_DIFF = 0.92, 2.5
+# Measured on CPU (jax 0.10.2): top-1 agreement 0.992 (254 of 256), largest |logit diff| 0.854
+# on logits up to 33.4, and where the two disagree float32 ranks bf16's choice 0.019 below its
+# own top one: a near tie. Why the bounds: bfloat16 keeps 8 mantissa bits (a relative step of
+# 2**-8, 0.4%), and rounding the residual stream after each of 18 layers adds up to a few tenths
+# of a logit at Gemma's scale, so 1.5 is the measured difference with about 2x headroom for
+# another CPU or XLA version; the top-1 token may change only at such near ties, so at least
+# 0.95 must agree (12 of 256 may differ) and a changed token must sit within 0.25 of float32's
+# best.
+MIN_AGREEMENT, MAX_LOGIT_DIFF, MAX_TIE_GAP = 0.95, 1.5, 0.25
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -140,7 +142,7 @@ def test_gemma_bf16_agrees_with_float32(gemma, gemma_tokenizer):
         f"largest float32 gap to the bf16 choice {worst_gap:.3f}")
   assert agreement >= MIN_AGREEMENT
   assert diff <= MAX_LOGIT_DIFF
-  assert worst_gap <= MAX_LOGIT_DIFF
+  assert worst_gap <= MAX_TIE_GAP
 
 
 # ----- Training in bfloat16.
