@@ -8,7 +8,7 @@
       python experiments/train_lm.py --workdir=runs/lm2 --mesh=data:-1
   XLA_FLAGS=--xla_force_host_platform_device_count=256 python experiments/train_lm.py \
       --compile_only --mesh=data:16,model:16 --n_layers=32 --d_model=4096 --n_heads=32 \
-      --d_mlp=16384 --n_ctx=1024 --batch_size=256
+      --d_mlp=16384 --n_ctx=1024 --batch_size=256 --precision=bfloat16
 
 The defaults (a 2-layer, d_model=64 transformer on the built-in corpus, 300 steps) take well
 under a minute on two CPU cores. The run folder's layout is described in `interp.train.lm`.
@@ -16,6 +16,8 @@ A SIGTERM (preemption notice) saves a checkpoint at the next step and exits with
 printing "preempted at step N"; a SIGKILL loses at most the steps since the last checkpoint.
 Either way, the same command resumes the run. `--compile_only` lowers and compiles the step for
 the mesh and prints per-device memory without running anything (`interp.train.compile_only`).
+`--precision` is the compute dtype (`interp.precision`): the default `auto` is float32 on CPU and
+bfloat16 on GPU/TPU; parameters, optimizer state, loss and metrics are float32 either way.
 """
 
 from __future__ import annotations
