@@ -33,7 +33,8 @@ needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) 
 def test_parse_resolves_auto_by_backend():
   assert Precision.parse("float32") == FLOAT32 and Precision.parse("bfloat16") == BFLOAT16
   assert Precision.parse("auto", backend="cpu") == FLOAT32
-  assert Precision.parse("auto", backend="gpu") == Precision.parse("auto", backend="tpu") == BFLOAT16
+  assert Precision.parse("auto", backend="gpu") == BFLOAT16
+  assert Precision.parse("auto", backend="tpu") == BFLOAT16
   assert Precision.parse("auto") == FLOAT32  # these tests run on CPU
   assert (BFLOAT16.params, BFLOAT16.compute, BFLOAT16.output) == ("float32", "bfloat16", "float32")
   assert as_precision(None) == FLOAT32 and as_precision("bfloat16") == BFLOAT16
