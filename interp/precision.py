@@ -111,11 +111,13 @@ class Precision:
     Rounding once at the end, instead of after every partial sum, is what keeps a long
     bfloat16 contraction (d_model or d_mlp terms) within one bfloat16 ulp of the exact result.
     """
+    a, b = _widen_on_cpu(a, b)
     out = jnp.matmul(a, b, preferred_element_type=jnp.float32)
     return out.astype(self.output_dtype if output else self.compute_dtype)
 
   def einsum(self, spec: str, a, b, *, output: bool = False):
     """`jnp.einsum(spec, a, b)` summed in float32, returned as `matmul` returns."""
+    a, b = _widen_on_cpu(a, b)
     out = jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
     return out.astype(self.output_dtype if output else self.compute_dtype)
 
@@ -131,6 +133,19 @@ def as_precision(value: Precision | str | None, flag: str = "precision") -> Prec
   if isinstance(value, Precision):
     return value
   return Precision.parse(value, flag)
+
+
+def _widen_on_cpu(a, b):
+  """Both operands in float32 on the CPU backend, unchanged elsewhere.
+
+  XLA's CPU dot has no bfloat16 x bfloat16 -> float32 kernel for every layout (a head-batched
+  einsum such as `bphe,hed->bphd` fails with UNIMPLEMENTED). A product of two bfloat16 numbers
+  is exact in float32, so widening first gives the same float32 sums, which is what the CPU
+  compiler does for the layouts it does support; GPUs and TPUs keep the bfloat16 inputs.
+  """
+  if jax.default_backend() != "cpu":
+    return a, b
+  return jnp.asarray(a).astype(jnp.float32), jnp.asarray(b).astype(jnp.float32)
 
 
 def _cast_floating(tree, dtype):
