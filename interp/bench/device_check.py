@@ -204,16 +204,12 @@ def worker_env(side: str, quick: bool) -> dict[str, str]:
 
 
 def unavailable(section: Section, side: str, items: tuple[str, ...]) -> dict:
-  """The items no worker needs to start for: a peer not installed, bf16 without a policy."""
+  """The items no worker needs to start for: those of a peer that is not installed."""
   if side in ("saelens", "transformer_lens"):
     module, label = PEERS[section.value]
     if importlib.util.find_spec(module) is None or importlib.util.find_spec("torch") is None:
       return {i: {"skipped": f"peer not installed: {label} ({module}, torch)"} for i in items}
-    return {}
-  if importlib.util.find_spec("interp.precision") is not None:
-    return {}
-  skip = {"skipped": "bf16: precision policy not available in this checkout (interp.precision)"}
-  return {i: skip for i in items if i.endswith("/bfloat16")}
+  return {}
 
 
 def run_job(section: Section, side: str, items: tuple[str, ...], cfg: DeviceCheckConfig,

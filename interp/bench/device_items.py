@@ -54,10 +54,6 @@ def shape(x) -> ModelShape:
 
 
 def bf16_policy():
-  """The parsed bfloat16 precision policy, or `Unavailable` where this checkout has none."""
-  try:
-    from interp import precision as precision_lib  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise Unavailable("bf16: precision policy not available in this checkout "
-                      "(interp.precision)") from e
+  """The bfloat16 precision policy (`interp.precision`): bf16 compute, float32 state."""
+  from interp import precision as precision_lib  # pylint: disable=import-outside-toplevel
   return precision_lib.Precision.parse("bfloat16")

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp import precision as precision_lib
 from interp.bench import device_report, measure
 from interp.bench.device_items import Unavailable, bf16_policy, shape
 from interp.bench.device_sizes import ModelShape, Sizes
@@ -203,11 +204,9 @@ def parity(what: str, precision: str, sizes: Sizes) -> dict:
 def sharded_step_parity(cfg, sizes: Sizes, precision: str) -> dict:
   """One LM train step on every device of the default backend (data x model mesh) against the
   same step on one CPU device, from the same state and batch."""
-  if precision != "float32":
-    bf16_policy()
-    raise Unavailable("bf16: the LM train step takes no precision policy in this checkout")
   from interp.train import lm
   from interp.train.optim import OptimizerConfig
+  policy = precision_lib.FLOAT32 if precision == "float32" else bf16_policy()
   _, rows = parity_inputs(cfg, sizes)
   devices, cpu = jax.devices(), jax.devices("cpu")[0]
   n = len(devices)
@@ -217,12 +216,13 @@ def sharded_step_parity(cfg, sizes: Sizes, precision: str) -> dict:
   for name, mesh in (("cpu", mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"),
                                                 devices=[cpu])),
                      ("device", mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(text), devices))):
-    progs = lm._programs(cfg, optim, mesh)  # the trainer's own init and step, memoised
+    progs = lm._programs(cfg, optim, mesh, policy)  # the trainer's own init and step, memoised
     if start is None:  # made once, on the CPU: both steps start from the same bits
       start = jax.device_get(progs.init(jax.random.key(0)))
     state = jax.device_put(start, jax.tree.map(lambda x: x.sharding, progs.target))
     batch = jax.device_put(rows, mesh_lib.batch_sharding(mesh))
-    with jax.default_matmul_precision("highest"):
+    with jax.default_matmul_precision("highest") if precision == "float32" else \
+        contextlib.nullcontext():
       state, metrics = progs.step(state, batch)
     results[name] = (state.params, metrics["loss"])
   res = {"mesh": text, "devices": n, "params": compare(results["device"][0], results["cpu"][0]),
@@ -241,12 +241,10 @@ def lm_step(what: str, precision: str, sizes: Sizes) -> dict:
   del what
   from interp.train import lm
   from interp.train.optim import OptimizerConfig
-  if precision != "float32":
-    bf16_policy()
-    raise Unavailable("bf16: the LM train step takes no precision policy in this checkout")
+  policy = precision_lib.FLOAT32 if precision == "float32" else bf16_policy()
   cfg = model_config(sizes.lm_model, sizes.lm_ctx)
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
-  progs = lm._programs(cfg, OptimizerConfig(lr=1e-4, warmup_steps=0), mesh)
+  progs = lm._programs(cfg, OptimizerConfig(lr=1e-4, warmup_steps=0), mesh, policy)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(progs.target.params))
   batch_spec = jax.ShapeDtypeStruct((sizes.lm_batch, sizes.lm_ctx + 1), jnp.int32,
                                     sharding=mesh_lib.batch_sharding(mesh))
