@@ -63,7 +63,8 @@ class InductionConfig:
     vocab_size, d_model, n_heads, n_ctx: the toys' shape (all three share it).
     data: the training source (`pairs:MIN-MAX`, or any interp.data spec).
     batch_size, num_steps, lr, warmup_steps, seed, mesh: training.
-    snapshot_every, log_every: how often head scores / the loss are recorded.
+    snapshot_every, log_every: how often head scores / the loss are recorded (snapshot_every
+      0: only at the end).
     eval_batch: held-out repeated-random-token sequences for every measurement.
     eval_lag: the held-out segments' length, so the lag of every copy; 0 derives it from the
       training data: pairs:MIN-MAX -> min(MAX, n_ctx / 2), repeat:L -> L, otherwise n_ctx / 2.
@@ -109,9 +110,8 @@ class InductionConfig:
                        f"({', '.join(MODELS)}) or measure Gemma")
     choices.subset(self.ablations, ABLATIONS, "--ablations", allow_empty=True)
     choices.numbers(self, positive=("vocab_size", "d_model", "n_heads", "n_ctx", "batch_size",
-                                    "num_steps", "lr", "snapshot_every", "log_every",
-                                    "eval_batch"),
-                    non_negative=("warmup_steps", "seed"))
+                                    "num_steps", "lr", "log_every", "eval_batch"),
+                    non_negative=("warmup_steps", "seed", "snapshot_every"))
     if self.d_model % self.n_heads:
       raise ValueError(f"--d_model={self.d_model} must be a multiple of --n_heads={self.n_heads}")
     sources.make_source(self.data, self.vocab_size)
