@@ -33,7 +33,7 @@ AUTO_BY_BACKEND = {"cpu": "float32", "gpu": "bfloat16", "cuda": "bfloat16", "roc
                    "tpu": "bfloat16"}
 HELP = ("compute dtype (parameters, optimizer state, logits, losses and metrics stay float32): "
         "auto = float32 on CPU and bfloat16 on GPU/TPU, or float32, or bfloat16")
-_COMPUTE = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +52,9 @@ class Precision:
 
   def __post_init__(self):
     for field in ("params", "compute", "output"):
-      if getattr(self, field) not in _COMPUTE:
+      if getattr(self, field) not in DTYPES:
         raise ValueError(f"Precision.{field}={getattr(self, field)!r} is not one of: "
-                         f"{', '.join(_COMPUTE)}")
+                         f"{', '.join(DTYPES)}")
 
   @classmethod
   def parse(cls, text: str, flag: str = "precision", backend: str | None = None) -> Precision:

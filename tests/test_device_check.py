@@ -177,3 +177,8 @@ def test_jobs_share_the_section_time_and_skips_start_no_worker(monkeypatch):
   assert list(out["ours"]) == ["gpt2_small/float32", "gpt2_small/bfloat16",
                                "gemma3_270m/float32", "gemma3_270m/bfloat16"]
   assert out["ours"]["gpt2_small/bfloat16"] == {"skipped": "bf16: none"}
+
+
+def test_the_driver_measures_every_compute_dtype_of_the_policy():
+  from interp import precision
+  assert device_check.PRECISIONS == precision.DTYPES

@@ -40,6 +40,11 @@ from interp.bench import device_report, harness, measure
 from interp.bench.device_sizes import FULL, QUICK, Sizes
 
 
+# `interp.precision.DTYPES`, spelled out: this driver never imports JAX (it must not hold the
+# accelerator that its workers use); tests/test_device_check.py checks the two agree.
+PRECISIONS = ("float32", "bfloat16")
+
+
 class Section(str, enum.Enum):
   ENV = "env"
   PARITY = "parity"
@@ -47,11 +52,6 @@ class Section(str, enum.Enum):
   FORWARD = "forward"
   GRAPH = "graph"
   LM = "lm"
-
-
-class Precision(str, enum.Enum):
-  FLOAT32 = "float32"
-  BFLOAT16 = "bfloat16"
 
 
 # Seconds per section on one H200, summing to the default deadline (worker start-up included).
@@ -83,16 +83,16 @@ class DeviceCheckConfig:
   quick: bool = False
   # Plain strings as flags, checked below so a bad name is a one-line error listing the valid.
   sections: tuple[str, ...] = DEFAULT_SECTIONS
-  precisions: tuple[str, ...] = tuple(p.value for p in Precision)
+  precisions: tuple[str, ...] = PRECISIONS
   deadline_s: float = 0.0
   budgets: tuple[str, ...] = ()
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
-    for name, kind in (("sections", Section), ("precisions", Precision)):
-      values = [getattr(v, "value", v) for v in getattr(self, name)]
-      choices.subset(values, [k.value for k in kind], f"--{name}")
-      set_(name, tuple(kind(v) for v in values))
+    sections = [getattr(v, "value", v) for v in self.sections]
+    choices.subset(sections, [k.value for k in Section], "--sections")
+    set_("sections", tuple(Section(v) for v in sections))
+    set_("precisions", choices.subset(self.precisions, PRECISIONS, "--precisions"))
     choices.numbers(self, non_negative=("deadline_s",))
     self.budget_table()  # checks --budgets now, at the door
 
@@ -168,7 +168,7 @@ def jobs(section: Section, cfg: DeviceCheckConfig) -> list[tuple[str, tuple[str,
   """(side, items) per worker process. Our memory measurements (forward, graph) get a process
   per item at full size, since JAX cannot reset a device's peak memory inside one process
   (torch can: `reset_peak_memory_stats`)."""
-  sz, precs = cfg.sizes, [p.value for p in cfg.precisions]
+  sz, precs = cfg.sizes, list(cfg.precisions)
   split = lambda side, items: [(side, (i,)) for i in items] if not cfg.quick else [(side, items)]
   if section == Section.ENV:
     return [("ours", ("env",))]
