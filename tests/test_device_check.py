@@ -182,3 +182,13 @@ def test_jobs_share_the_section_time_and_skips_start_no_worker(monkeypatch):
 def test_the_driver_measures_every_compute_dtype_of_the_policy():
   from interp import precision
   assert device_check.PRECISIONS == precision.DTYPES
+
+
+def test_parity_is_relative_per_leaf_and_ignores_masked_scores():
+  import numpy as np
+  from interp.bench import device_jax
+  lowest = np.finfo(np.float32).min  # a masked attention score
+  want = {"scores": np.array([lowest, 2.0]), "small": np.array([0.01, -0.02])}
+  got = {"scores": np.array([lowest, 2.0]), "small": np.array([0.01, -0.03])}
+  res = device_jax.compare(got, want)
+  assert np.isclose(res["max_abs_diff"], 0.01) and np.isclose(res["rel_diff"], 0.5)

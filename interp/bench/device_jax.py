@@ -4,10 +4,12 @@ Vocabulary:
   device       `jax.devices()[0]`, the default backend's first device (the accelerator there,
                a CPU here); `cpu` is `jax.devices("cpu")[0]`, the reference.
   parity       the same computation on the device and on the CPU from the same inputs:
-               max_abs_diff = max |device - cpu| over every leaf, rel_diff = that over
-               max |cpu|. float32 runs under `jax.default_matmul_precision("highest")` (XLA may
-               otherwise use TF32 on GPUs; that default is reported beside it) and passes at
-               rel_diff <= 1e-4; bfloat16 (through `interp.precision`) at <= 2e-2.
+               max_abs_diff = max |device - cpu| over every leaf, rel_diff = the largest
+               per-leaf ratio of max |device - cpu| to max |cpu| (masked attention scores
+               left out). float32 runs under `jax.default_matmul_precision("highest")` (XLA
+               may otherwise use TF32 on GPUs; that default is reported beside it) and passes at
+               rel_diff <= 1e-4; bfloat16 (through `interp.precision`) against the float32
+               reference at <= 5e-2 (see TOLERANCE).
   MFU          model FLOPs utilisation = 6 * params * tokens / step_seconds / bf16 peak: the
                6 N T count of forward and backward matmul FLOPs (attention's quadratic part is
                left out), over the device's dense bf16 peak (`device_report.PEAK_BF16_TFLOPS`).
@@ -37,7 +39,11 @@ from interp.models import hooks as hooks_lib
 from interp.models import transformer
 from interp.parallel import mesh as mesh_lib
 
-TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
+# Largest per-leaf |diff| / max|reference| allowed. bfloat16 rounds to 2^-8 = 3.9e-3 relative; a
+# forward of a few layers and its backward compound a handful of such roundings (measured on CPU
+# against the float32 reference: 1.6e-2 forward, 2.0e-2 gradients), so 5e-2 passes bf16 arithmetic
+# and still fails a wrong cast or a dropped float32 accumulation (errors of order 1).
+TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 
 
 # ----- Helpers shared with `device_workloads`.
@@ -128,13 +134,24 @@ def environment(what: str, precision: str, sizes: Sizes) -> dict:
 
 # ----- parity.
 
+# Entries this large are masks (attention scores set to the dtype's lowest value), not values:
+# they would make every relative difference vanish, so they are left out of both.
+_SENTINEL = 1e30
+
+
 def compare(got, want) -> dict:
-  """max |got - want| and its ratio to max |want|, over every leaf of two pytrees."""
+  """max |got - want| over every leaf of two pytrees, and the largest per-leaf ratio of that
+  leaf's max |got - want| to its max |want| (masked entries left out)."""
   got, want = jax.tree.leaves(jax.device_get(got)), jax.tree.leaves(jax.device_get(want))
-  diff = max(float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64))))
-             for g, w in zip(got, want))
-  scale = max(float(np.max(np.abs(np.asarray(w, np.float64)))) for w in want)
-  return {"max_abs_diff": diff, "rel_diff": diff / max(scale, 1e-30), "leaves": len(want)}
+  diff, rel = 0.0, 0.0
+  for g, w in zip(got, want):
+    g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+    keep = np.abs(w) < _SENTINEL
+    if not keep.any():
+      continue
+    d = float(np.max(np.abs(g - w)[keep]))
+    diff, rel = max(diff, d), max(rel, d / max(float(np.max(np.abs(w[keep]))), 1e-30))
+  return {"max_abs_diff": diff, "rel_diff": rel, "leaves": len(want)}
 
 
 def parity_model(sizes: Sizes):
