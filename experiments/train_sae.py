@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from interp import choices
 from interp import config_flags
 from interp import usage
-from interp.sae import config as sae_config
 from interp.sae import evaluate as eval_lib
 from interp.sae import experiment
 from interp.sae import train as sae_train
@@ -58,9 +58,9 @@ def configs_from_flags(d_in: int | None = None):
   except ValueError as e:  # a bad --hook or --source: say which, without a traceback
     raise app.UsageError(str(e)) from e
   try:  # d_sae = 0 means "from --expansion"; name the flag the user set, not the derived width
-    sae_config.check_int("d_sae", _D_SAE.value, minimum=0)
+    choices.check_int("d_sae", _D_SAE.value, minimum=0)
     if not _D_SAE.value:
-      sae_config.check_int("expansion", _EXPANSION.value)
+      choices.check_int("expansion", _EXPANSION.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   dead = _DEAD.value

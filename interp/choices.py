@@ -25,6 +25,32 @@ def subset(values, valid, flag: str, allow_empty: bool = False) -> tuple:
   return values
 
 
+def check_int(flag: str, value, minimum: int = 1) -> None:
+  """Raises ValueError `--flag=value: must be a positive (minimum 1) / non-negative (0) integer`.
+
+  Args:
+    flag: the flag's name without dashes; value: its value; minimum: 1 or 0.
+  """
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    kind = "positive" if minimum == 1 else "non-negative"
+    raise ValueError(f"--{flag}={value}: must be a {kind} integer")
+
+
+def check_real(flag: str, value, interval: str) -> None:
+  """Raises ValueError `--flag=value: must be in INTERVAL` unless value is a finite number in it.
+
+  Args:
+    flag: the flag's name without dashes; value: its value.
+    interval: "(0, inf)", "[0, inf)" or "(0, 1]"; the message quotes it.
+  """
+  lo_open = interval.startswith("(")
+  hi = 1.0 if interval.endswith("1]") else math.inf
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        and (value > 0 if lo_open else value >= 0) and value <= hi)
+  if not ok:
+    raise ValueError(f"--{flag}={value}: must be a finite number in {interval}")
+
+
 def numbers(config, positive=(), non_negative=(), unit=(), finite=()) -> None:
   """Checks numeric fields of a config, named as their flags (`--name`).
 

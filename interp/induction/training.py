@@ -18,12 +18,13 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
+from interp import choices
 from interp.data import sources
 from interp.models.config import TransformerConfig
 from interp.train import lm
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.run_config import EmbedsRun, RunConfig
 
 Snapshot = Callable[[dict], dict]  # params -> {name: array}
 
@@ -52,7 +53,7 @@ class TrainConfig(EmbedsRun):
 
   def __post_init__(self):
     sources.make_source(self.data, self.model.vocab_size)  # fails early on a bad spec
-    check_positive(self, "batch_size")
+    choices.check_int("batch_size", self.batch_size)
     if self.snapshot_every < 0:
       raise ValueError(f"--snapshot_every={self.snapshot_every} must be non-negative")
 

@@ -31,9 +31,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 
-from interp.choices import choice
+from interp import choices
 
 
 class Activation(str, enum.Enum):
@@ -53,32 +52,6 @@ class DeadMitigation(str, enum.Enum):
   NONE = "none"
   AUXK = "auxk"          # topk / batchtopk only
   RESAMPLE = "resample"  # Bricken et al. 2023
-
-
-def check_int(flag: str, value, minimum: int = 1) -> None:
-  """Raises ValueError `--flag=value: must be a positive (minimum 1) / non-negative (0) integer`.
-
-  Args:
-    flag: the flag's name without dashes; value: its value; minimum: 1 or 0.
-  """
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    kind = "positive" if minimum == 1 else "non-negative"
-    raise ValueError(f"--{flag}={value}: must be a {kind} integer")
-
-
-def check_real(flag: str, value, interval: str) -> None:
-  """Raises ValueError `--flag=value: must be in INTERVAL` unless value is a finite number in it.
-
-  Args:
-    flag: the flag's name without dashes; value: its value.
-    interval: "(0, inf)", "[0, inf)" or "(0, 1]"; the message quotes it.
-  """
-  lo_open = interval.startswith("(")
-  hi = 1.0 if interval.endswith("1]") else math.inf
-  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        and (value > 0 if lo_open else value >= 0) and value <= hi)
-  if not ok:
-    raise ValueError(f"--{flag}={value}: must be a finite number in {interval}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,21 +125,21 @@ class SAEConfig:
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
-    set_("activation", choice(Activation, self.activation, "--activation"))
-    set_("decoder_norm", choice(DecoderNorm, self.decoder_norm, "--decoder_norm"))
-    set_("dead_mitigation", choice(DeadMitigation, self.dead_mitigation,
+    set_("activation", choices.choice(Activation, self.activation, "--activation"))
+    set_("decoder_norm", choices.choice(DecoderNorm, self.decoder_norm, "--decoder_norm"))
+    set_("dead_mitigation", choices.choice(DeadMitigation, self.dead_mitigation,
                                     "--dead_mitigation"))
     set_("matryoshka", tuple(int(m) for m in self.matryoshka))
-    check_int("d_in", self.d_in)
-    check_int("d_sae", self.d_sae)
+    choices.check_int("d_in", self.d_in)
+    choices.check_int("d_sae", self.d_sae)
     for flag in ("dead_steps", "resample_every"):
-      check_int(flag, getattr(self, flag))
-    check_int("aux_k", self.aux_k, minimum=0)
+      choices.check_int(flag, getattr(self, flag))
+    choices.check_int("aux_k", self.aux_k, minimum=0)
     for flag in ("l1_coeff", "l0_coeff", "aux_coeff"):
-      check_real(flag, getattr(self, flag), "[0, inf)")
+      choices.check_real(flag, getattr(self, flag), "[0, inf)")
     for flag in ("bandwidth", "threshold_init", "init_decoder_norm"):
-      check_real(flag, getattr(self, flag), "(0, inf)")
-    check_real("threshold_lr", self.threshold_lr, "(0, 1]")
+      choices.check_real(flag, getattr(self, flag), "(0, inf)")
+    choices.check_real("threshold_lr", self.threshold_lr, "(0, 1]")
     if self.topk_family and not 0 < self.k <= self.d_sae:
       raise ValueError(f"--k={self.k} must be between 1 and the dictionary width "
                        f"--d_sae={self.d_sae}")

@@ -34,12 +34,12 @@ import jax
 import numpy as np
 from absl import logging
 
+from interp import choices
 from interp.data import tokenized
 from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
 from interp.sae import activation_cache as cache_lib
 from interp.sae import activation_sources as sources_lib
-from interp.sae import config as sae_config
 from interp.sae import eval_metrics
 from interp.sae import evaluate as eval_lib
 from interp.sae import store as store_lib
@@ -93,10 +93,10 @@ class SourceConfig:
         raise ValueError(f"{e} (or planted)") from None
     for flag in ("context_length", "model_batch_size", "buffer_batches", "planted_d",
                  "planted_features"):
-      sae_config.check_int(flag, getattr(self, flag))
+      choices.check_int(flag, getattr(self, flag))
     for flag in ("cache_tokens", "eval_sequences"):
-      sae_config.check_int(flag, getattr(self, flag), minimum=0)
-    sae_config.check_real("planted_density", self.planted_density, "(0, 1]")
+      choices.check_int(flag, getattr(self, flag), minimum=0)
+    choices.check_real("planted_density", self.planted_density, "(0, 1]")
     if self.cache_dir and self.cache_tokens <= 0:
       raise ValueError(f"--cache_dir={self.cache_dir} needs --cache_tokens > 0")
 

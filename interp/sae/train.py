@@ -25,12 +25,13 @@ import numpy as np
 import optax
 
 from interp import jsonio
+from interp import choices
 from interp.data import sources
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.sae import dictionary as dic
-from interp.sae.config import DeadMitigation, SAEConfig, check_int
+from interp.sae.config import DeadMitigation, SAEConfig
 from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import run_folder
@@ -74,8 +75,8 @@ class TrainSAEConfig(EmbedsRun):
   init_sample: int = 4096
 
   def __post_init__(self):
-    check_int("batch_size", self.batch_size)
-    check_int("init_sample", self.init_sample)
+    choices.check_int("batch_size", self.batch_size)
+    choices.check_int("init_sample", self.init_sample)
     if (self.sae.activation.value == "batchtopk"
         and self.batch_size * self.sae.d_sae > 2**31 - 1):
       # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.

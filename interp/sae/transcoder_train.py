@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from interp import choices
 from interp.data import sources
 from interp.sae import store as store_lib
 from interp.sae import train as sae_train
@@ -33,7 +34,7 @@ from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.run_config import EmbedsRun, RunConfig
 from interp.train.session import Session
 
 
@@ -55,7 +56,8 @@ class TrainTranscoderConfig(EmbedsRun):
   init_sample: int = 1024
 
   def __post_init__(self):
-    check_positive(self, "batch_size", "init_sample")
+    choices.check_int("batch_size", self.batch_size)
+    choices.check_int("init_sample", self.init_sample)
 
 
 def transcoder_store(model_cfg, model_params, mesh, source, **store_kwargs):

@@ -24,6 +24,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from interp import choices
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.toy import data as data_lib
@@ -33,7 +34,7 @@ from interp.train import loop
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.run_config import EmbedsRun, RunConfig
 
 # The instance axis shards over `data`; W's and b's other axes stay whole on each device.
 RULES = shd.override(shd.PARAM_RULES, instance="data")
@@ -79,7 +80,8 @@ class ToyTrainConfig(EmbedsRun):
   chunk: int = 0
 
   def __post_init__(self):
-    check_positive(self, "batch_size", "eval_batches")
+    choices.check_int("batch_size", self.batch_size)
+    choices.check_int("eval_batches", self.eval_batches)
     opt = self.run.optimizer
     if opt.weight_decay < 0 or self.chunk < 0 or opt.grad_clip:
       raise ValueError(f"weight_decay ({opt.weight_decay}) and chunk ({self.chunk}) must be "

@@ -32,6 +32,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as orbax_policies
 
+from interp import choices
 from interp.parallel import checksum
 from interp.train import metrics as metrics_lib
 from interp.train.loop import StopTraining
@@ -53,9 +54,8 @@ class CheckpointConfig:
   async_save: bool = dataclasses.field(default=True, metadata={"flag": None})
 
   def __post_init__(self):
-    for flag, value in (("checkpoint_every", self.every_steps), ("keep_checkpoints", self.keep)):
-      if not (isinstance(value, int) and value > 0):
-        raise ValueError(f"--{flag}={value}: must be a positive integer")
+    choices.check_int("checkpoint_every", self.every_steps)
+    choices.check_int("keep_checkpoints", self.keep)
     # Written so that NaN fails too (NaN < 0 is False).
     if not (math.isfinite(self.every_secs) and self.every_secs >= 0):
       raise ValueError(f"--checkpoint_every_secs={self.every_secs}: must be a finite number >= 0 "

@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from interp import choices
 from interp import jsonio
 from interp import precision as precision_lib
 from interp.data import sources
@@ -41,7 +42,7 @@ from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError, shape_mismatches
 from interp.train.optim import OptimizerConfig
-from interp.train.run_config import EmbedsRun, RunConfig, check_positive
+from interp.train.run_config import EmbedsRun, RunConfig
 from interp.train.session import Session
 
 
@@ -71,8 +72,8 @@ class TrainLMConfig(EmbedsRun):
   def __post_init__(self):
     Precision.parse(self.precision)  # a bad value fails here, naming --precision
     sources.DataSpec.parse(self.data)
-    check_positive(self, "batch_size")
-    check_positive(self.model, "n_ctx")
+    choices.check_int("batch_size", self.batch_size)
+    choices.check_int("n_ctx", self.model.n_ctx)
 
   @property
   def policy(self) -> Precision:

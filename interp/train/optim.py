@@ -32,8 +32,7 @@ class OptimizerConfig:
     # NaN fails every comparison, so each check asks for what is allowed rather than refusing
     # what is not: a NaN or infinite rate would train, and save, NaN parameters.
     choices.numbers(self, positive=("lr",), non_negative=("weight_decay",))
-    if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-      raise ValueError(f"--warmup_steps={self.warmup_steps}: must be a non-negative integer")
+    choices.check_int("warmup_steps", self.warmup_steps, minimum=0)
     # Not flags, so named as fields: set by the binary's config, not the command line.
     if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
       raise ValueError(f"grad_clip={self.grad_clip}: must be a finite number >= 0 (0 = off)")

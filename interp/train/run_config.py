@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from interp import choices
 from interp.parallel.mesh import DEFAULT_MESH, MeshConfig
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
@@ -38,11 +39,7 @@ class RunConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "mesh_config", MeshConfig.parse(self.mesh))
-    for name in ("num_steps", "log_every"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"--{name}={getattr(self, name)} must be positive")
-    if self.seed < 0:
-      raise ValueError(f"--seed={self.seed} must be non-negative")
+    choices.numbers(self, positive=("num_steps", "log_every"), non_negative=("seed",))
 
   def replace(self, **changes) -> RunConfig:
     """A copy with `changes` (e.g. a trainer's defaults with this run's workdir)."""
@@ -95,13 +92,6 @@ def split_run(base: RunConfig, **kwargs) -> tuple[RunConfig, dict]:
   if optim:
     run = run.replace(optimizer=dataclasses.replace(run.optimizer, **optim))
   return run, {k: v for k, v in kwargs.items() if k not in run_names | optim_names}
-
-
-def check_positive(config, *names: str) -> None:
-  """Raises ValueError naming the first of `names` (fields of `config`) that is not positive."""
-  for name in names:
-    if getattr(config, name) <= 0:
-      raise ValueError(f"--{name}={getattr(config, name)} must be positive")
 
 
 class EmbedsRun:
