@@ -51,7 +51,7 @@ def sae_step(arch: str, precision: str, sizes: Sizes) -> dict:
 
 def forward_fn(mcfg, mesh, shardings, names, precision: str):
   """The library's jitted forward with cache; with a bf16 policy, `transformer.forward`'s."""
-  kwargs = precision_kwargs(precision, transformer.forward)
+  kwargs = precision_kwargs(precision)
   if not kwargs:
     return sharded.make_forward(mcfg, mesh, shardings, capture=names)
   hooks = hooks_lib.Hooks(capture=tuple(names))
