@@ -6,7 +6,7 @@ Vocabulary:
   parity       the same computation on the device and on the CPU from the same inputs:
                max_abs_diff = max |device - cpu| over every leaf, rel_diff = the largest
                per-leaf ratio of max |device - cpu| to max |cpu| (masked attention scores
-               left out). float32 runs under `jax.default_matmul_precision("highest")` (XLA
+               left out; a train step's parameters use the whole tree's max instead). float32 runs under `jax.default_matmul_precision("highest")` (XLA
                may otherwise use TF32 on GPUs; that default is reported beside it) and passes at
                rel_diff <= 1e-4; bfloat16 (through `interp.precision`) against the float32
                reference at <= 5e-2 (see TOLERANCE).
