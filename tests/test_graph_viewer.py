@@ -1,6 +1,9 @@
-"""The attribution-graph viewer: JSON schema checks, safe embedding, and the page in a real
-headless Chromium (Debian's chromium + chromium-driver, driven by Selenium; `make env-dev`
-installs them). The browser tests skip only when no chromium binary is on the PATH."""
+"""The attribution-graph viewer: JSON schema checks, safe embedding, supernode proposals scored
+on planted groups, and the page in a real headless Chromium (Debian's chromium +
+chromium-driver, driven by Selenium; `make env-dev` installs them): pruning counts, select,
+trace, pin, group, search, zoom, proposals, saved state, and the render time of a 2,000-node,
+30,000-edge graph. One browser serves the module. The browser tests skip only when no chromium
+binary is on the PATH."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ import json
 import os
 import re
 import shutil
+import time
 
+import numpy as np
 import pytest
 
-from interp.viz import graph_html
+from interp.viz import graph_html, supernodes
 from interp.viz.graph_html import GraphFormatError
 
 # Each payload would set window.__pwned if the page ever parsed it as markup.
@@ -38,8 +43,8 @@ def test_embedded_json_cannot_close_the_script_element():
   g = _malicious_graph()
   page = graph_html.render_graph_html(g)
   assert "<script>window.__pwned" not in page and "<img src=x" not in page
-  # Only our three elements: the JSON block, the viewer script, and nothing injected.
-  assert len(re.findall(r"<script\b", page)) == 2 and page.count("</script>") == 2
+  # Only our three elements: the two JSON blocks, the viewer script, and nothing injected.
+  assert len(re.findall(r"<script\b", page)) == 3 and page.count("</script>") == 3
   data = re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', page,
                    re.S).group(1)
   assert "<" not in data and ">" not in data and "&" not in data
@@ -93,6 +98,43 @@ def test_schema_errors_name_the_file_and_the_key(tmp_path):
   assert not (tmp_path / "never.json").exists()
 
 
+def test_supernode_suggestions_recover_planted_groups():
+  # Planted: 6 groups of 4 features sharing inputs and outputs, 12 loners wired at random.
+  scores = []
+  for seed in range(3):
+    g, truth = supernodes.planted_graph(noise=0.3, seed=seed)
+    graph_html.validate_graph(g)
+    found = supernodes.suggest_supernodes(g)
+    scores.append(supernodes.pair_scores([p["members"] for p in found], truth))
+  print("planted groups, noise 0.3:", scores)
+  # A pair of loners drawn onto the same source and target does play one role (seed 2).
+  assert np.mean([s["ari"] for s in scores]) >= 0.95 and min(s["ari"] for s in scores) >= 0.9
+  assert min(s["recall"] for s in scores) == 1.0
+  g, truth = supernodes.planted_graph(noise=1.0, seed=0)  # harder: still better than chance
+  noisy = supernodes.pair_scores([p["members"] for p in supernodes.suggest_supernodes(g)], truth)
+  print("planted groups, noise 1.0:", noisy)
+  assert 0.3 < noisy["ari"] < 0.99
+  # The scores themselves: a perfect and an empty clustering.
+  ideal = [[i for i, t in truth.items() if t == k] for k in range(6)]
+  assert supernodes.pair_scores(ideal, truth) == {"precision": 1.0, "recall": 1.0, "ari": 1.0}
+  assert supernodes.pair_scores([], truth)["recall"] == 0.0
+
+
+def test_state_beside_the_page_is_checked_and_embedded(tmp_path):
+  g = graph_html.example_graph()
+  page = tmp_path / "graph.html"
+  state = {"format": "interp.graph_state/1", "pinned": ["f_3_5_4096"],
+           "supernodes": [{"name": "say Austin", "members": ["f_3_5_4096", "f_3_5_990"]}]}
+  (tmp_path / "graph.state.json").write_text(json.dumps(state))
+  graph_html.write_graph_html(g, str(page))
+  data = re.search(r'id="viewer-data">(.*?)</script>', page.read_text(), re.S).group(1)
+  assert json.loads(data)["state"] == state
+  state["pinned"] = ["nope"]
+  (tmp_path / "graph.state.json").write_text(json.dumps(state))
+  with pytest.raises(GraphFormatError, match=r"graph\.state\.json: pinned names 'nope'"):
+    graph_html.write_graph_html(g, str(page))
+
+
 # ----- In headless Chromium.
 
 @pytest.fixture(scope="module")
@@ -113,70 +155,270 @@ def browser():
   driver.quit()
 
 
+@pytest.fixture(scope="module")
+def example_page(tmp_path_factory):
+  return graph_html.write_graph_html(graph_html.example_graph(),
+                                     str(tmp_path_factory.mktemp("ex") / "graph.html"))
+
+
+def _open(driver, page):
+  driver.get("file://" + page)
+  driver.find_element("css selector", "svg g.node")  # rendered at all
+
+
 def _set_threshold(driver, which, value):
   driver.execute_script(
       "const el = document.getElementById(arguments[0]); el.value = arguments[1];"
       "el.dispatchEvent(new Event('input', {bubbles: true}));", f"{which}-threshold", str(value))
 
 
-def _shown(driver):
+def _click(driver, selector):
+  driver.execute_script("document.querySelector(arguments[0]).dispatchEvent("
+                        "new MouseEvent('click', {bubbles: true}));", selector)
+
+
+def _node(driver, node_id):
+  _click(driver, f"svg [data-node-id='{node_id}']")
+
+
+def _drawn(driver):
   return driver.execute_script(
-      "const c = document.getElementById('visible-count');"
-      "return [document.querySelectorAll('svg g.node:not(.hidden)').length,"
-      "        document.querySelectorAll('svg path.edge:not(.hidden)').length,"
-      "        Number(c.dataset.nodes), Number(c.dataset.edges)];")
+      "return [[...document.querySelectorAll('svg g.node')].map(g => g.dataset.nodeId),"
+      "        [...document.querySelectorAll('svg path.edge')].map(p => [p.dataset.source,"
+      "         p.dataset.target, Number(p.dataset.weight)])];")
 
 
-def _expected_edges(g, tn, te):
-  keep = {n["id"] for n in g["nodes"] if n["node_rank"] <= tn}
-  return sum(e["edge_rank"] <= te and e["source"] in keep and e["target"] in keep
-             for e in g["edges"])
+def _counts(driver):
+  return driver.execute_script(
+      "const c = document.getElementById('visible-count').dataset;"
+      "return [Number(c.nodes), Number(c.edges), Number(c.drawnNodes), Number(c.drawnEdges)];")
 
 
-def test_viewer_in_headless_chromium(browser, tmp_path):
+def _no_errors(driver):
+  errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+  assert not errors, errors
+
+
+def test_viewer_counts_and_escaping(browser, tmp_path):
   g = _malicious_graph()
   page = graph_html.write_graph_html(g, str(tmp_path / "graph.html"))
-  browser.get("file://" + page)
-  browser.find_element("css selector", "svg g.node")  # rendered at all
-
+  _open(browser, page)
   assert browser.execute_script("return window.__pwned") is None
   assert browser.execute_script(
       "return performance.getEntriesByType('resource').length") == 0  # nothing fetched
   text = browser.execute_script("return document.body.textContent")
   assert SCRIPT_TOKEN in text and IMG_TOKEN in text
   assert browser.execute_script("return document.querySelectorAll('img, body > script').length"
-                                ) == 2  # our two <script> elements, no injected <img>
+                                ) == 3  # our three <script> elements, no injected <img>
   assert browser.find_element("id", "score-replacement").text.endswith("0.710")
 
-  n = len(g["nodes"])
-  assert browser.execute_script("return document.querySelectorAll('[data-node-id]').length") == n
-  _set_threshold(browser, "node", 1.0)
-  _set_threshold(browser, "edge", 1.0)
-  assert _shown(browser) == [n, len(g["edges"]), n, len(g["edges"])]
-  for tn, te in ((0.5, 1.0), (0.12, 0.5), (0.0, 0.0)):
+  _click(browser, "#mode-threshold")
+  kind = {n["id"]: n["kind"] for n in g["nodes"]}
+  for tn, te in ((1.0, 1.0), (0.5, 1.0), (0.12, 0.5), (0.0, 0.0)):
     _set_threshold(browser, "node", tn)
     _set_threshold(browser, "edge", te)
-    want_n = sum(x["node_rank"] <= tn for x in g["nodes"])
-    want_e = _expected_edges(g, tn, te)
-    assert want_n < n
-    assert _shown(browser) == [want_n, want_e, want_n, want_e], (tn, te)
+    keep = {x["id"] for x in g["nodes"] if x["node_rank"] <= tn}
+    edges = [e for e in g["edges"] if e["edge_rank"] <= te and e["source"] in keep and
+             e["target"] in keep]
+    non_error = sum(kind[e["source"]] != "error" for e in edges)  # errors: badges, not edges
+    assert _counts(browser) == [len(keep), len(edges), len(keep), non_error], (tn, te)
+    assert sorted(_drawn(browser)[0]) == sorted(keep)
 
   _set_threshold(browser, "node", 1.0)
   _set_threshold(browser, "edge", 1.0)
-  feat = next(x for x in g["nodes"] if x["kind"] == "feature")
-  tip = browser.find_element("id", "tooltip")
-  assert not tip.is_displayed()
-  browser.execute_script(
-      "document.querySelector(`[data-node-id='${arguments[0]}']`)"
-      ".dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));", feat["id"])
-  assert tip.is_displayed()
-  assert f"Feature {feat['feature']}" in tip.text and f"L{feat['layer']}" in tip.text
-  assert " big" in tip.text and "activation" in tip.text
-  assert tip.find_element("css selector", ".tok.max").text == " Texas"
-  browser.save_screenshot(str(tmp_path / "graph.png"))
-  assert (tmp_path / "graph.png").stat().st_size > 1000
+  feat = g["nodes"][6]  # the feature whose label and context carry markup
+  _node(browser, feat["id"])
+  panel = browser.find_element("id", "panel")
+  assert f"Feature {feat['feature']} · L{feat['layer']}" in panel.text
+  assert IMG_TOKEN in panel.text and " big" in panel.text and "activation" in panel.text
+  assert panel.find_element("css selector", ".tok.max").text == " Texas"
   if os.environ.get("INTERP_VIEWER_SCREENSHOT"):  # for a person checking the layout
     browser.save_screenshot(os.environ["INTERP_VIEWER_SCREENSHOT"])
+  _no_errors(browser)
 
-  errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-  assert not errors, errors
+
+def test_first_view_is_the_strongest_paths_into_the_top_logit(browser, example_page):
+  _open(browser, example_page)
+  nodes, edges = _drawn(browser)
+  # By hand: everything with a non-error path into ' Austin' (p 0.62); ' Dallas' has none.
+  assert sorted(nodes) == sorted(["logit_0", "f_3_5_4096", "f_2_5_731", "f_1_4_2203",
+                                  "f_0_2_57", "f_0_4_101", "emb_4", "emb_2"])
+  assert len(edges) == 7 and not any(s.startswith("err_") for s, _, _ in edges)
+  badges = browser.execute_script(
+      "return [...document.querySelectorAll('.err-badge')].map(b => b.closest('g').dataset.nodeId"
+      " + ' ' + b.textContent)")
+  # err_3_5 -> logit_0: 0.4 of |4.0| + |0.4|; err_2_5 -> f_3_5_4096: 0.3 of 3.5 + 0.3.
+  assert sorted(badges) == ["f_3_5_4096 ε8%", "logit_0 ε9%"]
+  _no_errors(browser)
+
+
+def test_select_ranks_edges_and_dims_the_rest(browser, example_page):
+  _open(browser, example_page)
+  _node(browser, "f_3_5_4096")
+  ranked = browser.execute_script(
+      "return ['incoming', 'outgoing'].map(id => [...document.querySelectorAll(`#${id} li`)]"
+      ".map(li => [li.dataset.nodeId, Number(li.dataset.weight)]))")
+  assert ranked == [[["f_2_5_731", 3.5], ["err_2_5", -0.3]],
+                    [["logit_0", 4.0], ["logit_1", -1.5]]]
+  dim = browser.execute_script(
+      "return [...document.querySelectorAll('svg g.node.dim')].map(g => g.dataset.nodeId)")
+  assert sorted(dim) == sorted(["f_1_4_2203", "f_0_2_57", "f_0_4_101", "emb_4", "emb_2"])
+  assert browser.execute_script("return document.querySelectorAll('path.edge.lit').length") == 2
+  assert "no per-head data" in browser.find_element("id", "attention").text
+  # A node reached from the list joins the view.
+  _click(browser, "#outgoing li[data-node-id='logit_1']")
+  assert "logit_1" in _drawn(browser)[0]
+  assert browser.find_element("id", "panel-title").text.startswith("Logit")
+  _no_errors(browser)
+
+
+def test_trace_upstream_to_a_depth(browser, example_page):
+  _open(browser, example_page)
+  _node(browser, "logit_0")
+  browser.execute_script("document.getElementById('trace-depth').value = '2';"
+                         "document.getElementById('trace-k').value = '3';")
+  _click(browser, "#trace-up")
+  nodes, edges = _drawn(browser)
+  # logit_0 <- f_3_5_4096, err_3_5; f_3_5_4096 <- f_2_5_731, err_2_5 (errors not expanded).
+  assert sorted(nodes) == sorted(["logit_0", "f_3_5_4096", "err_3_5", "f_2_5_731", "err_2_5"])
+  assert sorted((s, t) for s, t, _ in edges) == sorted(
+      [("f_3_5_4096", "logit_0"), ("err_3_5", "logit_0"), ("f_2_5_731", "f_3_5_4096"),
+       ("err_2_5", "f_3_5_4096")])
+  _node(browser, "f_3_5_4096")
+  _click(browser, "#trace-down")
+  assert sorted(_drawn(browser)[0]) == ["f_3_5_4096", "logit_0", "logit_1"]
+  _no_errors(browser)
+
+
+def test_pin_group_and_state_round_trip(browser, example_page):
+  _open(browser, example_page)
+  _click(browser, "#mode-threshold")
+  _set_threshold(browser, "node", 1.0)
+  for node_id in ("f_2_5_731", "f_3_5_4096", "f_3_5_990", "logit_1"):
+    _node(browser, node_id)
+    _click(browser, "#pin-node")
+  browser.execute_script(
+      "for (const id of ['f_3_5_4096', 'f_3_5_990'])"
+      "  document.querySelector(`#pinned-list input[value='${id}']`).checked = true;"
+      "document.getElementById('group-name').value = 'say <b>Austin</b>';")
+  _click(browser, "#group-btn")
+  nodes, edges = _drawn(browser)
+  assert sorted(nodes) == ["f_2_5_731", "logit_1", "supernode_0"]
+  # Summed by hand: 3.5 into the group; -1.5 + 1.0 from it into ' Dallas'.
+  assert sorted(edges) == [["f_2_5_731", "supernode_0", 3.5], ["supernode_0", "logit_1", -0.5]]
+  label = browser.find_element("css selector", "[data-node-id='supernode_0'] text").text
+  assert label.startswith("say <b>")  # text, not markup
+  _click(browser, "#save-state")
+  state = json.loads(browser.find_element("id", "state-json").get_attribute("value"))
+  assert state["supernodes"] == [{"name": "say <b>Austin</b>",
+                                  "members": ["f_3_5_4096", "f_3_5_990"]}]
+  assert state["pinned"] == ["f_2_5_731", "f_3_5_4096", "f_3_5_990", "logit_1"]
+  assert browser.find_element("id", "state-download").get_attribute("href").startswith("blob:")
+  state["supernodes"] = []
+  browser.execute_script("document.getElementById('state-json').value = arguments[0];",
+                         json.dumps(state))
+  _click(browser, "#load-state")
+  assert sorted(_drawn(browser)[0]) == sorted(state["pinned"])
+  _no_errors(browser)
+
+
+def test_search_marks_and_selects(browser, example_page):
+  _open(browser, example_page)
+  search = browser.find_element("id", "search")
+  search.send_keys("texas")
+  # By hand: 'Texas' (f_0_4_101), 'say a Texas city' (f_3_5_990), the token ' Texas' (emb_4).
+  found = browser.execute_script(
+      "return [...document.querySelectorAll('#search-results li')].map(li => li.dataset.nodeId)")
+  assert sorted(found) == ["emb_4", "f_0_4_101", "f_3_5_990"]
+  marked = browser.execute_script(
+      "return [...document.querySelectorAll('svg g.node.match')].map(g => g.dataset.nodeId)")
+  assert sorted(marked) == ["emb_4", "f_0_4_101"]  # f_3_5_990 is not in the first view
+  _click(browser, "#search-results li[data-node-id='f_3_5_990']")
+  assert "f_3_5_990" in _drawn(browser)[0]
+  assert browser.find_element("id", "panel-title").text == "Feature 990 · L3 · pos 5"
+  _no_errors(browser)
+
+
+def test_zoom_and_pan(browser, example_page):
+  _open(browser, example_page)
+  zoom = lambda: float(browser.find_element("id", "graph-svg").get_attribute("data-zoom"))
+  assert zoom() == 1.0
+  _click(browser, "#zoom-in")
+  assert zoom() == pytest.approx(1.5, abs=1e-3)
+  browser.execute_script(
+      "document.getElementById('graph-svg').dispatchEvent(new WheelEvent('wheel',"
+      " {deltaY: -100, clientX: 400, clientY: 400, bubbles: true, cancelable: true}));")
+  assert zoom() == pytest.approx(1.8, abs=1e-3)
+  _click(browser, "#zoom-fit")
+  assert zoom() == 1.0
+
+
+def test_suggestion_accepted(browser, tmp_path):
+  g, truth = supernodes.planted_graph()
+  page = graph_html.write_graph_html(g, str(tmp_path / "planted.html"))
+  _open(browser, page)
+  assert browser.execute_script(
+      "return document.querySelectorAll('#suggestion-list > li').length") == 6
+  first = supernodes.suggest_supernodes(g)[0]
+  browser.execute_script("document.querySelector('[data-suggestion=\"0\"] .sg-name').value ="
+                         " 'planted group';")
+  _click(browser, "[data-suggestion='0'] .accept")
+  nodes, edges = _drawn(browser)
+  assert nodes == ["supernode_0"]
+  assert browser.execute_script(  # the label is clipped; the full name is the node's title
+      "return document.querySelector(\"[data-node-id='supernode_0'] title\").textContent"
+  ) == f"planted group [{len(first['members'])}]"
+  assert len({truth[m] for m in first["members"]}) == 1  # one planted group
+  pinned = browser.execute_script(
+      "return [...document.querySelectorAll('#pinned-list li')].map(li => li.dataset.nodeId)")
+  assert pinned == first["members"]
+  _no_errors(browser)
+
+
+def _big_graph(n_nodes=2000, n_edges=30000, n_layers=18, n_tokens=12, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = [f" tok{i}" for i in range(n_tokens)]
+  nodes = [{"id": f"emb_{p}", "kind": "embedding", "layer": -1, "pos": p, "label": t,
+            "token": t, "influence": 0.0, "node_rank": 0.0} for p, t in enumerate(tokens)]
+  nodes += [{"id": f"logit_{i}", "kind": "logit", "layer": n_layers, "pos": n_tokens - 1,
+             "label": f" out{i}", "token": f" out{i}", "prob": 0.5 / (i + 1), "influence": 1.0,
+             "node_rank": 0.0} for i in range(5)]
+  nodes += [{"id": f"err_{l}_{p}", "kind": "error", "layer": l, "pos": p, "label": f"error L{l}",
+             "influence": 0.1, "node_rank": 0.9} for l in range(n_layers) for p in range(n_tokens)]
+  for i in range(n_nodes - len(nodes)):
+    l, p = int(rng.integers(n_layers)), int(rng.integers(n_tokens))
+    nodes.append({"id": f"f_{l}_{p}_{i}", "kind": "feature", "layer": l, "pos": p,
+                  "feature": i, "label": f"feature label {i}", "activation": 1.0,
+                  "influence": float(rng.random()), "node_rank": float(rng.random())})
+  layer = np.array([n["layer"] for n in nodes])
+  edges = set()
+  while len(edges) < n_edges:
+    a, b = sorted(rng.integers(len(nodes), size=2), key=lambda i: layer[i])
+    if layer[a] < layer[b] and nodes[b]["kind"] != "embedding":
+      edges.add((int(a), int(b)))
+  return {"format": graph_html.FORMAT, "prompt": "big", "tokens": tokens, "n_layers": n_layers,
+          "scores": {"replacement": 0.5, "completeness": 0.5}, "nodes": nodes,
+          "edges": [{"source": nodes[a]["id"], "target": nodes[b]["id"],
+                     "weight": float(rng.standard_normal()), "edge_rank": float(rng.random())}
+                    for a, b in sorted(edges)]}
+
+
+def test_render_time_2000_nodes_30000_edges(browser, tmp_path):
+  g = _big_graph()
+  assert len(g["nodes"]) == 2000 and len(g["edges"]) == 30000
+  page = graph_html.write_graph_html(g, str(tmp_path / "big.html"), suggestions=[])
+  t0 = time.perf_counter()
+  _open(browser, page)
+  wall = time.perf_counter() - t0
+  first_ms = float(browser.execute_script("return document.body.dataset.renderMs"))
+  t0 = time.perf_counter()
+  _click(browser, "#mode-threshold")
+  _set_threshold(browser, "node", 1.0)
+  _set_threshold(browser, "edge", 1.0)
+  pruned_s = time.perf_counter() - t0
+  assert _counts(browser)[:3] == [2000, 30000, 2000]
+  print(f"2,000 nodes / 30,000 edges: first view {first_ms:.0f} ms after navigation start "
+        f"(driver.get {wall:.2f} s); whole graph (2,000 nodes, strongest "
+        f"{_counts(browser)[3]} edges drawn) {pruned_s:.2f} s")
+  assert first_ms < 5000 and pruned_s < 5
+  _no_errors(browser)

@@ -9,13 +9,24 @@ Vocabulary (the `interp.attribution_graph/1` JSON format the graph builder emits
          the element (0..1; embeddings and logits are always kept, rank 0). Showing everything
          with rank <= t is the graph pruned at threshold t.
 
-The page (`render_graph_html`) draws the graph as inline SVG with a small vanilla-JS script:
-layers bottom (embeddings) to top (logits), one column per prompt token, edges sized by |weight|
-and coloured by sign, a hover tooltip with each feature's top-activating contexts, and range
-inputs `#node-threshold` / `#edge-threshold` that prune what is shown. It loads nothing from
-the network. The graph is embedded as JSON in a `<script type="application/json">` block with
-`<`, `>`, `&` escaped, and the script writes data only through `textContent`, so token strings
-cannot inject markup.
+Optional keys a reader of the page may use (old files without them still render):
+  graph  `dashboard_url`; node `norm` (an error node's residual-error norm), `dashboard_url`,
+         `logit_effects` [{"token", "value"}], `heads` [{"layer", "head", "weight",
+         "query": [{"source", "weight"}], "key": [...]}] (the heads that carry the node's
+         strongest incoming edges and, per head, its query- and key-side sources).
+
+The page (`render_graph_html`) draws one view at a time as inline SVG (scripts
+assets/graph_model.js, graph_panel.js, graph_viewer.js): first the strongest paths into the top
+logit, error nodes summarised as each node's share of input from errors; on demand the graph
+pruned at the `#node-threshold` / `#edge-threshold` sliders, a node's upstream or downstream
+trace, or the pinned subgraph with named supernodes (their edges summed). Clicking a node fills a
+panel with its dashboard data and ranked edges. The page loads nothing from the network. The
+graph is embedded as JSON in a `<script type="application/json">` block with `<`, `>`, `&`
+escaped, beside a second block (`#viewer-data`: supernode proposals from
+`interp.viz.supernodes`, a saved state), and the scripts write data only through
+`textContent` / `setAttribute`, so token strings cannot inject markup. The state (pinned nodes,
+supernodes) is `interp.graph_state/1` JSON; `write_graph_html` embeds `<page>.state.json` when
+it lies beside the page.
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import json
 import math
 import os
 
+from interp.viz import supernodes
+
 FORMAT = "interp.attribution_graph/1"
 NODE_KINDS = ("embedding", "feature", "error", "logit")
 DEFAULT_THRESHOLDS = {"node": 0.8, "edge": 0.98}
@@ -35,11 +48,12 @@ DEFAULT_THRESHOLDS = {"node": 0.8, "edge": 0.98}
 # key -> accepted types; required keys first, then optional ones (None allowed, defaulted).
 _TOP_REQUIRED = {"format": str, "prompt": str, "tokens": list, "n_layers": int, "nodes": list,
                  "edges": list, "scores": dict}
-_TOP_OPTIONAL = {"model": str, "transcoder": str, "thresholds": dict}
+_TOP_OPTIONAL = {"model": str, "transcoder": str, "thresholds": dict, "dashboard_url": str}
 _NODE_REQUIRED = {"id": str, "kind": str, "layer": int, "pos": int, "label": str,
                   "influence": (int, float), "node_rank": (int, float)}
 _NODE_OPTIONAL = {"feature": int, "activation": (int, float), "token": str,
-                  "prob": (int, float), "contexts": list}
+                  "prob": (int, float), "contexts": list, "norm": (int, float),
+                  "dashboard_url": str, "logit_effects": list, "heads": list}
 _EDGE_REQUIRED = {"source": str, "target": str, "weight": (int, float),
                   "edge_rank": (int, float)}
 
@@ -121,6 +135,16 @@ def validate_graph(graph: dict, source: str = "graph") -> None:
       raise GraphFormatError(f"{source}: {where} is missing key 'feature' (a feature node)")
     _check_rank(node, "node_rank", where, source)
     _check_contexts(node.get("contexts") or [], where, source)
+    for j, x in enumerate(node.get("logit_effects") or []):
+      _check_keys(x, {"token": str, "value": (int, float)}, {}, f"{where} logit_effects[{j}]",
+                  source)
+    for j, h in enumerate(node.get("heads") or []):
+      _check_keys(h, {"layer": int, "head": int, "weight": (int, float)},
+                  {"query": list, "key": list}, f"{where} heads[{j}]", source)
+      for side in ("query", "key"):
+        for k, x in enumerate(h.get(side) or []):
+          _check_keys(x, {"source": str, "weight": (int, float)}, {},
+                      f"{where} heads[{j}] {side}[{k}]", source)
     if node["id"] in ids:
       raise GraphFormatError(f"{source}: {where} key 'id' repeats an earlier node's id")
     ids.add(node["id"])
@@ -184,18 +208,64 @@ def _asset(name: str) -> str:
   return text
 
 
-def render_graph_html(graph: dict) -> str:
-  """The viewer page for `graph`, with its script, style and data inline.
+STATE_FORMAT = "interp.graph_state/1"
+_SCRIPTS = ("graph_model.js", "graph_panel.js", "graph_viewer.js")
+
+
+def check_state(state: dict, graph: dict, source: str = "state") -> dict:
+  """Checks a saved viewer state (pinned nodes, supernodes) against `graph`.
+
+  Args:
+    state: `{"format": "interp.graph_state/1", "pinned": [ids], "supernodes": [{"name",
+      "members": [ids]}]}`.
+    graph: the graph the state belongs to.
+    source: how to name the state in messages (its file path, say).
+
+  Returns:
+    `state`. Raises GraphFormatError naming `source` and the key when it is malformed.
+  """
+  _check_keys(state, {"format": str}, {"pinned": list, "supernodes": list, "prompt": str},
+              "the state", source)
+  if state["format"] != STATE_FORMAT:
+    raise GraphFormatError(f"{source}: key 'format' is {state['format']!r}, expected "
+                           f"{STATE_FORMAT!r}")
+  ids = {n["id"] for n in graph["nodes"]}
+  lists = [("pinned", state.get("pinned") or [])]
+  for i, sn in enumerate(state.get("supernodes") or []):
+    _check_keys(sn, {"name": str, "members": list}, {}, f"supernodes[{i}]", source)
+    lists.append((f"supernodes[{i}] members", sn["members"]))
+  for where, values in lists:
+    for v in values:
+      if v not in ids:
+        raise GraphFormatError(f"{source}: {where} names {v!r}, no node of the graph")
+  return state
+
+
+def state_path(page_path: str) -> str:
+  """Where the viewer state of the page `page_path` lives: `<page stem>.state.json`."""
+  return os.path.splitext(page_path)[0] + ".state.json"
+
+
+def render_graph_html(graph: dict, suggestions: list | None = None,
+                      state: dict | None = None) -> str:
+  """The viewer page for `graph`, with its scripts, style and data inline.
 
   Args:
     graph: an `interp.attribution_graph/1` object (validated here).
+    suggestions: supernode proposals to list (default: `supernodes.suggest_supernodes`).
+    state: a saved `interp.graph_state/1` state to open with (checked against `graph`).
 
   Returns:
     The HTML document as a string.
   """
   validate_graph(graph)
+  if suggestions is None:
+    suggestions = supernodes.suggest_supernodes(graph)
+  if state is not None:
+    check_state(state, graph)
+  viewer = {"suggestions": suggestions, "method": supernodes.METHOD, "state": state}
   title = html.escape(f"Attribution graph: {graph['prompt']}")
-  script = "\n" + _asset("graph_viewer.js")
+  script = "\n" + "\n".join(_asset(name) for name in _SCRIPTS)
   digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
   # Backs up the escaping: no network at all, and only our own script (by hash) may run, so
   # even injected markup could neither run a script or handler nor fetch anything.
@@ -206,20 +276,33 @@ def render_graph_html(graph: dict) -> str:
       f"<title>{title}</title>", f"<style>\n{_asset('graph_viewer.css')}</style>", "</head>",
       "<body>", f"<noscript>{title} (this viewer needs JavaScript).</noscript>",
       f'<script type="application/json" id="graph-data">{embed_json(graph)}</script>',
+      f'<script type="application/json" id="viewer-data">{embed_json(viewer)}</script>',
       f"<script>{script}</script>", "</body>", "</html>", ""])
 
 
-def write_graph_html(graph: dict, path: str) -> str:
+def write_graph_html(graph: dict, path: str, suggestions: list | None = None) -> str:
   """Writes the viewer page for `graph` to `path` (one file, nothing else).
+
+  A state saved from the page as `<path stem>.state.json` beside it is embedded, so the page
+  reopens with its pinned nodes and supernodes.
 
   Args:
     graph: an `interp.attribution_graph/1` object.
     path: the .html file to write; parent folders are created.
+    suggestions: supernode proposals (default: computed from `graph`).
 
   Returns:
     The path written.
   """
-  page = render_graph_html(graph)
+  state = None
+  if os.path.exists(state_path(path)):
+    with open(state_path(path), encoding="utf-8") as f:
+      try:
+        state = json.load(f)
+      except json.JSONDecodeError as e:
+        raise GraphFormatError(f"{state_path(path)}: not valid JSON ({e})") from e
+    check_state(state, graph, source=state_path(path))
+  page = render_graph_html(graph, suggestions, state)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
