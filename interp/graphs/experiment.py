@@ -4,7 +4,8 @@ The library behind `experiments/attribution_graph.py`. The run folder (`workdir`
   transcoder/     the transcoder's own run folder (`interp.sae.transcoder_train`) when trained
                   here; a rerun reuses it (a finished run resumes at its last step)
   graph.json      the pruned graph (`interp.attribution_graph/1`, `GraphConfig` thresholds)
-  graph.html      the self-contained viewer page
+  graph.html      the self-contained viewer page (a `graph.state.json` saved from it beside it
+                  is embedded when the page is rewritten)
   results.json    scores, node/edge counts before and after pruning (stored and default
                   thresholds), steering agreement, timings
 """
@@ -153,6 +154,11 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
       # the stored (looser) thresholds so its sliders can widen the view.
       scores=scores, thresholds={"node": 0.8, "edge": 0.98},
       contexts=contexts)
+  # Error nodes carry the norm of the residual error they stand for (the viewer labels them).
+  norms = np.linalg.norm(np.asarray(graph.rep.error, np.float32), axis=-1)   # [L p]
+  for node in out["nodes"]:
+    if node["kind"] == "error":
+      node["norm"] = round(float(norms[node["layer"], node["pos"]]), 4)
   graph_html.save_graph_json(out, os.path.join(config.workdir, "graph.json"))
   graph_html.write_graph_html(out, os.path.join(config.workdir, "graph.html"))
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}

@@ -3,9 +3,12 @@ Gemma 3 270M with briefly trained per-layer transcoders (`interp.graphs.experime
 
 from __future__ import annotations
 
+import os
+
 from interp.graphs import attribute
 from interp.graphs import experiment as graph_experiment
 from interp.sae import transcoder as tc
+from interp.viz import browser
 from interp.viz.report import Registry, Section
 
 ENTRIES = Registry()
@@ -35,9 +38,14 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
           ("steering the top features off: predicted vs observed effect on the top logit",
            ", ".join(f"{k} {v:.2f}" for k, v in st.items() if isinstance(v, float)), "r near 1"),
           ("graph construction (s)", f"{r['timings']['build_s']:.1f}", "-")]
+  # What a reader first sees in the viewer: the strongest paths into the top logit.
+  png, shot = browser.screenshot_page(os.path.join(workdir, "graph.html"),
+                                      os.path.join(workdir, "graph_viewer.png"))
   return Section(title="An attribution graph on Gemma 3 270M (factual recall)",
                  summary="Per-layer transcoders trained briefly on the built-in corpus replace "
                          "the MLPs; attention patterns and norm scales are frozen from the real "
                          "pass; error nodes make the logits exact. The viewer is graph.html "
-                         "(self-contained; open it in a browser).",
-                 figures=[], rows=rows)
+                         "(self-contained; open it in a browser: it opens on the strongest paths "
+                         "into the top logit; click a node for its ranked edges, trace, pin and "
+                         f"group). Figure: {shot}.",
+                 figures=[png] if png else [], rows=rows)

@@ -139,7 +139,7 @@ const GraphModel = (function () {
     for (const key in cells) {
       const c = cells[key], layer = c[0].layer;
       const lines = Math.ceil(c.length / Math.max(colN[c[0].pos], 1));
-      rowLines[layer] = Math.max(rowLines[layer] || 1, lines);
+      rowLines[layer] = Math.max(rowLines[layer] || 0, lines);
     }
     const colW = colN.map(k => Math.max(opt.minCol, k * sp + 14));
     const colX = [opt.left];
@@ -147,7 +147,8 @@ const GraphModel = (function () {
     const rowY = {}, rowH = {};
     let y = opt.top;
     for (let layer = nLayers; layer >= -1; layer--) {
-      rowH[layer] = (rowLines[layer] || 1) * lineH + 18;
+      // A layer with nothing in this view keeps only a sliver, so sparse views stay compact.
+      rowH[layer] = rowLines[layer] ? rowLines[layer] * lineH + 18 : 14;
       rowY[layer] = y; y += rowH[layer];
     }
     const pos = {};

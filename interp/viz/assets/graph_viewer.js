@@ -30,6 +30,12 @@
     if (n.kind === "supernode") return `${n.label} [${n.members.length}]`;
     return `${n.kind} ${show(n.token ?? n.label)} @${n.pos}`;
   }
+  function twoLines(s, n) {
+    if (s.length <= n) return [s, ""];
+    let cut = s.lastIndexOf(" ", n);
+    if (cut < n / 2) cut = n;
+    return [s.slice(0, cut), clip(s.slice(cut).trim(), n)];
+  }
   const shortName = n => n.kind === "error" ? `err L${n.layer}` : n.label;
 
   // ----- Header: title, scores, view modes, thresholds, search, zoom, counts.
@@ -96,7 +102,7 @@
     for (const m of ["paths", "threshold", "subgraph"])
       $("mode-" + m).classList.toggle("on", st.mode === m);
     const L = GraphModel.layout(view.nodes, tokens.length, nLayers, {
-      spacing: 88, lineH: 38, perLine: 7, minCol: 74, left: 64, top: 12, right: 16});
+      spacing: 88, lineH: 46, perLine: 7, minCol: 74, left: 64, top: 12, right: 16});
     svg.replaceChildren();
     for (const k in nodeEls) delete nodeEls[k];
     const axes = el("g", {class: "axes"}, null, svg);
@@ -135,6 +141,8 @@
                   class: "edge " + (e.weight >= 0 ? "pos" : "neg") + (lit ? " lit" :
                                                                         st.selected ? " dim" : ""),
                   "stroke-width": (0.6 + 4.5 * Math.abs(e.weight) / maxW).toFixed(2),
+                  // Weak edges fade, so the strong ones read through a crowded view.
+                  "stroke-opacity": (0.15 + 0.8 * Math.abs(e.weight) / maxW).toFixed(2),
                   "data-source": e.source, "data-target": e.target,
                   "data-weight": e.weight}, null, edgeLayer);
     }
@@ -181,11 +189,17 @@
       if (n.kind === "error") el("rect", {x: -6, y: -6, width: 12, height: 12,
                                           transform: "rotate(45)"}, null, g);
       else el("circle", {r: 7}, null, g);
-      el("text", {y: 19, class: "node-label"}, clip(shortName(n), 14), g);
+      // Two lines of up to 14 characters, broken at a space, so labels that share a long
+      // prefix still differ on screen; the full text is the node's title (hover).
+      const [a, b] = twoLines(show(shortName(n)), 14);
+      el("text", {y: 18, class: "node-label"}, a, g);
+      if (b) el("text", {y: 28, class: "node-label"}, b, g);
     }
     const share = G.errIn[n.id] / Math.max(G.inAbs[n.id] || 0, 1e-12);
+    const boxed = n.kind === "logit" || n.kind === "embedding";
     if (n.kind !== "supernode" && share >= 0.05)
-      el("text", {x: 10, y: -6, class: "err-badge"}, `ε${Math.round(100 * share)}%`, g);
+      el("text", {x: boxed ? 39 : 10, y: boxed ? 4 : -6, class: "err-badge"},
+         `ε${Math.round(100 * share)}%`, g);
     g.addEventListener("click", ev => { ev.stopPropagation(); select(n.id); });
     nodeEls[n.id] = g;
   }
