@@ -89,6 +89,12 @@ def test_schema_errors_name_the_file_and_the_key(tmp_path):
       (lambda g: g["scores"].pop("completeness"), r"scores is missing key 'completeness'"),
       (lambda g: g["nodes"][6]["contexts"][1]["values"].pop(), r"contexts\[1\] has 5 tokens"),
       (lambda g: g["thresholds"].update(node=2), r"thresholds key 'node' = 2"),
+      (lambda g: g["nodes"][6].update(heads=[{"layer": 1, "weight": 0.5}]),
+       r"heads\[0\] is missing key 'head'"),
+      (lambda g: g["nodes"][6].update(heads=[{"layer": 1, "head": 0, "weight": 1, "key": [
+          {"source": "x"}]}]), r"heads\[0\] key\[0\] is missing key 'weight'"),
+      (lambda g: g["nodes"][6].update(logit_effects=[{"token": "a", "value": "big"}]),
+       r"logit_effects\[0\] key 'value' must be int or float"),
   ]
   for mutate, pattern in cases:
     g = graph_html.example_graph()
@@ -269,6 +275,36 @@ def test_select_ranks_edges_and_dims_the_rest(browser, example_page):
   _click(browser, "#outgoing li[data-node-id='logit_1']")
   assert "logit_1" in _drawn(browser)[0]
   assert browser.find_element("id", "panel-title").text.startswith("Logit")
+  _no_errors(browser)
+
+
+def test_per_head_sources_when_the_json_has_them(browser, tmp_path):
+  g = graph_html.example_graph()
+  say = next(n for n in g["nodes"] if n["id"] == "f_3_5_4096")
+  say["heads"] = [{"layer": 1, "head": 3, "weight": 0.4, "query": [{"source": "emb_5",
+                   "weight": 0.2}], "key": [{"source": "f_1_4_2203", "weight": 0.9}]},
+                  {"layer": 2, "head": 0, "weight": -1.1}]
+  say["logit_effects"] = [{"token": " Austin", "value": 2.5}]
+  err = next(n for n in g["nodes"] if n["id"] == "err_3_5")
+  err["norm"] = 1.25
+  _open(browser, graph_html.write_graph_html(g, str(tmp_path / "heads.html")))
+  _node(browser, "f_3_5_4096")
+  heads = browser.execute_script(
+      "return [...document.querySelectorAll('#attention .heads li')].map(li => li.dataset.head)")
+  assert heads == ["2.0", "1.3"]  # by |weight|
+  _click(browser, "#attention li[data-head='1.3']")
+  text = lambda sel: browser.execute_script(
+      "return document.querySelector(arguments[0]).textContent", sel)
+  assert text(".query-sources") == "0.200  embedding  is @5"
+  assert text(".key-sources") == "0.900  US states (L1/2203 @4)"
+  assert text(".logit-effects") == "2.500   Austin"
+  _click(browser, "#incoming li[data-node-id='err_2_5']")  # the error joins the view
+  _node(browser, "err_2_5")
+  assert browser.find_element("id", "panel-title").text == "Error · L2 · pos 5 · norm –"
+  browser.execute_script("document.getElementById('mode-threshold').click()")
+  _set_threshold(browser, "node", 1.0)
+  _node(browser, "err_3_5")
+  assert browser.find_element("id", "panel-title").text == "Error · L3 · pos 5 · norm 1.250"
   _no_errors(browser)
 
 
