@@ -320,6 +320,8 @@ def test_trace_upstream_to_a_depth(browser, example_page):
   assert sorted((s, t) for s, t, _ in edges) == sorted(
       [("f_3_5_4096", "logit_0"), ("err_3_5", "logit_0"), ("f_2_5_731", "f_3_5_4096"),
        ("err_2_5", "f_3_5_4096")])
+  _click(browser, "#pin-trace")
+  assert browser.execute_script("return document.querySelectorAll('#pinned-list li').length") == 5
   _node(browser, "f_3_5_4096")
   _click(browser, "#trace-down")
   assert sorted(_drawn(browser)[0]) == ["f_3_5_4096", "logit_0", "logit_1"]
@@ -344,6 +346,8 @@ def test_pin_group_and_state_round_trip(browser, example_page):
   assert sorted(edges) == [["f_2_5_731", "supernode_0", 3.5], ["supernode_0", "logit_1", -0.5]]
   label = browser.find_element("css selector", "[data-node-id='supernode_0'] text").text
   assert label.startswith("say <b>")  # text, not markup
+  _node(browser, "supernode_0")
+  assert browser.find_element("id", "panel-title").text == "Supernode say <b>Austin</b>"
   _click(browser, "#save-state")
   state = json.loads(browser.find_element("id", "state-json").get_attribute("value"))
   assert state["supernodes"] == [{"name": "say <b>Austin</b>",
@@ -427,16 +431,16 @@ def _big_graph(n_nodes=2000, n_edges=30000, n_layers=18, n_tokens=12, seed=0):
                   "feature": i, "label": f"feature label {i}", "activation": 1.0,
                   "influence": float(rng.random()), "node_rank": float(rng.random())})
   layer = np.array([n["layer"] for n in nodes])
-  edges = set()
-  while len(edges) < n_edges:
-    a, b = sorted(rng.integers(len(nodes), size=2), key=lambda i: layer[i])
-    if layer[a] < layer[b] and nodes[b]["kind"] != "embedding":
-      edges.add((int(a), int(b)))
+  pairs = rng.integers(len(nodes), size=(4 * n_edges, 2))
+  pairs = pairs[layer[pairs[:, 0]] < layer[pairs[:, 1]]]  # upward only (never into embeddings)
+  _, first = np.unique(pairs, axis=0, return_index=True)
+  edges = [tuple(int(x) for x in pairs[i]) for i in np.sort(first)[:n_edges]]
   return {"format": graph_html.FORMAT, "prompt": "big", "tokens": tokens, "n_layers": n_layers,
           "scores": {"replacement": 0.5, "completeness": 0.5}, "nodes": nodes,
-          "edges": [{"source": nodes[a]["id"], "target": nodes[b]["id"],
-                     "weight": float(rng.standard_normal()), "edge_rank": float(rng.random())}
-                    for a, b in sorted(edges)]}
+          "edges": [{"source": nodes[a]["id"], "target": nodes[b]["id"], "weight": w,
+                     "edge_rank": r}
+                    for (a, b), w, r in zip(edges, rng.standard_normal(len(edges)).tolist(),
+                                            rng.random(len(edges)).tolist())]}
 
 
 def test_render_time_2000_nodes_30000_edges(browser, tmp_path):

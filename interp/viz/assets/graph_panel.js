@@ -67,6 +67,14 @@ const GraphPanel = (function () {
     const {el, fmt, show, G, st, panel, tokens} = api;
     const n = G.byId[id];
     panel.replaceChildren();
+    if (!n && id.startsWith("supernode_")) {  // a group: its members, each selectable
+      const sn = st.supernodes[Number(id.slice(10))];
+      el("div", {class: "tip-title", id: "panel-title"}, `Supernode ${sn.name}`, panel);
+      const ul = el("ul", {class: "edges-ranked"}, null, panel);
+      for (const m of sn.members) el("li", {"data-node-id": m}, api.nodeName(G.byId[m]), ul)
+        .addEventListener("click", () => api.select(m));
+      return;
+    }
     if (!n) return;
     const title = n.kind === "feature" ? `Feature ${n.feature} · L${n.layer} · pos ${n.pos}`
       : n.kind === "error" ? `Error · L${n.layer} · pos ${n.pos} · norm ${fmt(n.norm, 3)}`

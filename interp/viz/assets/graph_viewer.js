@@ -283,6 +283,7 @@
       st.trace = GraphModel.trace(G, id, dir, depth, k);
       st.mode = "trace";
       render(true);
+      GraphPanel.fill(panelApi, id);  // now with "pin the trace"
     },
     expand(id) {
       for (const e of [...G.inE[id].slice(0, 8), ...G.outE[id].slice(0, 8)]) {
