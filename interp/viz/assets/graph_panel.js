@@ -96,9 +96,11 @@ const GraphPanel = (function () {
                    st.pinned.includes(id) ? "unpin" : "pin", acts);
     pin.addEventListener("click", () => { togglePin(api, [id]); fill(api, id); });
     const depth = el("input", {type: "number", id: "trace-depth", min: "1", max: "6",
-                               value: "2", title: "depth"}, null, acts);
+                               value: "2", title: "depth"},
+                     null, el("label", {}, "depth ", acts));
     const k = el("input", {type: "number", id: "trace-k", min: "1", max: "20", value: "3",
-                           title: "edges followed per node"}, null, acts);
+                           title: "edges followed per node"},
+                 null, el("label", {}, "edges/node ", acts));
     for (const dir of ["up", "down"]) {
       const b = el("button", {type: "button", id: "trace-" + dir},
                    dir === "up" ? "trace ↑ inputs" : "trace ↓ outputs", acts);

@@ -25,7 +25,8 @@
   const show = t => String(t).replace(/\n/g, "↵").replace(/\t/g, "⇥");
   const clip = (s, n) => { s = show(s); return s.length > n ? s.slice(0, n - 1) + "…" : s; };
   function nodeName(n) {
-    if (n.kind === "feature") return `${n.label} (L${n.layer}/${n.feature} @${n.pos})`;
+    if (n.kind === "feature") return n.label === `L${n.layer}/${n.feature}` ?
+      `${n.label} @${n.pos}` : `${n.label} (L${n.layer}/${n.feature} @${n.pos})`;
     if (n.kind === "error") return `error L${n.layer} @${n.pos} ${show(tokens[n.pos])}`;
     if (n.kind === "supernode") return `${n.label} [${n.members.length}]`;
     return `${n.kind} ${show(n.token ?? n.label)} @${n.pos}`;
