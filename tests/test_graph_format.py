@@ -134,3 +134,11 @@ def test_state_beside_the_page_is_checked_and_embedded(tmp_path):
   (tmp_path / "graph.state.json").write_text(json.dumps(state))
   with pytest.raises(GraphFormatError, match=r"graph\.state\.json: pinned names 'nope'"):
     graph_html.write_graph_html(g, str(page))
+
+
+def test_screenshot_skips_with_a_message_without_a_browser(monkeypatch, tmp_path):
+  from interp.viz import browser
+  monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+  png, message = browser.screenshot_page(str(tmp_path / "g.html"), str(tmp_path / "g.png"))
+  assert png is None and message.startswith("no screenshot: chromium")
+  assert not (tmp_path / "g.png").exists()
