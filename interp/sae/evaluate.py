@@ -12,8 +12,9 @@ CE, CE recovered, KL, FVU and density are defined in `interp.sae.eval_metrics`.
 
 One jitted step per batch of sequences runs the clean, spliced and ablated forwards and returns
 sums (accumulated in float64 on the host) and a running top-M per latent, merged on device with
-`lax.top_k`, so no activations are stored. Top contexts of the chosen latents are then
-recomputed from the few sequences they live in.
+`lax.top_k`, so no activations are stored. The dashboards of the chosen latents take one more
+pass (to the site only, `interp.sae.dashboard`): their histogram bins and quantile bands are
+relative to each latent's maximum, known only after the first.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from interp import jsonio
+from interp import choices, jsonio
 from interp.models import sharded, transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks, check_names, hook_shapes
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from interp.sae import dashboard as dash
 from interp.sae import dictionary as dic
 from interp.sae import eval_metrics
 from interp.sae.config import SAEConfig
@@ -51,6 +53,11 @@ class EvalConfig:
     dashboard_latents: latents with top contexts, the densest first (-1: all, 0: none).
     top_m: contexts kept per latent.
     context_before, context_after: tokens shown either side of the top-activating token.
+    hist_bins, hist_decades: each dashboard latent's activation histogram: log-spaced bins
+      from max * 10**-hist_decades to max (`interp.sae.dashboard`).
+    quantile_bands, band_samples: contexts sampled from bands of lower activation.
+    promoted_k: tokens a latent's decoder promotes (and suppresses) listed.
+    dashboard_seed: the band samples' draw.
   """
 
   batch_size: int = 32
@@ -63,8 +70,16 @@ class EvalConfig:
   top_m: int = 10
   context_before: int = 8
   context_after: int = 2
+  hist_bins: int = 24
+  hist_decades: float = 3.0
+  quantile_bands: int = 3
+  band_samples: int = 3
+  promoted_k: int = 10
+  dashboard_seed: int = 0
 
   def __post_init__(self):
+    choices.numbers(self, positive=("hist_bins", "hist_decades", "promoted_k"),
+                    non_negative=("quantile_bands", "band_samples"))
     if self.batch_size <= 0 or self.top_m < 0 or self.density_bins <= 0:
       raise ValueError(f"batch_size ({self.batch_size}) and density_bins ({self.density_bins}) "
                        f"must be positive, top_m ({self.top_m}) non-negative")
@@ -216,48 +231,22 @@ def _token_array(tokens, vocab_size: int) -> np.ndarray:
   return arr.astype(np.int32)
 
 
-def _chunks(arr: np.ndarray, batch_size: int):
-  """(start row, padded tokens [batch_size, ctx], valid rows mask)."""
-  for s in range(0, arr.shape[0], batch_size):
-    chunk = arr[s:s + batch_size]
-    valid = np.arange(batch_size) < chunk.shape[0]
-    pad = np.zeros((batch_size - chunk.shape[0], arr.shape[1]), np.int32)
-    yield s, np.concatenate([chunk, pad], 0), valid
-
-
-def _dashboard(arr, density, top_v, top_i, acts_fn, model_params, sae_params, config,
-               decode) -> list[dict]:
-  """Top contexts of the densest latents, activations recomputed on their sequences only."""
-  p = arr.shape[1]
+def _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_cfg,
+               sae_params, config, decode) -> list[dict]:
+  """Dashboards of the densest latents (`interp.sae.dashboard`); `top_v` gives their maxima."""
   order = [int(i) for i in np.argsort(-density, kind="stable") if density[i] > 0]
   if config.dashboard_latents >= 0:
     order = order[:config.dashboard_latents]
   if not order or top_v.shape[1] == 0:
     return []
-  seqs = sorted({int(i) // p for lat in order for i, v in zip(top_i[lat], top_v[lat]) if v > 0})
-  row_of = {s: r for r, s in enumerate(seqs)}
   latents = jnp.asarray(order, jnp.int32)
-  acts = np.concatenate([np.asarray(acts_fn(model_params, sae_params, jnp.asarray(tok), latents))
-                         [valid] for _, tok, valid in _chunks(arr[seqs], config.batch_size)], 0)
-  start = int(config.exclude_bos)
-  out = []
-  for j, lat in enumerate(order):
-    contexts = []
-    for value, index in zip(top_v[lat], top_i[lat]):
-      if not value > 0:
-        continue
-      s, pos = divmod(int(index), p)
-      lo, hi = max(start, pos - config.context_before), min(p, pos + config.context_after + 1)
-      window = arr[s, lo:hi].tolist()
-      ctx = {"sequence": s, "position": pos, "activation": float(value), "window_start": lo,
-             "tokens": window, "acts": acts[row_of[s], lo:hi, j].astype(float).tolist()}
-      if decode is not None:
-        ctx["text"] = decode(window)
-        ctx["token_strs"] = [decode([t]) for t in window]
-      contexts.append(ctx)
-    out.append({"latent": lat, "density": float(density[lat]),
-                "max_activation": float(top_v[lat, 0]), "contexts": contexts})
-  return out
+  promoted = None
+  if dash.writes_residual(model_cfg, site, sae_cfg.d_in):
+    directions = sae_params["W_dec"][latents] / sae_params["norm_scale"]  # raw units
+    promoted = dash.direct_logits(model_cfg, model_params, directions,
+                                  min(config.promoted_k, model_cfg.vocab_size))
+  return dash.latent_dashboards(lambda tok: acts_fn(model_params, sae_params, tok, latents),
+                                arr, order, top_v[order, 0], config, decode, promoted=promoted)
 
 
 def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAEConfig,
@@ -300,7 +289,7 @@ def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAE
   mean = jnp.zeros((sae_cfg.d_in,), jnp.float32)
   if config.mean_ablation:
     sums = [mean_fn(model_params, jnp.asarray(tok), jnp.asarray(valid))
-            for _, tok, valid in _chunks(arr, config.batch_size)]
+            for _, tok, valid in dash.chunks(arr, config.batch_size)]
     total = sum(np.asarray(s, np.float64) for s, _ in sums)
     mean = jnp.asarray(total / max(sum(float(c) for _, c in sums), 1.0), jnp.float32)
 
@@ -308,7 +297,7 @@ def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAE
   top_v = jnp.full((sae_cfg.d_sae, m), -jnp.inf, jnp.float32)
   top_i = jnp.full((sae_cfg.d_sae, m), -1, jnp.int32)
   parts = []
-  for s, tok, valid in _chunks(arr, config.batch_size):
+  for s, tok, valid in dash.chunks(arr, config.batch_size):
     out, top_v, top_i = step_fn(model_params, sae_params, jnp.asarray(tok), jnp.asarray(valid),
                                 mean, top_v, top_i, jnp.int32(s * arr.shape[1]))
     parts.append(out)
@@ -316,8 +305,8 @@ def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAE
   metrics, density = eval_metrics.metrics_from_sums(parts, config.mean_ablation,
                                                     config.ultra_low_density)
   top_v, top_i = np.asarray(top_v), np.asarray(top_i)
-  dashboard = _dashboard(arr, density, top_v, top_i, acts_fn, model_params, sae_params, config,
-                         decode)
+  dashboard = _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_cfg,
+                         sae_params, config, decode)
   histogram = eval_metrics.density_histogram(density, config.density_bins,
                                              config.density_range)
   meta = {"site": site, "sae": sae_cfg.to_dict(), "n_sequences": int(arr.shape[0]),
@@ -327,11 +316,13 @@ def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAE
 
 
 def write_dashboard_data(path: str, evaluation: Evaluation) -> str:
-  """Writes the top-context data a latent dashboard shows, as JSON, atomically.
+  """Writes the data the latent dashboards show, as JSON, atomically.
 
   The file: {site, sae, n_sequences, context_length, exclude_bos, metrics, latents: [{latent,
-  density, max_activation, contexts: [{sequence, position, activation, window_start, tokens,
-  acts (per token of the window), text and token_strs (when decoded)}]}]}.
+  density, fired, mean_activation, max_activation, histogram {edges, counts}, contexts: [{sequence,
+  position, activation, window_start, tokens, acts (per token of the window), text and
+  token_strs (when decoded)}], bands: [{low, high, contexts}], promoted and suppressed:
+  [{token, value, str}] (residual-stream sites)}]}; `interp.viz.dashboard_html` renders it.
   """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   value = {**evaluation.meta, "metrics": evaluation.metrics, "latents": evaluation.dashboard}

@@ -11,6 +11,7 @@ Vocabulary (beyond `interp.sae.transcoder` and `interp.sae.evaluate`):
   CE         mean next-token cross-entropy over positions 0 .. p-2 of every sequence.
   recovered  (CE_zero - CE_replaced) / (CE_zero - CE_clean).
   FVU, L0    per layer on the clean forward's activations (as in training).
+`dashboards` gives the feature-dashboard data (`interp.sae.dashboard`) of every layer's latents.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
+from interp.sae import dashboard as dash
 from interp.sae import transcoder as tc
 
 
@@ -107,3 +109,73 @@ def replaced_loss(model_cfg: TransformerConfig, model_params, cfg: tc.Transcoder
   res["ce_recovered"] = (res["ce_zero"] - res["ce_replaced"]) / gap if gap else float("nan")
   res.update(fvu=np.asarray(out["fvu"]).tolist(), l0=np.asarray(out["l0"]).tolist())
   return res
+
+
+def _directions(cfg: tc.TranscoderConfig, params: dict, layers, latents) -> jax.Array:
+  """[K d] what each (layer, latent) writes into the residual stream per unit activation, in
+  model units: its decoder row at its layer, or for a CLT the sum of its rows over every layer
+  it writes to (all of them land in the residual stream the final norm reads)."""
+  layers, latents = jnp.asarray(layers), jnp.asarray(latents)
+  out_scale = params["out_scale"]
+  if cfg.kind == tc.Kind.CLT:
+    w = params["W_dec"][layers, latents] * tc.clt_mask(cfg.n_layers)[layers][..., None]
+    return jnp.sum(w / out_scale[None, :, None], axis=1)
+  return params["W_dec"][layers, latents] / out_scale[layers][:, None]
+
+
+@functools.lru_cache(maxsize=8)
+def _acts_program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
+  ins, _ = tc.sites(model_cfg)
+
+  def acts(model_params, params, tokens):
+    _, cache = transformer.forward(model_cfg, model_params, tokens, Hooks(capture=ins))
+    return tc.encode(cfg, params, jnp.stack([cache[s] for s in ins], axis=2).astype(jnp.float32))
+
+  def survey(model_params, params, tokens, mask):
+    a = jnp.where(mask[:, :, None, None], acts(model_params, params, tokens), 0.0)  # [b p L n]
+    return jnp.sum(a > 0, (0, 1), dtype=jnp.int32), jnp.max(a, (0, 1))
+
+  def chosen(model_params, params, tokens, layers, latents):
+    return acts(model_params, params, tokens)[:, :, layers, latents]  # [b p K]
+
+  return jax.jit(survey), jax.jit(chosen)
+
+
+def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderConfig,
+               params: dict, tokens, config, decode=None) -> list[dict]:
+  """Feature-dashboard data of a transcoder's (or CLT's) densest latents in every layer.
+
+  Args:
+    model_cfg, model_params: the model.
+    cfg, params: the transcoder.
+    tokens: int [n, ctx] sequences.
+    config: an `interp.sae.evaluate.EvalConfig`; `dashboard_latents` counts per layer.
+    decode: token ids -> text.
+  Returns:
+    `interp.sae.dashboard.latent_dashboards` dicts, each with its `layer`, layer by layer,
+    densest first within a layer; latents that never fired are left out.
+  """
+  arr = np.asarray(tokens, np.int32)
+  survey, chosen = _acts_program(model_cfg, cfg)
+  p, start = arr.shape[1], int(config.exclude_bos)
+  fired, top = 0, None
+  for _, tok, valid in dash.chunks(arr, config.batch_size):
+    mask = valid[:, None] & (np.arange(p) >= start)[None, :]
+    f, m = jax.device_get(survey(model_params, params, jnp.asarray(tok), jnp.asarray(mask)))
+    fired, top = fired + f, m if top is None else np.maximum(top, m)
+  layers, latents = [], []
+  for l in range(cfg.n_layers):
+    order = [int(i) for i in np.argsort(-fired[l], kind="stable") if fired[l, i] > 0]
+    if config.dashboard_latents >= 0:
+      order = order[:config.dashboard_latents]
+    layers += [l] * len(order)
+    latents += order
+  if not latents:
+    return []
+  lay, lat = jnp.asarray(layers, jnp.int32), jnp.asarray(latents, jnp.int32)
+  promoted = dash.direct_logits(model_cfg, model_params, _directions(cfg, params, lay, lat),
+                                min(config.promoted_k, model_cfg.vocab_size))
+  return dash.latent_dashboards(
+      lambda tok: chosen(model_params, params, tok, lay, lat), arr, latents,
+      top[np.asarray(layers), np.asarray(latents)], config, decode, layers=layers,
+      promoted=promoted)
