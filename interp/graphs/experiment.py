@@ -6,6 +6,9 @@ The library behind `experiments/attribution_graph.py`. The run folder (`workdir`
   graph.json      the pruned graph (`interp.attribution_graph/1`, `GraphConfig` thresholds)
   graph.html      the self-contained viewer page (a `graph.state.json` saved from it beside it
                   is embedded when the page is rewritten)
+  dashboard.html  the transcoder's feature dashboards: every layer's `DASHBOARD_LATENTS`
+                  densest latents over the context corpus, one page with a layer selector
+                  (`dashboard.json` holds its data)
   results.json    scores, node/edge counts before and after pruning (stored and default
                   thresholds), steering agreement, timings
 """
@@ -25,12 +28,18 @@ from interp.graphs import attribute, export, validate
 from interp.graphs import prune as graph_prune
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
+from interp.sae import evaluate as eval_lib
 from interp.sae import train as sae_train
 from interp.sae import transcoder as tc
+from interp.sae import transcoder_eval
 from interp.sae import transcoder_train
 from interp.train import run_folder
 from interp.train.optim import OptimizerConfig
-from interp.viz import graph_html
+from interp.viz import dashboard_html, graph_html
+
+# Latents per layer on the dashboard page (densest first): enough to browse, while a page for
+# every layer of Gemma stays a few megabytes.
+DASHBOARD_LATENTS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +99,22 @@ def _decoder(model):
   if hasattr(model.tokenizer, "id_to_piece"):
     return lambda t: model.tokenizer.id_to_piece(t).replace("\u2581", " ")
   return lambda t: model.tokenizer.decode([t])
+
+
+def _write_dashboard(cfg, params, tc_cfg, tc_params, corpus, decode, model: str,
+                     folder: str) -> str:
+  """Writes the transcoder's dashboard data and page into `folder`; returns the page."""
+  eval_cfg = eval_lib.EvalConfig(batch_size=min(8, len(corpus)),
+                                 dashboard_latents=DASHBOARD_LATENTS)
+  latents = transcoder_eval.dashboards(cfg, params, tc_cfg, tc_params, corpus, eval_cfg,
+                                       lambda ids: "".join(decode(int(t)) for t in ids))
+  data = {"site": "MLP (transcoder)", "transcoder": tc_cfg.to_dict(),
+          "n_sequences": int(len(corpus)), "context_length": int(corpus.shape[1]),
+          "latents": latents}
+  jsonio.write_json_atomic(os.path.join(folder, "dashboard.json"), data, indent=None)
+  return dashboard_html.write_dashboard_html(
+      data, os.path.join(folder, "dashboard.html"),
+      f"{tc_cfg.kind.value.upper()} transcoder feature dashboard ({model})")
 
 
 def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
@@ -161,6 +186,10 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
       node["norm"] = round(float(norms[node["layer"], node["pos"]]), 4)
   graph_html.save_graph_json(out, os.path.join(config.workdir, "graph.json"))
   graph_html.write_graph_html(out, os.path.join(config.workdir, "graph.html"))
+  t0 = time.perf_counter()
+  _write_dashboard(cfg, params, tc_cfg, tc_params, corpus, decode, config.model,
+                   config.workdir)
+  dashboard_s = time.perf_counter() - t0
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
   results = {
       "prompt": config.prompt, "tokens": len(tokens), "scores": scores,
@@ -174,6 +203,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
                    **validate.agreement(pred, obs)},
       "timings": {**{k: round(v, 3) for k, v in graph.timings.items()},
                   "build_s": round(build_s, 3), "contexts_s": round(contexts_s, 3),
+                  "dashboard_s": round(dashboard_s, 3),
                   "wall_s": round(time.perf_counter() - t_start, 3)},
       "transcoder": tc_cfg.to_dict(),
       "transcoder_training": None if train_results is None else train_results.get("final")}

@@ -47,5 +47,9 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
                          "pass; error nodes make the logits exact. The viewer is graph.html "
                          "(self-contained; open it in a browser: it opens on the strongest paths "
                          "into the top logit; click a node for its ranked edges, trace, pin and "
-                         f"group). Figure: {shot}.",
-                 figures=[png] if png else [], rows=rows)
+                         "group); dashboard.html shows the transcoders' features, one layer at a "
+                         f"time. Figure: {shot}.",
+                 figures=[png] if png else [], rows=rows,
+                 links=[("attribution graph viewer", os.path.join(workdir, "graph.html")),
+                        ("transcoder feature dashboards",
+                         os.path.join(workdir, "dashboard.html"))])

@@ -13,7 +13,8 @@ Two dead fractions, measured on different things, each labelled with what it was
 On a short evaluation set the second is the larger: a latent of density 1e-4 that fires every
 few training steps has likely not fired on 2,048 evaluation tokens.
   eval.json           every evaluation metric and the log-density histogram
-  dashboard.json      top-activating contexts of the densest latents (dashboard data)
+  dashboard.json      the densest latents' dashboard data (`interp.sae.dashboard`)
+  dashboard.html      the feature-dashboard page for it (`interp.viz.dashboard_html`)
   density.png         the log10 latent-density histogram
   saelens/            the dictionary in SAELens's format (sae_weights.safetensors + cfg.json)
 
@@ -46,6 +47,7 @@ from interp.sae import store as store_lib
 from interp.sae import synthetic
 from interp.sae import train as sae_train
 from interp.train import run_folder
+from interp.viz import dashboard_html
 
 SOURCES = "planted | " + zoo.SPECS
 
@@ -170,6 +172,9 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
     if primary:
       run_folder.write_json(workdir, "eval.json", evaluation.to_json())
       eval_lib.write_dashboard_data(os.path.join(workdir, "dashboard.json"), evaluation)
+      dashboard_html.write_dashboard_html(
+          {**evaluation.meta, "metrics": evaluation.metrics, "latents": evaluation.dashboard},
+          os.path.join(workdir, "dashboard.html"), f"SAE feature dashboard: {src.hook}")
       fig = eval_metrics.density_figure(evaluation.histogram)
       fig.savefig(os.path.join(workdir, "density.png"), dpi=120, bbox_inches="tight")
   elif src.source == "planted":

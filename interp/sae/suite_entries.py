@@ -17,6 +17,7 @@ from interp.sae import train as sae_train
 from interp.sae.config import SAEConfig
 from interp.train import checkpoint
 from interp.train.optim import OptimizerConfig
+from interp.viz import dashboard_html
 from interp.viz.report import Registry, Section
 
 ENTRIES = Registry()
@@ -56,13 +57,21 @@ def sae_gemma(workdir: str, quick: bool) -> Section:
     return Section(title=title, summary=f"{results['status']} at step {results['step']} of "
                    f"{s['num_steps']}; run the suite again to resume from the checkpoint.")
   m = results["summary"]
+  page = os.path.join(workdir, "dashboard.html")
+  shot = os.path.join(workdir, "dashboard.png")
+  figures = [os.path.join(workdir, "density.png")]
+  if dashboard_html.screenshot(page, shot):  # needs Chromium; the page itself does not
+    figures.append(shot)
   return Section(
       title=title,
       summary=f"TopK k=32, {s['d_sae']} latents on `{HOOK}` (d=640), "
               f"{s['num_steps']} steps x {s['batch_size']} activations of the built-in corpus; "
               f"evaluated on {s['eval_sequences']} held-out sequences of "
-              f"{s['context_length']} tokens by splicing the reconstruction into the model.",
-      figures=[os.path.join(workdir, "density.png")],
+              f"{s['context_length']} tokens by splicing the reconstruction into the model. "
+              "The feature dashboards (dashboard.html, self-contained) show each of the densest "
+              "latents' activation histogram, top and lower-band contexts, and the tokens its "
+              "decoder promotes and suppresses.",
+      figures=figures, links=[("feature dashboards", page)],
       rows=[("L0 (latents per token)", f"{m['l0']:.1f}", "k = 32"),
             ("fraction of variance unexplained", f"{m['fvu']:.3f}", "lower is better"),
             ("cosine(x, x_hat)", f"{m['cosine']:.3f}", "-"),

@@ -150,17 +150,17 @@ def example_dashboard() -> dict:
             "token_strs": [words[t % len(words)] for t in toks],
             "text": "".join(words[t % len(words)] for t in toks)}
 
-  def latent(lat, layer, density, peak):
+  def latent(lat, layer, density, peak, first):
     return {"latent": lat, "layer": layer, "density": density, "fired": int(density * 1e4),
             "mean_activation": peak / 3, "max_activation": peak,
             "histogram": {"edges": [peak * 10 ** (-3 + 0.5 * i) for i in range(7)],
                           "counts": [1, 3, 8, 20, 12, 5]},
-            "contexts": [ctx(s, 2, peak * (1 - 0.1 * s)) for s in range(3)],
+            "contexts": [ctx(first + s, 2, peak * (1 - 0.1 * s)) for s in range(3)],
             "bands": [{"low": peak * b / 4, "high": peak * (b + 1) / 4,
                        "contexts": [ctx(5 + b, 1, peak * (b + 0.5) / 4)]} for b in range(3)],
             "promoted": [{"token": t, "value": 1.0 - 0.1 * t, "str": words[t]} for t in range(3)],
             "suppressed": [{"token": t, "value": -0.5 * t, "str": words[t]} for t in (4, 5)]}
 
   return {"site": "blocks.0.hook_mlp_out", "n_sequences": 16, "context_length": 12,
-          "metrics": {"l0": 8.0}, "latents": [latent(7, 0, 0.02, 3.0), latent(2, 1, 0.1, 1.5),
-                                              latent(40, 1, 0.005, 6.0)]}
+          "metrics": {"l0": 8.0}, "latents": [latent(7, 0, 0.02, 3.0, 0), latent(2, 1, 0.1, 1.5, 3),
+                                              latent(40, 1, 0.005, 6.0, 6)]}

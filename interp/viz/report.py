@@ -5,12 +5,12 @@ Vocabulary:
             (`quick` shrinks it for smoke tests) and returns its numbers for the report
   Registry  the entries of one package, in the order they run (`@ENTRIES.register("name")`);
             `interp.figures` joins every package's registry into the suite
-  Section   a title, the PNGs an entry wrote, and rows of (quantity, our value, the paper's
-            value or expectation)
+  Section   a title, the PNGs an entry wrote, links to pages it wrote (HTML dashboards,
+            viewers), and rows of (quantity, our value, the paper's value or expectation)
 
 `run_entries` runs entries one after another, each in `<workdir>/<name>/`, and `write_report`
-renders their sections to `<workdir>/report.md`, figures linked by relative path, so the folder
-can be copied as is.
+renders their sections to `<workdir>/report.md`, figures and pages linked by relative path, so
+the folder can be copied as is.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Section:
   title: str
   summary: str = ""
   figures: list[str] = dataclasses.field(default_factory=list)  # paths as written
+  links: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (label, path)
   rows: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # name, ours, paper
   seconds: float = 0.0
   error: str | None = None
@@ -57,6 +58,11 @@ def write_report(workdir: str, sections: list[Section], title: str = "interp fig
     if s.rows:
       lines += ["| quantity | interp | paper / expected |", "| --- | --- | --- |"]
       lines += [f"| {a} | {_fmt(b)} | {_fmt(c)} |" for a, b, c in s.rows]
+      lines.append("")
+    for label, target in s.links:
+      rel = os.path.relpath(os.path.abspath(target), os.path.abspath(workdir))
+      lines.append(f"- [{label}]({rel})")
+    if s.links:
       lines.append("")
     for fig in s.figures:
       rel = os.path.relpath(os.path.abspath(fig), os.path.abspath(workdir))
