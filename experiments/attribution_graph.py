@@ -10,7 +10,8 @@
   python experiments/attribution_graph.py --model=toy:runs/lm --workdir=runs/graph_toy \
       --d_latent=512 --k=8 --num_steps=300 --batch_size=512 --prompt="the cat sat on the"
 
-Writes graph.json, graph.html and results.json (`interp.graphs.experiment`).
+Writes graph.json, graph.html, dashboard.html (the transcoder's features) and results.json
+(`interp.graphs.experiment`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@
       --compile_only --source=planted --planted_d=4096 --d_sae=33554432 --batch_size=4096 \
       --mesh=data:8,model:32 --activation=relu --decoder_norm=weighted
 
-Outputs (metrics, checkpoints, results.json, eval.json, dashboard.json, density.png, saelens/)
-are described in `interp.sae.experiment`; the rules and their flags in `interp.sae.config`.
+Outputs (metrics, checkpoints, results.json, eval.json, dashboard.json, dashboard.html,
+density.png, saelens/) are described in `interp.sae.experiment`; the rules and their flags in
+`interp.sae.config`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from interp.circuits import weights
+from interp.graphs import experiment as graph_experiment
 from interp.models import config as model_config
 from interp.models import transformer
 from interp.sae import dashboard as dash
@@ -21,7 +22,7 @@ from interp.sae import evaluate as ev
 from interp.sae import transcoder as tc
 from interp.sae import transcoder_eval
 from interp.sae.config import SAEConfig
-from interp.viz import dashboard_html
+from interp.viz import dashboard_html, report
 from tests.test_graph_viewer import SCRIPT_TOKEN, browser  # noqa: F401  (the fixture)
 
 SITE = "blocks.0.hook_resid_post"
@@ -120,7 +121,7 @@ def test_sae_dashboard_data_matches_numpy(model, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
-def test_transcoder_dashboard_data_matches_numpy(model, kind):
+def test_transcoder_dashboard_data_matches_numpy(model, kind, tmp_path, monkeypatch):
   cfg, params, tokens = model
   tc_cfg = tc.TranscoderConfig(kind=kind, n_layers=2, d_model=D, d_latent=12, k=3)
   tc_params = tc.init(tc_cfg, jax.random.key(2))
@@ -128,7 +129,10 @@ def test_transcoder_dashboard_data_matches_numpy(model, kind):
   ins, _ = tc.sites(cfg)
   x_in = np.stack([v for v in _capture(cfg, params, tokens, ins).values()], 2)
   acts = np.asarray(tc.encode(tc_cfg, tc_params, jnp.asarray(x_in, jnp.float32)), np.float64)
-  config = ev.EvalConfig(**{**CONFIG.__dict__, "dashboard_latents": 3})
+  # The attribution-graph run's settings (one batch of <= 8 sequences), so its call below
+  # reuses these compiled programs.
+  config = ev.EvalConfig(batch_size=N_SEQ, dashboard_latents=3)
+  monkeypatch.setattr(graph_experiment, "DASHBOARD_LATENTS", 3)
   out = transcoder_eval.dashboards(cfg, params, tc_cfg, tc_params, tokens, config)
   w = np.asarray(tc_params["W_dec"], np.float64)
   scale = np.asarray(tc_params["out_scale"], np.float64)
@@ -144,7 +148,20 @@ def test_transcoder_dashboard_data_matches_numpy(model, kind):
       direction = sum(w[l, i, t] / scale[t] for t in range(l, 2))
     else:
       direction = w[l, i] / scale[l]
-    _check_promoted(e, cfg, params, direction, 4)
+    _check_promoted(e, cfg, params, direction, config.promoted_k)
+  # What the attribution-graph run writes: every layer on one page.
+  page = graph_experiment._write_dashboard(cfg, params, tc_cfg, tc_params, tokens,
+                                           lambda t: chr(65 + t), "tiny", str(tmp_path))
+  data = json.loads((tmp_path / "dashboard.json").read_text())
+  for e in out:  # the same numbers; the run decodes its tokens
+    for c in [*e["contexts"], *[c for b in e["bands"] for c in b["contexts"]]]:
+      c.update(text="".join(chr(65 + t) for t in c["tokens"]),
+               token_strs=[chr(65 + t) for t in c["tokens"]])
+    for item in [*e["promoted"], *e["suppressed"]]:
+      item["str"] = chr(65 + item["token"])
+  assert data["latents"] == json.loads(json.dumps(out)) and os.path.exists(page)
+  assert data["latents"][0]["contexts"][0]["text"] == "".join(
+      data["latents"][0]["contexts"][0]["token_strs"])
 
 
 # ----- The page in headless Chromium.
@@ -239,3 +256,10 @@ def test_screenshot_with_chromium_cli(tmp_path):
   page = dashboard_html.write_dashboard_html(_data(), str(tmp_path / "d.html"))
   assert dashboard_html.screenshot(page, str(tmp_path / "d.png"), size=(800, 600))
   assert open(tmp_path / "d.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_links_pages_by_relative_path(tmp_path):
+  page = dashboard_html.write_dashboard_html(_data(), str(tmp_path / "sae" / "dashboard.html"))
+  path = report.write_report(str(tmp_path), [report.Section(
+      title="SAE", links=[("feature dashboards", page)])])
+  assert "- [feature dashboards](sae/dashboard.html)" in open(path).read().splitlines()

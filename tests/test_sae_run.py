@@ -134,7 +134,7 @@ def test_binary_on_a_toy_model(tmp_path):
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert summary["dead_fraction_train_window"] == [r for r in logged if "dead" in r][-1]["dead"]
   assert np.isfinite(summary["ce_loss_recovered"]) and summary["fvu"] < 1.0
-  for name in ("eval.json", "dashboard.json", "density.png", "saelens/cfg.json"):
+  for name in ("eval.json", "dashboard.json", "dashboard.html", "density.png", "saelens/cfg.json"):
     assert (workdir / name).exists(), name
 
 

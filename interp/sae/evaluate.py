@@ -99,7 +99,7 @@ class Evaluation:
     histogram: {"edges": [bins + 1] log10 density, "counts": [bins] live latents, "dead": int}.
     top_values, top_index: [d_sae, top_m] each latent's largest activations and the flat token
       index (sequence * ctx + position) they occurred at; -inf / -1 where there were fewer.
-    dashboard: one dict per chosen latent with its top contexts (see `write_dashboard_data`).
+    dashboard: one dict per chosen latent (`interp.sae.dashboard.latent_dashboards`).
     meta: site, dictionary config and token counts.
   """
 
