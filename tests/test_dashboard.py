@@ -41,9 +41,13 @@ def model():
   return cfg, params, tokens
 
 
-def _capture(cfg, params, tokens, sites):
-  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(tokens), list(sites))
-  return {s: np.asarray(cache[s], np.float64) for s in sites}
+@pytest.fixture(scope="module")
+def cache(model):
+  """Every activation the references read, from one forward (float64)."""
+  cfg, params, tokens = model
+  sites = [SITE, "ln_final.hook_scale", *tc.sites(cfg)[0]]
+  _, out = transformer.run_with_cache(cfg, params, jnp.asarray(tokens), sites)
+  return {s: np.asarray(out[s], np.float64) for s in sites}
 
 
 def _check_latent(entry, acts, tokens, config, start=1):
@@ -80,8 +84,10 @@ def _check_latent(entry, acts, tokens, config, start=1):
       assert lo * (1 - 1e-5) < acts[c["sequence"], c["position"]] <= hi * (1 + 1e-5)
 
 
-def _check_promoted(entry, cfg, params, direction, k):
-  d = np.asarray(direction, np.float64)
+def _check_promoted(entry, cfg, params, cache, direction, k, batch):
+  # The final norm frozen at the mean of 1 / its divisor over the first batch's evaluated tokens.
+  scale = cache["ln_final.hook_scale"][:batch, 1:]
+  d = np.asarray(direction, np.float64) * np.mean(1.0 / scale)
   d = d - d.mean()  # LayerNorm's mean removal
   w_u = np.asarray(weights.unembedding(cfg, params, fold_norms=True), np.float64)
   np.testing.assert_allclose(dash._unembedding(cfg, params), w_u, rtol=1e-6)
@@ -95,9 +101,9 @@ def _check_promoted(entry, cfg, params, direction, k):
                              rtol=1e-4, atol=1e-6)
 
 
-def test_sae_dashboard_data_matches_numpy(model, tmp_path):
+def test_sae_dashboard_data_matches_numpy(model, cache, tmp_path):
   cfg, params, tokens = model
-  x = _capture(cfg, params, tokens, [SITE])[SITE]
+  x = cache[SITE]
   sae_cfg = SAEConfig(d_in=D, d_sae=D_SAE, activation="relu")
   sae = dic.init(sae_cfg, jax.random.key(1), jnp.asarray(x.reshape(-1, D), jnp.float32))
   sae["b_enc"] = sae["b_enc"].at[:3].set(-1e3)  # dead: never chosen
@@ -111,7 +117,8 @@ def test_sae_dashboard_data_matches_numpy(model, tmp_path):
   assert [e["latent"] for e in res.dashboard] == order
   for e in res.dashboard:
     _check_latent(e, acts[..., e["latent"]], tokens, CONFIG)
-    _check_promoted(e, cfg, params, p["W_dec"][e["latent"]] / p["norm_scale"], 4)
+    _check_promoted(e, cfg, params, cache, p["W_dec"][e["latent"]] / p["norm_scale"], 4,
+                    CONFIG.batch_size)
     assert e["contexts"][0]["token_strs"] == [chr(65 + t) for t in e["contexts"][0]["tokens"]]
   path = ev.write_dashboard_data(str(tmp_path / "dashboard.json"), res)
   data = json.loads(open(path).read())
@@ -121,13 +128,13 @@ def test_sae_dashboard_data_matches_numpy(model, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
-def test_transcoder_dashboard_data_matches_numpy(model, kind, tmp_path, monkeypatch):
+def test_transcoder_dashboard_data_matches_numpy(model, cache, kind, tmp_path, monkeypatch):
   cfg, params, tokens = model
   tc_cfg = tc.TranscoderConfig(kind=kind, n_layers=2, d_model=D, d_latent=12, k=3)
   tc_params = tc.init(tc_cfg, jax.random.key(2))
   tc_params["out_scale"] = jnp.asarray([2.0, 0.5])  # unfolded scales must be divided out
   ins, _ = tc.sites(cfg)
-  x_in = np.stack([v for v in _capture(cfg, params, tokens, ins).values()], 2)
+  x_in = np.stack([cache[s] for s in ins], 2)
   acts = np.asarray(tc.encode(tc_cfg, tc_params, jnp.asarray(x_in, jnp.float32)), np.float64)
   # The attribution-graph run's settings (one batch of <= 8 sequences), so its call below
   # reuses these compiled programs.
@@ -148,7 +155,7 @@ def test_transcoder_dashboard_data_matches_numpy(model, kind, tmp_path, monkeypa
       direction = sum(w[l, i, t] / scale[t] for t in range(l, 2))
     else:
       direction = w[l, i] / scale[l]
-    _check_promoted(e, cfg, params, direction, config.promoted_k)
+    _check_promoted(e, cfg, params, cache, direction, config.promoted_k, N_SEQ)
   # What the attribution-graph run writes: every layer on one page.
   page = graph_experiment._write_dashboard(cfg, params, tc_cfg, tc_params, tokens,
                                            lambda t: chr(65 + t), "tiny", str(tmp_path))

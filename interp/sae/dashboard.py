@@ -14,11 +14,13 @@ Vocabulary (evaluated tokens as in `interp.sae.evaluate`):
   context      a window of tokens around one activating token with every token's activation.
   promoted     the tokens whose logits a latent's decoder direction raises (suppressed: lowers)
                along the direct path: the direction added to the residual stream, through the
-               final norm linearised and the unembedding. Linearised: the norm's per-token
-               1 / rms factor is dropped (positive, so the order of tokens is unchanged; values
-               are logits per unit activation at rms 1), LayerNorm's mean removal is kept and
-               its weight is folded into W_U. Later layers are ignored (a logit lens of the
-               decoder row, as `interp.steering.clamp.output_tokens`).
+               final norm linearised and the unembedding, per unit activation. Linearised: the
+               norm's per-token divisor (rms, or std for LayerNorm) is frozen at its typical
+               value, the mean of 1 / divisor over the evaluated tokens of the first batch
+               (`final_norm_inverse`), LayerNorm's mean removal is kept and the norm's weight
+               is folded into W_U; so values are logit changes at a typical token and their
+               order does not depend on the frozen value. Later layers are ignored (a logit lens
+               of the decoder row, as `interp.steering.clamp.output_tokens`).
 
 One jitted reduction per batch over the chosen latents' activations [b p K] accumulates the
 counts, sums, histogram, running top-M and band samples on device; context windows are then
@@ -34,7 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp.models import transformer
 from interp.models.config import NormType, TransformerConfig
+from interp.models.hooks import Hooks
 from interp.sae import eval_metrics
 
 # Sites whose activation is (or adds to) the residual stream, so a decoder row is a direction
@@ -58,15 +62,40 @@ def _unembedding(model_cfg: TransformerConfig, model_params) -> jax.Array:
   return w_u
 
 
+@functools.partial(jax.jit, static_argnames=("model_cfg",))
+def _inverse_sum(model_cfg, model_params, tokens, mask):
+  _, cache = transformer.forward(model_cfg, model_params, tokens,
+                                 Hooks(capture=("ln_final.hook_scale",)))
+  m = mask.astype(jnp.float32)
+  return jnp.sum(m / cache["ln_final.hook_scale"][..., 0].astype(jnp.float32)), jnp.sum(m)
+
+
+def final_norm_inverse(model_cfg: TransformerConfig, model_params, arr: np.ndarray,
+                       batch_size: int, start: int) -> float:
+  """The mean of 1 / the final norm's divisor over the evaluated tokens of the first batch of
+  `arr` [n ctx] (positions >= `start`); 1 for a model without norms."""
+  if model_cfg.norm == NormType.NONE:
+    return 1.0
+  _, tok, valid = next(chunks(arr, batch_size))
+  mask = valid[:, None] & (np.arange(arr.shape[1]) >= start)[None, :]
+  total, count = _inverse_sum(model_cfg, model_params, jnp.asarray(tok), jnp.asarray(mask))
+  return float(total) / max(float(count), 1.0)
+
+
 @functools.partial(jax.jit, static_argnames=("model_cfg", "k"))
-def direct_logits(model_cfg: TransformerConfig, model_params, directions: jax.Array,
-                  k: int) -> tuple[jax.Array, ...]:
+def direct_logits(model_cfg: TransformerConfig, model_params, directions: jax.Array, k: int,
+                  inverse: float = 1.0) -> tuple[jax.Array, ...]:
   """The k most promoted and most suppressed tokens of residual directions [K d].
 
+  Args:
+    model_cfg, model_params: the model.
+    directions: [K d] what each latent adds to the residual stream per unit activation.
+    k: tokens per list.
+    inverse: the final norm's frozen 1 / divisor (`final_norm_inverse`).
   Returns:
     (top values, top ids, bottom values, bottom ids), each [K k]; bottom values ascending.
   """
-  d = directions.astype(jnp.float32)
+  d = directions.astype(jnp.float32) * inverse
   if model_cfg.norm == NormType.LAYERNORM:  # the final norm removes the mean first
     d = d - d.mean(-1, keepdims=True)
   logits = d @ _unembedding(model_cfg, model_params).astype(jnp.float32)

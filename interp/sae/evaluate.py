@@ -243,8 +243,10 @@ def _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_
   promoted = None
   if dash.writes_residual(model_cfg, site, sae_cfg.d_in):
     directions = sae_params["W_dec"][latents] / sae_params["norm_scale"]  # raw units
+    inverse = dash.final_norm_inverse(model_cfg, model_params, arr, config.batch_size,
+                                      int(config.exclude_bos))
     promoted = dash.direct_logits(model_cfg, model_params, directions,
-                                  min(config.promoted_k, model_cfg.vocab_size))
+                                  min(config.promoted_k, model_cfg.vocab_size), inverse)
   return dash.latent_dashboards(lambda tok: acts_fn(model_params, sae_params, tok, latents),
                                 arr, order, top_v[order, 0], config, decode, promoted=promoted)
 

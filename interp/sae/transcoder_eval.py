@@ -173,8 +173,9 @@ def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderCon
   if not latents:
     return []
   lay, lat = jnp.asarray(layers, jnp.int32), jnp.asarray(latents, jnp.int32)
+  inverse = dash.final_norm_inverse(model_cfg, model_params, arr, config.batch_size, start)
   promoted = dash.direct_logits(model_cfg, model_params, _directions(cfg, params, lay, lat),
-                                min(config.promoted_k, model_cfg.vocab_size))
+                                min(config.promoted_k, model_cfg.vocab_size), inverse)
   return dash.latent_dashboards(
       lambda tok: chosen(model_params, params, tok, lay, lat), arr, latents,
       top[np.asarray(layers), np.asarray(latents)], config, decode, layers=layers,
