@@ -84,9 +84,9 @@ def _check_latent(entry, acts, tokens, config, start=1):
       assert lo * (1 - 1e-5) < acts[c["sequence"], c["position"]] <= hi * (1 + 1e-5)
 
 
-def _check_promoted(entry, cfg, params, cache, direction, k, batch):
-  # The final norm frozen at the mean of 1 / its divisor over the first batch's evaluated tokens.
-  scale = cache["ln_final.hook_scale"][:batch, 1:]
+def _check_promoted(entry, cfg, params, cache, direction, k):
+  # The final norm frozen at the mean of 1 / its divisor over the evaluated tokens.
+  scale = cache["ln_final.hook_scale"][:, 1:]
   d = np.asarray(direction, np.float64) * np.mean(1.0 / scale)
   d = d - d.mean()  # LayerNorm's mean removal
   w_u = np.asarray(weights.unembedding(cfg, params, fold_norms=True), np.float64)
@@ -117,8 +117,7 @@ def test_sae_dashboard_data_matches_numpy(model, cache, tmp_path):
   assert [e["latent"] for e in res.dashboard] == order
   for e in res.dashboard:
     _check_latent(e, acts[..., e["latent"]], tokens, CONFIG)
-    _check_promoted(e, cfg, params, cache, p["W_dec"][e["latent"]] / p["norm_scale"], 4,
-                    CONFIG.batch_size)
+    _check_promoted(e, cfg, params, cache, p["W_dec"][e["latent"]] / p["norm_scale"], 4)
     assert e["contexts"][0]["token_strs"] == [chr(65 + t) for t in e["contexts"][0]["tokens"]]
   path = ev.write_dashboard_data(str(tmp_path / "dashboard.json"), res)
   data = json.loads(open(path).read())
@@ -155,7 +154,7 @@ def test_transcoder_dashboard_data_matches_numpy(model, cache, kind, tmp_path, m
       direction = sum(w[l, i, t] / scale[t] for t in range(l, 2))
     else:
       direction = w[l, i] / scale[l]
-    _check_promoted(e, cfg, params, cache, direction, config.promoted_k, N_SEQ)
+    _check_promoted(e, cfg, params, cache, direction, config.promoted_k)
   # What the attribution-graph run writes: every layer on one page.
   page = graph_experiment._write_dashboard(cfg, params, tc_cfg, tc_params, tokens,
                                            lambda t: chr(65 + t), "tiny", str(tmp_path))

@@ -16,9 +16,9 @@ Vocabulary (evaluated tokens as in `interp.sae.evaluate`):
                along the direct path: the direction added to the residual stream, through the
                final norm linearised and the unembedding, per unit activation. Linearised: the
                norm's per-token divisor (rms, or std for LayerNorm) is frozen at its typical
-               value, the mean of 1 / divisor over the evaluated tokens of the first batch
-               (`final_norm_inverse`), LayerNorm's mean removal is kept and the norm's weight
-               is folded into W_U; so values are logit changes at a typical token and their
+               value, the mean of 1 / divisor over the evaluated tokens (measured in the pass
+               that already runs the model), LayerNorm's mean removal is kept and the norm's
+               weight is folded into W_U; so values are logit changes at a typical token and their
                order does not depend on the frozen value. Later layers are ignored (a logit lens
                of the decoder row, as `interp.steering.clamp.output_tokens`).
 
@@ -36,9 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.models import transformer
 from interp.models.config import NormType, TransformerConfig
-from interp.models.hooks import Hooks
 from interp.sae import eval_metrics
 
 # Sites whose activation is (or adds to) the residual stream, so a decoder row is a direction
@@ -62,26 +60,6 @@ def _unembedding(model_cfg: TransformerConfig, model_params) -> jax.Array:
   return w_u
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg",))
-def _inverse_sum(model_cfg, model_params, tokens, mask):
-  _, cache = transformer.forward(model_cfg, model_params, tokens,
-                                 Hooks(capture=("ln_final.hook_scale",)))
-  m = mask.astype(jnp.float32)
-  return jnp.sum(m / cache["ln_final.hook_scale"][..., 0].astype(jnp.float32)), jnp.sum(m)
-
-
-def final_norm_inverse(model_cfg: TransformerConfig, model_params, arr: np.ndarray,
-                       batch_size: int, start: int) -> float:
-  """The mean of 1 / the final norm's divisor over the evaluated tokens of the first batch of
-  `arr` [n ctx] (positions >= `start`); 1 for a model without norms."""
-  if model_cfg.norm == NormType.NONE:
-    return 1.0
-  _, tok, valid = next(chunks(arr, batch_size))
-  mask = valid[:, None] & (np.arange(arr.shape[1]) >= start)[None, :]
-  total, count = _inverse_sum(model_cfg, model_params, jnp.asarray(tok), jnp.asarray(mask))
-  return float(total) / max(float(count), 1.0)
-
-
 @functools.partial(jax.jit, static_argnames=("model_cfg", "k"))
 def direct_logits(model_cfg: TransformerConfig, model_params, directions: jax.Array, k: int,
                   inverse: float = 1.0) -> tuple[jax.Array, ...]:
@@ -91,7 +69,7 @@ def direct_logits(model_cfg: TransformerConfig, model_params, directions: jax.Ar
     model_cfg, model_params: the model.
     directions: [K d] what each latent adds to the residual stream per unit activation.
     k: tokens per list.
-    inverse: the final norm's frozen 1 / divisor (`final_norm_inverse`).
+    inverse: the final norm's frozen 1 / divisor: its mean over the evaluated tokens.
   Returns:
     (top values, top ids, bottom values, bottom ids), each [K k]; bottom values ascending.
   """

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from interp import choices, jsonio
 from interp.models import sharded, transformer
-from interp.models.config import TransformerConfig
+from interp.models.config import NormType, TransformerConfig
 from interp.models.hooks import Hooks, check_names, hook_shapes
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
@@ -127,10 +127,18 @@ def _masks(valid, p, start):
   return pos_ok, tok_mask
 
 
-def _site_input(cfg, params, tokens, site):
-  logits, cache = transformer.forward(cfg, params, tokens, Hooks(capture=(site,)))
+def _site_input(cfg, params, tokens, site, final_inverse=False):
+  """(logits, x [b p d_in] float32), and with `final_inverse` 1 / the final norm's divisor
+  [b p] (ones without norms: what the dashboards' direct path freezes)."""
+  final = ("ln_final.hook_scale",) if final_inverse and cfg.norm != NormType.NONE else ()
+  logits, cache = transformer.forward(cfg, params, tokens, Hooks(capture=(site,) + final))
   x = cache[site]
-  return logits, x.reshape(x.shape[0], x.shape[1], -1).astype(jnp.float32)
+  x = x.reshape(x.shape[0], x.shape[1], -1).astype(jnp.float32)
+  if not final_inverse:
+    return logits, x
+  inverse = (1.0 / cache[final[0]][..., 0].astype(jnp.float32) if final
+             else jnp.ones(x.shape[:2], jnp.float32))
+  return logits, x, inverse
 
 
 def _replace(value, pos_ok):
@@ -172,13 +180,14 @@ def _compiled(model_cfg, sae_cfg, site, config, mesh, model_def, model_leaves, s
       b, p = tokens.shape
       pos_ok, tok_mask = _masks(valid, p, start)
       pred_mask = tok_mask[:, :-1].astype(jnp.float32)
-      logits, x = _site_input(model_cfg, params, tokens, site)
+      logits, x, inverse = _site_input(model_cfg, params, tokens, site, final_inverse=True)
       acts = dic.encode(sae_cfg, sae, x)
       x_hat = dic.reconstruct(sae_cfg, sae, x)
       flat_mask = tok_mask.reshape(-1)
       out = eval_metrics.activation_sums(x.reshape(b * p, -1), x_hat.reshape(b * p, -1),
                                          acts.reshape(b * p, -1), flat_mask)
       out["n_pred"] = jnp.sum(pred_mask)
+      out["final_inverse"] = jnp.sum(tok_mask * inverse)
       f_mask = tok_mask.astype(jnp.float32)
       out["nll_clean"], _ = eval_metrics.nll_kl(logits, logits, tokens, pred_mask, f_mask)
       # Nothing upstream of the site changes, so the edit `reconstruct(x)` at the site writes
@@ -232,7 +241,7 @@ def _token_array(tokens, vocab_size: int) -> np.ndarray:
 
 
 def _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_cfg,
-               sae_params, config, decode) -> list[dict]:
+               sae_params, config, decode, inverse) -> list[dict]:
   """Dashboards of the densest latents (`interp.sae.dashboard`); `top_v` gives their maxima."""
   order = [int(i) for i in np.argsort(-density, kind="stable") if density[i] > 0]
   if config.dashboard_latents >= 0:
@@ -243,8 +252,6 @@ def _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_
   promoted = None
   if dash.writes_residual(model_cfg, site, sae_cfg.d_in):
     directions = sae_params["W_dec"][latents] / sae_params["norm_scale"]  # raw units
-    inverse = dash.final_norm_inverse(model_cfg, model_params, arr, config.batch_size,
-                                      int(config.exclude_bos))
     promoted = dash.direct_logits(model_cfg, model_params, directions,
                                   min(config.promoted_k, model_cfg.vocab_size), inverse)
   return dash.latent_dashboards(lambda tok: acts_fn(model_params, sae_params, tok, latents),
@@ -307,8 +314,9 @@ def evaluate(model_cfg: TransformerConfig, model_params, site: str, sae_cfg: SAE
   metrics, density = eval_metrics.metrics_from_sums(parts, config.mean_ablation,
                                                     config.ultra_low_density)
   top_v, top_i = np.asarray(top_v), np.asarray(top_i)
+  inverse = sum(float(p["final_inverse"]) for p in parts) / max(metrics["n_tokens"], 1.0)
   dashboard = _dashboard(arr, density, top_v, acts_fn, model_cfg, model_params, site, sae_cfg,
-                         sae_params, config, decode)
+                         sae_params, config, decode, inverse)
   histogram = eval_metrics.density_histogram(density, config.density_bins,
                                              config.density_range)
   meta = {"site": site, "sae": sae_cfg.to_dict(), "n_sequences": int(arr.shape[0]),

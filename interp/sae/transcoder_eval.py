@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp.models import transformer
-from interp.models.config import TransformerConfig
+from interp.models.config import NormType, TransformerConfig
 from interp.models.hooks import Hooks
 from interp.sae import dashboard as dash
 from interp.sae import transcoder as tc
@@ -127,16 +127,24 @@ def _directions(cfg: tc.TranscoderConfig, params: dict, layers, latents) -> jax.
 def _acts_program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
   ins, _ = tc.sites(model_cfg)
 
-  def acts(model_params, params, tokens):
-    _, cache = transformer.forward(model_cfg, model_params, tokens, Hooks(capture=ins))
-    return tc.encode(cfg, params, jnp.stack([cache[s] for s in ins], axis=2).astype(jnp.float32))
+  final = ("ln_final.hook_scale",) if model_cfg.norm != NormType.NONE else ()
+
+  def acts(model_params, params, tokens, capture=()):
+    _, cache = transformer.forward(model_cfg, model_params, tokens, Hooks(capture=ins + capture))
+    x_in = jnp.stack([cache[s] for s in ins], axis=2).astype(jnp.float32)
+    return tc.encode(cfg, params, x_in), cache
 
   def survey(model_params, params, tokens, mask):
-    a = jnp.where(mask[:, :, None, None], acts(model_params, params, tokens), 0.0)  # [b p L n]
-    return jnp.sum(a > 0, (0, 1), dtype=jnp.int32), jnp.max(a, (0, 1))
+    """Per-latent firing counts and maxima [L n], and the sum of 1 / the final norm's divisor
+    (the direct path's frozen scale) over the evaluated tokens."""
+    a, cache = acts(model_params, params, tokens, final)
+    a = jnp.where(mask[:, :, None, None], a, 0.0)  # [b p L n]
+    m = mask.astype(jnp.float32)
+    inverse = jnp.sum(m / cache[final[0]][..., 0]) if final else jnp.sum(m)
+    return jnp.sum(a > 0, (0, 1), dtype=jnp.int32), jnp.max(a, (0, 1)), inverse
 
   def chosen(model_params, params, tokens, layers, latents):
-    return acts(model_params, params, tokens)[:, :, layers, latents]  # [b p K]
+    return acts(model_params, params, tokens)[0][:, :, layers, latents]  # [b p K]
 
   return jax.jit(survey), jax.jit(chosen)
 
@@ -158,11 +166,12 @@ def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderCon
   arr = np.asarray(tokens, np.int32)
   survey, chosen = _acts_program(model_cfg, cfg)
   p, start = arr.shape[1], int(config.exclude_bos)
-  fired, top = 0, None
+  fired, top, inverse, n_tok = 0, None, 0.0, 0
   for _, tok, valid in dash.chunks(arr, config.batch_size):
     mask = valid[:, None] & (np.arange(p) >= start)[None, :]
-    f, m = jax.device_get(survey(model_params, params, jnp.asarray(tok), jnp.asarray(mask)))
+    f, m, inv = jax.device_get(survey(model_params, params, jnp.asarray(tok), jnp.asarray(mask)))
     fired, top = fired + f, m if top is None else np.maximum(top, m)
+    inverse, n_tok = inverse + float(inv), n_tok + int(mask.sum())
   layers, latents = [], []
   for l in range(cfg.n_layers):
     order = [int(i) for i in np.argsort(-fired[l], kind="stable") if fired[l, i] > 0]
@@ -173,9 +182,9 @@ def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderCon
   if not latents:
     return []
   lay, lat = jnp.asarray(layers, jnp.int32), jnp.asarray(latents, jnp.int32)
-  inverse = dash.final_norm_inverse(model_cfg, model_params, arr, config.batch_size, start)
   promoted = dash.direct_logits(model_cfg, model_params, _directions(cfg, params, lay, lat),
-                                min(config.promoted_k, model_cfg.vocab_size), inverse)
+                                min(config.promoted_k, model_cfg.vocab_size),
+                                inverse / max(n_tok, 1))
   return dash.latent_dashboards(
       lambda tok: chosen(model_params, params, tok, lay, lat), arr, latents,
       top[np.asarray(layers), np.asarray(latents)], config, decode, layers=layers,

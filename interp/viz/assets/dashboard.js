@@ -22,9 +22,12 @@
     if (x !== 0 && (Math.abs(x) < 1e-3 || Math.abs(x) >= 1e4)) return x.toExponential(2);
     return x.toFixed(digits === undefined ? 3 : digits);
   }
-  // Whitespace made visible so a token of spaces or a newline still has a shape.
+  // Whitespace made visible so a token of spaces or a newline still has a shape (and an
+  // empty string, a token the tokenizer decodes to nothing, a mark).
   function show(s) {
-    return String(s).replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192");
+    s = String(s).replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192");
+    if (s === "") return "\u2205";
+    return s.trim() === "" ? s.replace(/ /g, "\u2423") : s;
   }
   function tokStr(ctx, i) {
     return ctx.token_strs ? ctx.token_strs[i] : "#" + ctx.tokens[i];
