@@ -216,8 +216,10 @@ def latent_dashboards(acts_fn: Callable[[jax.Array], jax.Array], arr: np.ndarray
         contexts=[context(j, i) for v, i in zip(c["top_v"][j], c["top_i"][j]) if v > 0],
         bands=[{"low": float(max_act[j]) * b / (n_bands + 1),
                 "high": float(max_act[j]) * (b + 1) / (n_bands + 1),
-                "contexts": [context(j, i) for v, i in zip(c["band_v"][b, j], c["band_i"][b, j])
-                             if v > -np.inf]} for b in range(n_bands)])
+                "contexts": sorted((context(j, i) for v, i in zip(c["band_v"][b, j],
+                                                                  c["band_i"][b, j])
+                                    if v > -np.inf), key=lambda x: -x["activation"])}
+               for b in range(n_bands)])
     if promoted is not None:
       tv, ti, bv, bi = (np.asarray(x[j]) for x in promoted)
       entry.update(promoted=token_list(tv, ti), suppressed=token_list(bv, bi))
