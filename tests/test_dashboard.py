@@ -22,8 +22,10 @@ from interp.sae import evaluate as ev
 from interp.sae import transcoder as tc
 from interp.sae import transcoder_eval
 from interp.sae.config import SAEConfig
+from interp.viz import browser as browser_lib
 from interp.viz import dashboard_html, report
-from tests.test_graph_viewer import SCRIPT_TOKEN, browser  # noqa: F401  (the fixture)
+from tests.test_graph_format import SCRIPT_TOKEN
+from tests.test_graph_viewer import browser  # noqa: F401  (the module's Chromium fixture)
 
 SITE = "blocks.0.hook_resid_post"
 D, D_SAE, N_SEQ, CTX = 16, 48, 6, 10
@@ -139,14 +141,18 @@ def test_transcoder_dashboard_data_matches_numpy(model, cache, kind, tmp_path, m
   # reuses these compiled programs.
   config = ev.EvalConfig(batch_size=N_SEQ, dashboard_latents=3)
   monkeypatch.setattr(graph_experiment, "DASHBOARD_LATENTS", 3)
-  out = transcoder_eval.dashboards(cfg, params, tc_cfg, tc_params, tokens, config)
-  w = np.asarray(tc_params["W_dec"], np.float64)
-  scale = np.asarray(tc_params["out_scale"], np.float64)
   want = []
   for l in range(2):
     fired = (acts[:, 1:, l] > 0).sum((0, 1))
-    want += [(l, int(i)) for i in np.argsort(-fired, kind="stable") if fired[i] > 0][:3]
-  assert [(e["layer"], e["latent"]) for e in out] == want
+    order = [(l, int(i)) for i in np.argsort(-fired, kind="stable") if fired[i] > 0]
+    want += order[:3]
+  assert len(order) > 4
+  include = [order[4], order[0]]  # a graph's features: one more, one already shown
+  out = transcoder_eval.dashboards(cfg, params, tc_cfg, tc_params, tokens, config,
+                                   include=include)
+  assert [(e["layer"], e["latent"]) for e in out] == want + [order[4]]
+  w = np.asarray(tc_params["W_dec"], np.float64)
+  scale = np.asarray(tc_params["out_scale"], np.float64)
   for e in out:
     l, i = e["layer"], e["latent"]
     _check_latent(e, acts[:, :, l, i], tokens, config)
@@ -157,7 +163,8 @@ def test_transcoder_dashboard_data_matches_numpy(model, cache, kind, tmp_path, m
     _check_promoted(e, cfg, params, cache, direction, config.promoted_k)
   # What the attribution-graph run writes: every layer on one page.
   page = graph_experiment._write_dashboard(cfg, params, tc_cfg, tc_params, tokens,
-                                           lambda t: chr(65 + t), "tiny", str(tmp_path))
+                                           lambda t: chr(65 + t), "tiny", str(tmp_path),
+                                           include)
   data = json.loads((tmp_path / "dashboard.json").read_text())
   for e in out:  # the same numbers; the run decodes its tokens
     for c in [*e["contexts"], *[c for b in e["bands"] for c in b["contexts"]]]:
@@ -217,6 +224,11 @@ def test_dashboard_in_headless_chromium(browser, tmp_path):  # noqa: F811
   _set(browser, "sort", "max", "change")
   assert _visible(browser) == sorted(range(3), key=lambda i: -lat[i]["max_activation"])
 
+  browser.get("file://" + page + "#L1-40")  # a graph node's link opens on its latent
+  assert browser.find_element("css selector", "#detail h2").text == "Latent L1 #40"
+  browser.execute_script("location.hash = '#L0-7'")
+  assert browser.find_element("css selector", "#detail h2").text == "Latent L0 #7"
+  assert dashboard_html.anchor("dashboard.html", 1, 40) == "dashboard.html#L1-40"
   browser.find_element("css selector", "tr.latent-row[data-key='2']").click()
   assert browser.find_element("css selector", "#detail h2").text == "Latent L1 #40"
   shown = browser.execute_script(
@@ -249,19 +261,14 @@ def test_dashboard_in_headless_chromium(browser, tmp_path):  # noqa: F811
   _set(browser, "search", "", "input")
   _set(browser, "layer", "1", "change")
   assert sorted(_visible(browser)) == [i for i in range(3) if lat[i]["layer"] == 1]
-  browser.save_screenshot(str(tmp_path / "dashboard.png"))
-  if os.environ.get("INTERP_DASHBOARD_SCREENSHOT"):  # for a person checking the layout
-    browser.save_screenshot(os.environ["INTERP_DASHBOARD_SCREENSHOT"])
   errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors
-
-
-def test_screenshot_with_chromium_cli(tmp_path):
-  if dashboard_html.chromium() is None:
-    pytest.skip("no chromium on PATH")
-  page = dashboard_html.write_dashboard_html(_data(), str(tmp_path / "d.html"))
-  assert dashboard_html.screenshot(page, str(tmp_path / "d.png"), size=(800, 600))
-  assert open(tmp_path / "d.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  # The report's picture of the page, from the same browser.
+  png, note = browser_lib.screenshot_page(page, str(tmp_path / "dashboard.png"), 800, 600,
+                                          driver=browser)
+  assert png and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n", note
+  if os.environ.get("INTERP_DASHBOARD_SCREENSHOT"):  # for a person checking the layout
+    browser.save_screenshot(os.environ["INTERP_DASHBOARD_SCREENSHOT"])
 
 
 def test_report_links_pages_by_relative_path(tmp_path):

@@ -6,9 +6,9 @@ The library behind `experiments/attribution_graph.py`. The run folder (`workdir`
   graph.json      the pruned graph (`interp.attribution_graph/1`, `GraphConfig` thresholds)
   graph.html      the self-contained viewer page (a `graph.state.json` saved from it beside it
                   is embedded when the page is rewritten)
-  dashboard.html  the transcoder's feature dashboards: every layer's `DASHBOARD_LATENTS`
-                  densest latents over the context corpus, one page with a layer selector
-                  (`dashboard.json` holds its data)
+  dashboard.html  the transcoder's feature dashboards over the context corpus: every layer's
+                  `DASHBOARD_LATENTS` densest latents and the graph's features (their nodes
+                  link to them), one page with a layer selector (`dashboard.json` its data)
   results.json    scores, node/edge counts before and after pruning (stored and default
                   thresholds), steering agreement, timings
 """
@@ -102,12 +102,14 @@ def _decoder(model):
 
 
 def _write_dashboard(cfg, params, tc_cfg, tc_params, corpus, decode, model: str,
-                     folder: str) -> str:
-  """Writes the transcoder's dashboard data and page into `folder`; returns the page."""
+                     folder: str, keys=()) -> str:
+  """Writes the transcoder's dashboard data and page into `folder`; returns the page. The
+  graph's features (`keys`: (layer, feature)) get dashboards too, which their nodes link to."""
   eval_cfg = eval_lib.EvalConfig(batch_size=min(8, len(corpus)),
                                  dashboard_latents=DASHBOARD_LATENTS)
   latents = transcoder_eval.dashboards(cfg, params, tc_cfg, tc_params, corpus, eval_cfg,
-                                       lambda ids: "".join(decode(int(t)) for t in ids))
+                                       lambda ids: "".join(decode(int(t)) for t in ids),
+                                       include=keys)
   data = {"site": "MLP (transcoder)", "transcoder": tc_cfg.to_dict(),
           "n_sequences": int(len(corpus)), "context_length": int(corpus.shape[1]),
           "latents": latents}
@@ -184,11 +186,15 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   for node in out["nodes"]:
     if node["kind"] == "error":
       node["norm"] = round(float(norms[node["layer"], node["pos"]]), 4)
+  for node in out["nodes"]:  # each feature's page: dashboard.html, written below
+    if node["kind"] == "feature":
+      node["dashboard_url"] = dashboard_html.anchor("dashboard.html", node["layer"],
+                                                    node["feature"])
   graph_html.save_graph_json(out, os.path.join(config.workdir, "graph.json"))
   graph_html.write_graph_html(out, os.path.join(config.workdir, "graph.html"))
   t0 = time.perf_counter()
   _write_dashboard(cfg, params, tc_cfg, tc_params, corpus, decode, config.model,
-                   config.workdir)
+                   config.workdir, keys)
   dashboard_s = time.perf_counter() - t0
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
   results = {

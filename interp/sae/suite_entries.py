@@ -17,7 +17,7 @@ from interp.sae import train as sae_train
 from interp.sae.config import SAEConfig
 from interp.train import checkpoint
 from interp.train.optim import OptimizerConfig
-from interp.viz import dashboard_html
+from interp.viz import browser
 from interp.viz.report import Registry, Section
 
 ENTRIES = Registry()
@@ -59,9 +59,9 @@ def sae_gemma(workdir: str, quick: bool) -> Section:
   m = results["summary"]
   page = os.path.join(workdir, "dashboard.html")
   shot = os.path.join(workdir, "dashboard.png")
-  figures = [os.path.join(workdir, "density.png")]
-  if dashboard_html.screenshot(page, shot):  # needs Chromium; the page itself does not
-    figures.append(shot)
+  # The page is the result; its picture needs Chromium and is skipped with a message without.
+  png, shot_note = browser.screenshot_page(page, shot, width=1400, height=900)
+  figures = [os.path.join(workdir, "density.png")] + ([png] if png else [])
   return Section(
       title=title,
       summary=f"TopK k=32, {s['d_sae']} latents on `{HOOK}` (d=640), "
@@ -70,7 +70,7 @@ def sae_gemma(workdir: str, quick: bool) -> Section:
               f"{s['context_length']} tokens by splicing the reconstruction into the model. "
               "The feature dashboards (dashboard.html, self-contained) show each of the densest "
               "latents' activation histogram, top and lower-band contexts, and the tokens its "
-              "decoder promotes and suppresses.",
+              f"decoder promotes and suppresses. Figure: {shot_note}.",
       figures=figures, links=[("feature dashboards", page)],
       rows=[("L0 (latents per token)", f"{m['l0']:.1f}", "k = 32"),
             ("fraction of variance unexplained", f"{m['fvu']:.3f}", "lower is better"),

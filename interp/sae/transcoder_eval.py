@@ -17,6 +17,7 @@ Vocabulary (beyond `interp.sae.transcoder` and `interp.sae.evaluate`):
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -150,7 +151,8 @@ def _acts_program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
 
 
 def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderConfig,
-               params: dict, tokens, config, decode=None) -> list[dict]:
+               params: dict, tokens, config, decode=None,
+               include: Sequence[tuple[int, int]] = ()) -> list[dict]:
   """Feature-dashboard data of a transcoder's (or CLT's) densest latents in every layer.
 
   Args:
@@ -159,9 +161,11 @@ def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderCon
     tokens: int [n, ctx] sequences.
     config: an `interp.sae.evaluate.EvalConfig`; `dashboard_latents` counts per layer.
     decode: token ids -> text.
+    include: (layer, latent) pairs shown as well (an attribution graph's features), fired or not.
   Returns:
     `interp.sae.dashboard.latent_dashboards` dicts, each with its `layer`, layer by layer,
-    densest first within a layer; latents that never fired are left out.
+    densest first within a layer, then the included ones; other latents that never fired are
+    left out.
   """
   arr = np.asarray(tokens, np.int32)
   survey, chosen = _acts_program(model_cfg, cfg)
@@ -177,6 +181,8 @@ def dashboards(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderCon
     order = [int(i) for i in np.argsort(-fired[l], kind="stable") if fired[l, i] > 0]
     if config.dashboard_latents >= 0:
       order = order[:config.dashboard_latents]
+    extra = sorted({int(i) for layer, i in include if layer == l} - set(order))
+    order += extra
     layers += [l] * len(order)
     latents += order
   if not latents:

@@ -10,7 +10,8 @@ Vocabulary (the data `interp.sae.evaluate.write_dashboard_data` and
 
 The page (`render_dashboard_html`) has an index of latents (`#search` filters by the tokens
 they fire most on, `#sort` orders by density, maximum activation or id, `#layer` picks a layer
-when there are several) and the selected latent's details: its activation histogram as inline
+when there are several) and the selected latent's details (`anchor`: a link that opens the page
+on one latent, as the graph viewer's feature nodes do): its activation histogram as inline
 SVG, the tokens it promotes and suppresses, its top contexts and samples from lower bands, each
 token shaded in proportion to its activation over the latent's maximum. Per-layer transcoders
 and CLTs get one page per dictionary with the layer selector. Like the graph viewer
@@ -25,13 +26,16 @@ import base64
 import hashlib
 import html
 import os
-import shutil
-import subprocess
 
 from interp.viz import graph_html
 
 _LATENT_REQUIRED = ("latent", "density", "max_activation", "contexts")
 _CONTEXT_REQUIRED = ("tokens", "acts", "position", "window_start")
+
+
+def anchor(page: str, layer: int | None, latent: int) -> str:
+  """The link that opens `page` on one latent: `page#L<layer>-<latent>`, or `page#<latent>`."""
+  return f"{page}#{'' if layer is None else f'L{int(layer)}-'}{int(latent)}"
 
 
 def validate_dashboard(data: dict, source: str = "dashboard") -> None:
@@ -100,38 +104,6 @@ def write_dashboard_html(data: dict, path: str, title: str | None = None) -> str
     f.write(page)
   os.replace(tmp, path)
   return path
-
-
-def chromium() -> str | None:
-  """The headless-capable Chromium binary on the PATH, or None."""
-  return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def screenshot(page: str, png: str, size: tuple[int, int] = (1400, 900),
-               timeout_s: float = 60.0) -> bool:
-  """Saves a PNG of an HTML file as headless Chromium draws it.
-
-  Args:
-    page: the .html file.
-    png: where to write the PNG.
-    size: the window (width, height) in pixels.
-    timeout_s: how long Chromium may take.
-  Returns:
-    True when the PNG was written; False when no Chromium is installed or it failed (a
-    screenshot is an illustration, so its absence is not an error).
-  """
-  binary = chromium()
-  if binary is None:
-    return False
-  os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-  cmd = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--hide-scrollbars", f"--window-size={size[0]},{size[1]}",
-         f"--screenshot={os.path.abspath(png)}", "file://" + os.path.abspath(page)]
-  try:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s)
-  except (OSError, subprocess.SubprocessError):
-    return False
-  return os.path.exists(png) and os.path.getsize(png) > 0
 
 
 def example_dashboard() -> dict:

@@ -229,8 +229,28 @@
     detail.appendChild(bands);
   }
 
+  // `#L<layer>-<latent>` or `#<latent>` (dashboard_html.anchor) opens the page on that latent.
+  function fromHash() {
+    const m = /^#(?:L(\d+)-)?(\d+)$/.exec(location.hash);
+    if (!m) return -1;
+    return latents.findIndex(d => String(d.latent) === m[2] &&
+                                  (m[1] === undefined ? d.layer === undefined
+                                                      : String(d.layer) === m[1]));
+  }
+  window.addEventListener("hashchange", () => {
+    const i = fromHash();
+    if (i >= 0) { select(i); rows[i].scrollIntoView({block: "nearest"}); }
+  });
+
   refresh();
-  if (latents.length) select(Number(table.querySelector("tr.latent-row:not(.hidden)").dataset.key));
-  else detail.appendChild(el("p", "note", "no live latents"));
+  const first = fromHash();
+  if (first >= 0) {
+    select(first);
+    rows[first].scrollIntoView({block: "nearest"});
+  } else if (latents.length) {
+    select(Number(table.querySelector("tr.latent-row:not(.hidden)").dataset.key));
+  } else {
+    detail.appendChild(el("p", "note", "no live latents"));
+  }
   window.dashboardSelect = select;
 })();
