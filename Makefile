@@ -33,8 +33,9 @@ figures: env
 test: env-dev
 	$(PY) -m pytest -q tests
 
+# Every benchmark beside its peer, each in its own process: runs/bench/table.md (+ table.json).
 bench: env-dev
-	$(PY) experiments/bench_forward.py --out=runs/bench_forward.json
+	$(PY) experiments/bench_all.py --out_dir=runs/bench
 
 # Once, on a machine with an accelerator (< 8 minutes on one H200): a table and runs/device_check.json.
 # The peers (SAELens, TransformerLens) are optional: a missing one is a "peer not installed" row.

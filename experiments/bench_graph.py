@@ -4,6 +4,7 @@ r"""Attribution-graph construction cost: wall time and peak memory against promp
   python experiments/bench_graph.py --lengths=32,128 --max_feature_nodes=512 --out=/tmp/b.json
   python experiments/bench_graph.py --max_tokens --memory_cap_gb=24 --out=runs/graph_probe.json
   python experiments/bench_graph.py --model=toy:runs/lm2 --lengths=16,32 --d_latent=256 --k=8
+  python experiments/bench_graph.py --quick --out=/tmp/b.json                    # smoke sizes
 
 What is measured (a random TopK transcoder's graph per prompt length, each length in a fresh
 worker process for its own peak RSS) is described in `interp.bench.graph`.
@@ -29,9 +30,17 @@ _MAX_TOKENS = flags.DEFINE_bool("max_tokens", False, "Probe the longest prompt t
 _CAP_GB = flags.DEFINE_float("memory_cap_gb", 24.0, "Memory cap for --max_tokens.")
 _TIMEOUT = flags.DEFINE_float("timeout_s", 3600.0, "Per-length worker timeout.")
 _OUT = flags.DEFINE_string("out", "runs/bench_graph.json", "Output JSON.")
+_QUICK = flags.DEFINE_bool("quick", False, "Smoke test: QUICK's tiny sizes, replacing those "
+                           "flags (the model stays --model).")
+
+# --quick's sizes: one short prompt and a small transcoder.
+QUICK = dict(lengths=["8"], d_latent=32, k=2, max_feature_nodes=8, chunk=4, max_tokens=False)
 
 
 def config_from_flags() -> graph.GraphBenchConfig:
+  if _QUICK.value:
+    for name, value in QUICK.items():
+      setattr(flags.FLAGS, name, value)
   try:
     zoo.ModelSpec.parse(_MODEL.value, flag="model")
     lengths = tuple(int(x) for x in _LENGTHS.value)

@@ -1,8 +1,7 @@
 r"""SAE training-step throughput and peak memory: interp (JAX) against SAELens (torch).
 
   python experiments/bench_sae.py --out=runs/bench_sae.json
-  python experiments/bench_sae.py --d_in=32 --d_sae=256 --batch=64 --k=8 --steps=2 --warmup=1 \
-      --pair_steps=2 --one_worker --out=/tmp/bench_sae.json             # tiny smoke run
+  python experiments/bench_sae.py --quick --out=/tmp/bench_sae.json    # tiny smoke run
 
 What is measured (relu and topk rules, paired step timings, the matmul limit, isolated memory)
 and how each number is defined is in `interp.bench.sae` (the sides in `interp.bench.sae_sides`).
@@ -36,9 +35,17 @@ flags.DEFINE_enum("decoder_norm", "weighted", ["weighted", "unit"], "ours, relu:
                   "what SAELens's standard SAE does (L1 times decoder-row norms, free rows)")
 flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for our workers (experiments)")
 flags.DEFINE_bool("one_worker", False, "run everything in one worker process (smoke test)")
+flags.DEFINE_bool("quick", False, "smoke test: QUICK's tiny sizes and steps in one worker, "
+                  "replacing those flags")
+
+# --quick's sizes: seconds, and every field of the report still filled.
+QUICK = dict(d_in=32, d_sae=256, batch=64, k=8, steps=2, warmup=1, pair_steps=2, one_worker=True)
 
 
 def config_from_flags(f) -> sae.SAEBenchConfig:
+  if f.quick:
+    for name, value in QUICK.items():
+      setattr(f, name, value)
   bad = [a for a in f.archs if a not in _ARCHS]
   if bad:
     raise app.UsageError(f"--archs: unknown {bad}; valid: {_ARCHS}")
