@@ -129,8 +129,13 @@ def test_kill_and_resume_is_bit_identical(reference, tmp_path):
 
 @pytest.mark.parametrize("mesh", ["data:8", "data:4,model:2"])
 def test_losses_match_across_meshes(reference, tmp_path, mesh):
-  run_binary(tmp_path, f"--num_steps={PARITY_STEPS}", "--checkpoint_every=100", f"--mesh={mesh}",
-             devices=8)
+  """The binary's one-device run against TINY's config run here, on this process's 8 devices."""
+  model = model_config.attn_only(n_layers=1, d_model=32, n_heads=2, n_ctx=32, vocab_size=256,
+                                 norm="layernorm", positional="learned", d_mlp=64)
+  lm.train_lm(lm.TrainLMConfig.make(workdir=str(tmp_path), model=model, batch_size=8,
+                                    num_steps=PARITY_STEPS, seed=1, mesh=mesh, log_every=1,
+                                    optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
+                                    checkpoint=CheckpointConfig(every_steps=100)))
   ref, got = losses(reference), losses(tmp_path)
   diffs = [abs(got[s] - ref[s]) for s in range(1, PARITY_STEPS + 1)]
   print(f"\n{mesh} vs 1 device: max |loss diff| over {PARITY_STEPS} steps = {max(diffs):.3g}")
