@@ -104,7 +104,8 @@ def npm_tokenizer_dir():
 @pytest.fixture(scope="session")
 def tiny_lm_run(tmp_path_factory) -> pathlib.Path:
   """A 1-layer LM (train_lm's defaults: byte vocabulary, LayerNorm, learned positions; d_model 32,
-  2 heads, n_ctx 32, d_mlp 64) trained 20 steps in this process. Read it, never write to it."""
+  2 heads, n_ctx 32, d_mlp 64) trained 20 steps in this process on one of its devices (the
+  simulated eight would only add sharding work). Read it, never write to it."""
   from interp.models import config as model_config
   from interp.train import lm
   from interp.train.checkpoint import CheckpointConfig
@@ -113,7 +114,7 @@ def tiny_lm_run(tmp_path_factory) -> pathlib.Path:
   model = model_config.attn_only(n_layers=1, d_model=32, n_heads=2, n_ctx=32, vocab_size=256,
                                  norm="layernorm", positional="learned", d_mlp=64)
   lm.train_lm(lm.TrainLMConfig.make(workdir=str(run), model=model, batch_size=8, num_steps=20,
-                                    log_every=10, mesh="data:-1",
+                                    log_every=10, mesh="data:1",
                                     optimizer=OptimizerConfig(lr=1e-2, warmup_steps=5),
                                     checkpoint=CheckpointConfig(every_steps=20, keep=1)))
   return run

@@ -1,4 +1,5 @@
-"""Smoke test of experiments/bench_sae.py: a tiny run reports both sides for both rules."""
+"""Smoke test of experiments/bench_sae.py: --quick reports both sides for both rules, and the
+`make bench` table's rows from its report."""
 
 import importlib.util
 import json
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from interp.bench import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_sae.py")
@@ -25,8 +28,7 @@ def _has(module: str) -> bool:
 def test_tiny_run_reports_both_sides(tmp_path):
   out = tmp_path / "runs" / "bench_sae.json"  # the binary creates the missing folder
   proc = subprocess.run(
-      [sys.executable, BINARY, "--d_in=32", "--d_sae=256", "--batch=64", "--k=8", "--steps=2",
-       "--warmup=1", "--pair_steps=2", "--one_worker", f"--out={out}"],
+      [sys.executable, BINARY, "--quick", f"--out={out}"],  # d_in 32, d_sae 256, batch 64, k 8
       cwd=ROOT, timeout=240, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-4000:]
   report = json.loads(out.read_text())
@@ -47,3 +49,8 @@ def test_tiny_run_reports_both_sides(tmp_path):
     assert set(r["goal_met"]) >= {"speedup_over_saelens"}
   assert report["matmul"]["jax_gflop_per_s_median"] > 0
   assert len(report["machine"]["loadavg_start"]) == 3
+
+  rows = {r.comparison.split(":")[0]: r for r in table.sae_rows(report)}  # the table's keys
+  for arch in ("relu", "topk"):
+    assert rows[arch].ratio == report["archs"][arch]["speedup_ours_over_saelens"]
+    assert rows[arch].ours > 0 and rows[arch].peer > 0 and rows[arch].status in ("met", "not met")

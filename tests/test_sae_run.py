@@ -106,14 +106,9 @@ def test_two_processes_match_one_process(tmp_path):
                                  err_msg=f"{key} at step {step}")
 
 
-def test_binary_on_a_toy_model(tmp_path):
-  """A tiny train_lm run, then an SAE on its residual stream: evaluated, with files."""
-  lm_dir = tmp_path / "lm"
-  subprocess.run([sys.executable, str(ROOT / "experiments" / "train_lm.py"),
-                  f"--workdir={lm_dir}", "--n_layers=1", "--d_model=32", "--n_heads=2",
-                  "--n_ctx=32", "--d_mlp=64", "--batch_size=8", "--num_steps=20",
-                  "--log_every=10"], cwd=ROOT, env=environment(1), check=True,
-                 capture_output=True, timeout=300)
+def test_binary_on_a_toy_model(tiny_lm_run, tmp_path):
+  """A tiny LM run (tests/conftest.py), then an SAE on its residual stream: evaluated, with files."""
+  lm_dir = tiny_lm_run
   workdir = tmp_path / "sae"
   run(workdir, f"--source=toy:{lm_dir}", "--hook=blocks.0.hook_resid_post", "--expansion=4",
       "--activation=topk", "--k=8", "--lr=3e-3", "--batch_size=256", "--num_steps=40", "--context_length=32",
