@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from interp.bench import table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_forward.py")
 
@@ -48,3 +50,6 @@ def test_quick_run_reports_both_sides(tmp_path):
     assert m["interp"]["compile_seconds"] > 0
     assert m["interp"]["xla_memory_analysis"]["output_bytes"] >= m["interp"]["cache_bytes"]
   assert report["gemm"]["jax_over_torch"] > 0
+  rows = table.forward_rows(report)  # the `make bench` table reads these keys
+  assert [r.ratio for r in rows] == [m[k] for m in report["models"].values() for k in (
+      "speed_ratio_interp_over_tl", "peak_rss_forward_delta_ratio_interp_over_tl")]

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from interp.bench import table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_toy.py")
 
@@ -30,3 +32,6 @@ def test_quick_run_reports_every_side(tmp_path):
   assert report["interp"]["runs"]["10"]["default"]["per_s"] == s["interp_model_steps_per_s"]
   assert report["config"]["quick"] and report["config"]["instances"] == [10]
   assert "wrote" in proc.stdout
+  [row] = table.toy_rows(report)  # the `make bench` table reads these keys
+  assert (row.ours, row.peer, row.ratio) == (s["interp_model_steps_per_s"],
+                                             s["torch_notebook_model_steps_per_s"], s["ratio"])
