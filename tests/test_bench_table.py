@@ -76,9 +76,9 @@ def test_absent_failed_and_unreadable_benchmarks_are_rows_not_crashes():
                       "patching": {"report": {"something": 1}}})
   assert [(r.bench, r.status) for r in rows] == [
       ("forward", "not present"), ("patching", "failed"), ("sae", "failed"),
-      ("toy", "not present"), ("graph", "not present")]
+      ("toy", "not run"), ("graph", "not run")]
   assert rows[2].note == "exit 1: boom" and "keys: ['something']" in rows[1].note
-  assert rows[3].note == "experiments/bench_toy.py was not run"
+  assert rows[0].note == "experiments/bench_forward.py is not in this checkout"
 
 
 def test_run_one_reports_a_missing_binary_and_keeps_an_older_report(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ Vocabulary:
   row         one comparison from a report: our number, the peer's, `ratio` (ours over the
               peer's, so > 1 is better for speed and < 1 for memory), the goal and its status.
   status      `met`, `not met`, `n/a` (no goal at that size, or no number to compare),
-              `not present` (the binary does not exist in this checkout) or `failed` (it exited
-              non-zero or wrote no report: the row says why, and an older report is not read).
+              `not present` (the binary does not exist in this checkout), `not run` (left out by
+              --only) or `failed` (it exited non-zero or wrote no report: the row says why, and
+              an older report is not read).
   goal        the project's target for that comparison (`GOALS`); where a benchmark's own JSON
               states a different target, the row's note quotes it.
 
@@ -52,7 +53,8 @@ GOALS = {
     "graph/8192/fits": ("==", True),
 }
 
-MET, NOT_MET, NA, NOT_PRESENT, FAILED = "met", "not met", "n/a", "not present", "failed"
+MET, NOT_MET, NA = "met", "not met", "n/a"
+NOT_PRESENT, NOT_RUN, FAILED = "not present", "not run", "failed"
 _OPS: dict[str, Callable[[object, object], bool]] = {
     ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
     "==": lambda a, b: a == b}
@@ -199,15 +201,17 @@ def build(outcomes: Mapping[str, Mapping]) -> list[Row]:
 
   Args:
     outcomes: benchmark name -> {"report": the JSON} or {"missing": why} (binary absent) or
-      {"failed": why}. A benchmark not named gets a `not present` row.
+      {"failed": why}. A benchmark not named gets a `not run` row.
 
   Returns:
     The rows.
   """
   rows = []
   for name in BENCHMARKS:
-    o = outcomes.get(name, {"missing": f"{BENCHMARKS[name]} was not run"})
-    if "report" in o:
+    o = outcomes.get(name)
+    if o is None:
+      rows.append(Row(name, "(all)", status=NOT_RUN, note="left out by --only"))
+    elif "report" in o:
       rows.extend(READERS[name](o["report"]))
     elif "missing" in o:
       rows.append(Row(name, "(all)", status=NOT_PRESENT, note=o["missing"]))
@@ -289,7 +293,7 @@ def run_all(out_dir: str, names: Sequence[str], quick: bool, timeout_s: float) -
 
   Args:
     out_dir: where each benchmark's JSON and table.md / table.json go.
-    names: the benchmarks to run; the others get `not present` rows saying they were not run.
+    names: the benchmarks to run; the others get `not run` rows.
     quick: pass --quick to each (smoke sizes).
     timeout_s: per benchmark.
 
