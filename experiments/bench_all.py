@@ -19,7 +19,8 @@ from interp.bench import table
 
 flags.DEFINE_string("out_dir", "runs/bench", "where the reports and the table go")
 flags.DEFINE_bool("quick", False, "pass --quick to every benchmark (smoke sizes)")
-flags.DEFINE_list("only", list(table.BENCHMARKS), f"benchmarks to run, from {list(table.BENCHMARKS)}")
+flags.DEFINE_list("only", list(table.BENCHMARKS),
+                  f"benchmarks to run, from {list(table.BENCHMARKS)}")
 flags.DEFINE_float("timeout_s", 3 * 3600.0, "per benchmark")
 
 

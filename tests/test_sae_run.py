@@ -107,7 +107,7 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 def test_binary_on_a_toy_model(tiny_lm_run, tmp_path):
-  """A tiny LM run (tests/conftest.py), then an SAE on its residual stream: evaluated, with files."""
+  """A tiny LM run (conftest), then an SAE on its residual stream: evaluated, with files."""
   lm_dir = tiny_lm_run
   workdir = tmp_path / "sae"
   run(workdir, f"--source=toy:{lm_dir}", "--hook=blocks.0.hook_resid_post", "--expansion=4",
