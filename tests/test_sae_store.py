@@ -164,7 +164,9 @@ def test_bfloat16_cache_round_trip(tmp_path):
   assert json.load(open(tmp_path / "meta.json"))["dtype"] == "bfloat16"
   cached = store_lib.CachedStore(str(tmp_path), 8, mesh, seed=2, buffer_shards=2)
   direct = store_lib.ArrayStore(data, 8, mesh, seed=2)
-  assert cached.batch(0).dtype == direct.batch(0).dtype == jax.numpy.bfloat16
+  # Stored as bfloat16, served to the dictionary as float32 (exact widening).
+  assert cached.source.dtype == direct.source.dtype == jax.numpy.bfloat16
+  assert cached.batch(0).dtype == direct.batch(0).dtype == jax.numpy.float32
   epoch = np.concatenate([np.asarray(cached.batch(s)) for s in range(8)]).astype(np.float32)
   ref = np.asarray(data).astype(np.float32)
   key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from interp.models import hooks, sharded
 from interp.models.config import PositionalType, TransformerConfig
 from interp.parallel import mesh as mesh_lib
+from interp.precision import FLOAT32, as_precision
 
 _NOT_PER_TOKEN = ("attn.hook_attn_scores", "attn.hook_pattern")
 
@@ -102,7 +103,8 @@ class ModelActivations:
 
   def __init__(self, cfg: TransformerConfig, params, mesh: Mesh, sites, source, *,
                context_length: int, batch_size: int, seed: int = 0, drop_bos: bool | None = None,
-               dtype=jnp.float32, param_shardings=None, model_name: str = "transformer"):
+               dtype=jnp.float32, param_shardings=None, model_name: str = "transformer",
+               precision=None):
     """Args:
       cfg, params: the model; params placed on `mesh` (else they are placed here).
       mesh: the (data, model) mesh.
@@ -112,9 +114,12 @@ class ModelActivations:
       batch_size: windows per model batch (a multiple of the data axis).
       seed: token-window seed.
       drop_bos: leave out position 0; None drops it when the source prepends a BOS (Gemma).
-      dtype: dtype of the stored activations.
+      dtype: dtype of the stored activations (`--activation_dtype`): float32, or bfloat16 for
+        half the bytes on device, on the host and in a disk cache.
       param_shardings: the params' shardings, when known.
       model_name: recorded in `describe` and disk caches (e.g. "gemma-3-270m").
+      precision: the model forward's policy (`interp.precision`; None: float32). Independent of
+        `dtype`: a float32 forward may store bfloat16 rows, rounded once at capture.
     """
     self.sites, self.d_in = check_sites(cfg, sites)
     self.mesh, self.source, self.seed, self.cfg = mesh, source, seed, cfg
@@ -137,8 +142,9 @@ class ModelActivations:
     self.n_chunks = None  # unbounded
     self.params, shardings = _placed(cfg, params, mesh, param_shardings)
     leaves, treedef = jax.tree.flatten(shardings)
+    self.precision = as_precision(precision)
     self._capture = _capture_program(cfg, mesh, self.sites, int(self.drop_bos), self.row_shape,
-                                     self.dtype, treedef, tuple(leaves))
+                                     self.dtype, treedef, tuple(leaves), self.precision)
 
   def tokens(self, t: int) -> jax.Array:
     """The global [batch_size, context_length] token windows of chunk t, sharded over `data`."""
@@ -161,10 +167,12 @@ class ModelActivations:
 
 
 @functools.lru_cache(maxsize=8)
-def _capture_program(cfg, mesh, sites, drop, row_shape, dtype, treedef, sharding_leaves):
+def _capture_program(cfg, mesh, sites, drop, row_shape, dtype, treedef, sharding_leaves,
+                     precision=FLOAT32):
   """jit (params, tokens) -> rows [b * (p - drop), *row_shape] over `data`, for one model, mesh
   and site set (memoised: every store of the same model and mesh shares the compiled forward)."""
-  fwd = sharded.make_forward(cfg, mesh, treedef.unflatten(sharding_leaves), capture=sites)
+  fwd = sharded.make_forward(cfg, mesh, treedef.unflatten(sharding_leaves), capture=sites,
+                             precision=precision)
 
   def capture(params, tokens):
     # Only the cache leaves this function, so XLA drops the unembedding and later layers.
@@ -202,9 +210,12 @@ def _placed(cfg, params, mesh, param_shardings):
 class ArraySource:
   """An in-memory array of activations [n, d] or [n, n_sites, d] as a single chunk."""
 
-  def __init__(self, array, mesh: Mesh, name: str = "array", sites=None):
+  def __init__(self, array, mesh: Mesh, name: str = "array", sites=None, dtype=None):
+    """`dtype`: store the rows in this dtype (None: the array's own, float64 as float32)."""
     self.array = np.asarray(array)
-    if self.array.dtype == np.float64:  # JAX's default precision
+    if dtype is not None:
+      self.array = self.array.astype(np.dtype(dtype))
+    elif self.array.dtype == np.float64:  # JAX's default precision
       self.array = self.array.astype(np.float32)
     if self.array.ndim not in (2, 3) or not len(self.array):
       raise ValueError(f"{name}: expected activations [n, d] or [n, n_sites, d], got shape "

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from interp import choices
+from interp import choices, precision
 from interp.data import tokenized
 from interp.models import sharded, zoo
 from interp.parallel import mesh as mesh_lib
@@ -70,6 +70,9 @@ class SourceConfig:
     planted_seed: the draw of the planted directions (`synthetic.PlantedFeatures.directions`
       folds a constant into it, so even seed 0 is not the seed-0 dictionary's init).
     eval_sequences: held-out sequences for the evaluation (model sources; 0 = skip).
+    activation_dtype: the dtype activations are stored in: on device, on the host and in the
+      disk cache (model sources). bfloat16 halves those bytes; batches reach the dictionary as
+      float32 either way (`interp.sae.store`).
   """
 
   source: str = "gemma3_270m"
@@ -86,6 +89,7 @@ class SourceConfig:
   planted_density: float = 1 / 64
   planted_seed: int = 0
   eval_sequences: int = 32
+  activation_dtype: str = "float32"
 
   def __post_init__(self):
     if self.source != "planted":
@@ -99,6 +103,12 @@ class SourceConfig:
     for flag in ("cache_tokens", "eval_sequences"):
       choices.check_int(flag, getattr(self, flag), minimum=0)
     choices.check_real("planted_density", self.planted_density, "(0, 1]")
+    if self.activation_dtype not in precision.DTYPES:
+      raise ValueError(f"--activation_dtype={self.activation_dtype!r} is not one of: "
+                       f"{', '.join(precision.DTYPES)}")
+    if self.source == "planted" and self.activation_dtype != "float32":
+      raise ValueError(f"--activation_dtype={self.activation_dtype} applies to model sources; "
+                       f"--source=planted draws float32 activations as it goes")
     if self.cache_dir and self.cache_tokens <= 0:
       raise ValueError(f"--cache_dir={self.cache_dir} needs --cache_tokens > 0")
 
@@ -128,11 +138,30 @@ def build_store(src: SourceConfig, batch_size: int, mesh) -> tuple[sae_train.Sto
       model.cfg, params, mesh, [src.hook], tokens, batch_size=batch_size,
       context_length=src.context_length, model_batch_size=src.model_batch_size,
       buffer_batches=src.buffer_batches, seed=src.data_seed, param_shardings=shardings,
-      model_name=model.name)
+      model_name=model.name, dtype=src.activation_dtype)
   if src.cache_dir:
+    check_cache_dtype(src.cache_dir, src.activation_dtype)
     cache_lib.cache_activations(store, src.cache_dir, src.cache_tokens)
-    store = store_lib.CachedStore(src.cache_dir, batch_size, mesh, src.data_seed)
+    store = store_lib.CachedStore(src.cache_dir, batch_size, mesh, src.data_seed,
+                                  expect={"dtype": src.activation_dtype})
   return store, model
+
+
+def check_cache_dtype(cache_dir: str, activation_dtype: str) -> None:
+  """Refuses a cache folder written in another dtype. Converting it in place would round a
+  float32 cache (or widen a bfloat16 one) behind the user's back, and a run reading it would
+  not be the run its flags describe; so the choice is the user's, named in the error.
+
+  Raises:
+    ValueError: one line naming `--activation_dtype` and `--cache_dir`.
+  """
+  if not os.path.exists(os.path.join(cache_dir, cache_lib.META)):
+    return
+  stored = cache_lib.read_meta(cache_dir).get("dtype")
+  if stored != activation_dtype:
+    raise ValueError(f"--activation_dtype={activation_dtype}, but --cache_dir={cache_dir} holds "
+                     f"{stored} activations; pass --activation_dtype={stored} or another "
+                     f"--cache_dir")
 
 
 def _eval_tokens(src: SourceConfig, model: zoo.Model) -> np.ndarray:

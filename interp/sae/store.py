@@ -19,6 +19,12 @@ Finite sources (a cache, an array) are read in epochs: epoch e visits the chunks
 drawn from (seed, e), `buffer_chunks` at a time (chunks beyond a multiple of it sit out that
 epoch). Disk caches (`interp.sae.activation_cache`) come back through `CachedStore` with the
 same `batch(step)` contract.
+
+Two dtypes (`--activation_dtype`, `interp.precision`):
+  stored   what the source yields and the buffer and disk cache hold (`source.dtype`): float32,
+           or bfloat16 for half the device, host and disk bytes.
+  served   what `batch(step)` returns to the dictionary (`serve_dtype`, float32 by default):
+           bfloat16 widens to float32 exactly, so a bfloat16 store only rounds once, at capture.
 """
 
 from __future__ import annotations
@@ -47,14 +53,17 @@ class ActivationStore:
   Interface the trainers use: `batch(step)`, `d_in`, `describe()`, `sample(n)`.
   """
 
-  def __init__(self, source, batch_size: int, *, buffer_chunks: int = 1, seed: int = 0):
+  def __init__(self, source, batch_size: int, *, buffer_chunks: int = 1, seed: int = 0,
+               serve_dtype=jnp.float32):
     """Args:
       source: a chunked source (`ModelActivations`, `ArraySource`, `CachedActivations`).
       batch_size: rows per SAE batch (a multiple of the data axis).
       buffer_chunks: chunks per refill (model batches, or cache shards).
       seed: the shuffle (and epoch order) seed.
+      serve_dtype: the dtype of the batches (the dictionary's compute dtype, or float32).
     """
     self.source, self.mesh, self.seed, self.batch_size = source, source.mesh, seed, batch_size
+    self.serve_dtype = np.dtype(serve_dtype)
     sources.check_batch_size(batch_size, self.mesh)
     if buffer_chunks <= 0:
       raise ValueError(f"--buffer_batches={buffer_chunks} must be positive")
@@ -74,7 +83,7 @@ class ActivationStore:
     self.refills_per_epoch = source.n_chunks // self.buffer_chunks if finite else None
     self._refill, self._perm, self._buffer, self._loaded = None, None, None, None
     self._gather = _make_gather(self.mesh, source.rows_per_chunk, source.padded_rows,
-                                len(source.row_shape))
+                                len(source.row_shape), self.serve_dtype)
 
   @property
   def d_in(self) -> int:
@@ -83,6 +92,11 @@ class ActivationStore:
   @property
   def sites(self) -> tuple[str, ...]:
     return tuple(self.source.sites)
+
+  @property
+  def buffer_bytes(self) -> int:
+    """Bytes the shuffle buffer holds over all devices (0 before the first batch)."""
+    return 0 if self._buffer is None else int(self._buffer.nbytes)
 
   def refill_of(self, step: int) -> int:
     return step // self.batches_per_refill
@@ -103,7 +117,7 @@ class ActivationStore:
     return rng.permutation(self.rows_per_refill).astype(np.int32)
 
   def batch(self, step: int) -> jax.Array:
-    """SAE batch `step`: [batch_size, *row_shape], rows sharded over `data`.
+    """SAE batch `step`: [batch_size, *row_shape] in `serve_dtype`, rows sharded over `data`.
 
     Raises:
       NonFiniteActivationError: naming the step and site, when the refill holds NaN or Inf.
@@ -178,8 +192,9 @@ def _zeros_program(mesh, shape, dtype):
 
 
 @functools.lru_cache(maxsize=16)
-def _make_gather(mesh: Mesh, rows: int, padded: int, row_ndim: int):
-  """jit (buffer [c, padded, ...] over data, idx [b]) -> buffer rows idx [b, ...] over data."""
+def _make_gather(mesh: Mesh, rows: int, padded: int, row_ndim: int, dtype):
+  """jit (buffer [c, padded, ...] over data, idx [b]) -> buffer rows idx [b, ...] over data,
+  as `dtype` (the reduce-scatter adds zeros only, so it runs in the stored dtype exactly)."""
   local = padded // mesh.shape["data"]
 
   def gather(buf, idx):
@@ -188,7 +203,8 @@ def _make_gather(mesh: Mesh, rows: int, padded: int, row_ndim: int):
     mine = (i >= 0) & (i < local)
     picked = buf[chunk, jnp.clip(i, 0, local - 1)]
     picked = jnp.where(mine.reshape((-1,) + (1,) * row_ndim), picked, jnp.zeros((), buf.dtype))
-    return jax.lax.psum_scatter(picked, "data", scatter_dimension=0, tiled=True)
+    out = jax.lax.psum_scatter(picked, "data", scatter_dimension=0, tiled=True)
+    return out.astype(dtype)
 
   return jax.jit(jax.shard_map(gather, mesh=mesh, in_specs=(P(None, "data"), P()),
                                out_specs=P("data")))
@@ -200,28 +216,33 @@ class ModelStore(ActivationStore):
   def __init__(self, cfg: TransformerConfig, params, mesh: Mesh, sites, source, *,
                batch_size: int, context_length: int = 128, model_batch_size: int = 8,
                buffer_batches: int = 16, seed: int = 0, drop_bos: bool | None = None,
-               dtype=jnp.float32, param_shardings=None, model_name: str = "transformer"):
+               dtype=jnp.float32, param_shardings=None, model_name: str = "transformer",
+               precision=None, serve_dtype=jnp.float32):
     """Refill r runs token batches r*buffer_batches ... (r+1)*buffer_batches - 1 of
-    `model_batch_size` windows each (see `ModelActivations` for the other arguments)."""
+    `model_batch_size` windows each (see `ModelActivations` for the other arguments; `dtype`
+    is the stored dtype, `serve_dtype` the batches')."""
     super().__init__(
         ModelActivations(cfg, params, mesh, sites, source, context_length=context_length,
                          batch_size=model_batch_size, seed=seed, drop_bos=drop_bos, dtype=dtype,
-                         param_shardings=param_shardings, model_name=model_name),
-        batch_size, buffer_chunks=buffer_batches, seed=seed)
+                         param_shardings=param_shardings, model_name=model_name,
+                         precision=precision),
+        batch_size, buffer_chunks=buffer_batches, seed=seed, serve_dtype=serve_dtype)
 
 
 class ArrayStore(ActivationStore):
   """Activations held in memory (synthetic data, tests), one epoch per refill."""
 
   def __init__(self, array, batch_size: int, mesh: Mesh, seed: int = 0, *, name: str = "array",
-               sites=None):
-    super().__init__(ArraySource(array, mesh, name, sites), batch_size, seed=seed)
+               sites=None, dtype=None, serve_dtype=jnp.float32):
+    super().__init__(ArraySource(array, mesh, name, sites, dtype), batch_size, seed=seed,
+                     serve_dtype=serve_dtype)
 
 
 class CachedStore(ActivationStore):
   """A disk cache streamed back through the shuffled buffer (`buffer_shards` shards a refill)."""
 
   def __init__(self, directory: str, batch_size: int, mesh: Mesh, seed: int = 0, *,
-               buffer_shards: int = 4, expect: dict | None = None, verify: bool = True):
+               buffer_shards: int = 4, expect: dict | None = None, verify: bool = True,
+               serve_dtype=jnp.float32):
     super().__init__(CachedActivations(directory, mesh, expect=expect, verify=verify),
-                     batch_size, buffer_chunks=buffer_shards, seed=seed)
+                     batch_size, buffer_chunks=buffer_shards, seed=seed, serve_dtype=serve_dtype)
