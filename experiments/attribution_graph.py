@@ -11,7 +11,8 @@
       --d_latent=512 --k=8 --num_steps=300 --batch_size=512 --prompt="the cat sat on the"
 
 Writes graph.json, graph.html, dashboard.html (the transcoder's features) and results.json
-(`interp.graphs.experiment`).
+(`interp.graphs.experiment`). `--precision` (default auto: float32 on CPU, bfloat16 on GPU/TPU)
+is the forwards' and backwards' compute dtype; edge weights are float32 either way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from interp.train import cli
 
 # The transcoder's n_layers and d_model are the model's.
 _CONFIG = config_flags.define(graph_experiment.GraphRunConfig, skip=("n_layers", "d_model"),
-                              defaults={"workdir": None, "d_latent": 2048})
+                              defaults={"workdir": None, "d_latent": 2048,
+                                        "precision": "auto"})
 
 
 def main(argv):

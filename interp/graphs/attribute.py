@@ -17,6 +17,11 @@ Vocabulary (the pieces live in the modules named):
 
   graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, attribute.GraphConfig())
   pruned = prune.prune(graph.adjacency, graph.layout, graph.probs)
+
+Precision (`--precision`, `interp.precision`): the real forward that captures the prompt, the
+transcoder's forward on it, and the replacement model's forward and VJPs run in the compute
+dtype; the captured values, every edge weight (each a dot product of a source's output with a
+gradient, summed in float32), the adjacency matrix, biases and target values are float32.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from interp.graphs import build as gb
 from interp.graphs import linear as gl
 from interp.graphs import prune as gp
 from interp.models.config import TransformerConfig
+from interp.precision import CHOICES, Precision
 from interp.sae import transcoder as tc
 
 
@@ -43,6 +49,8 @@ class GraphConfig:
     chunk: targets per vmapped VJP batch (memory: chunk x L x p x d floats).
     node_threshold, edge_threshold: pruning shares stored in the JSON (generous, so the
       viewer's sliders can go down to circuit-tracer's 0.8 / 0.98 defaults and below).
+    precision: compute dtype of the forwards and backwards (edge weights stay float32): auto,
+      float32 or bfloat16 (`interp.precision`).
   """
 
   max_logits: int = 10
@@ -52,8 +60,12 @@ class GraphConfig:
   chunk: int = 16
   node_threshold: float = 0.95
   edge_threshold: float = 0.99
+  # float32 unless asked: library callers (benchmarks) name their precision; the binary's
+  # `--precision` defaults to auto.
+  precision: str = dataclasses.field(default="float32", metadata={"choices": CHOICES})
 
   def __post_init__(self):
+    Precision.parse(self.precision)  # a bad value fails here, naming --precision
     for name in ("max_logits", "max_feature_nodes", "select_batch", "chunk"):
       if getattr(self, name) <= 0:
         raise ValueError(f"--{name}={getattr(self, name)} must be positive")
@@ -103,14 +115,15 @@ def build(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig, tc_
   times, t0 = {}, time.perf_counter()
   tokens = np.asarray(tokens, np.int32)
   p, L = len(tokens), cfg.n_layers
-  rep = gl.capture(cfg, params, tc_cfg, tc_params, tokens)
+  precision = Precision.parse(config.precision)
+  rep = gl.capture(cfg, params, tc_cfg, tc_params, tokens, precision)
   active = gl.active_features(rep)
   times["capture_s"] = time.perf_counter() - t0
   t0 = time.perf_counter()
   logit_tokens, probs = gb.top_logits(rep, config.max_logits, config.logit_mass)
   t_logit = gb.logit_targets(cfg, params, logit_tokens, p - 1)
   rows = lambda t: gb.edge_rows(cfg, params, tc_cfg, tc_params, rep, active, t, config.chunk,
-                                mesh)
+                                mesh, precision)
   logit_rows = rows(t_logit)
   selected, feat_rows = gb.select_features(
       lambda idx: rows(gb.feature_targets(tc_params, active, idx)), active, logit_rows, probs,

@@ -20,6 +20,11 @@ Rows are computed `chunk` targets at a time (`patching.map_sites`: vmapped, spli
 mesh's `data` axis), so at most one chunk of [chunk, L, p, d] gradients is ever alive: memory
 is linear in the prompt length. With more active features than `max_feature_nodes`, targets are
 chosen greedily by their influence on the logits, as circuit-tracer does.
+
+Precision: under a bfloat16 policy the replacement model's forward and its VJPs run in
+bfloat16 (parameters via `transformer.cast_params`, so norm gains stay float32; injections and
+cotangents cast), and the gradients are widened to float32 before `source_dots`, so every edge
+weight is a float32 sum of float32 products. Biases and target values are float32 throughout.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ import numpy as np
 from interp.circuits import weights
 from interp.circuits.patching import map_sites
 from interp.graphs import linear as gl
+from interp.models import transformer
 from interp.models.config import TransformerConfig
+from interp.precision import FLOAT32, Precision, as_precision
 from interp.sae import transcoder as tc
 
 
@@ -114,8 +121,10 @@ def decoder_vectors(tc_cfg: tc.TranscoderConfig, tc_params: dict, counts: tuple,
 
 def source_dots(decoders, rep: gl.Replacement, g_embed, g_mlp) -> jax.Array:
   """Every source's contribution [F + L*p + p] given gradients at the embedding [p d] and at
-  each layer's hook_mlp_out [L p d]: its output vector dotted with the gradient where it writes."""
+  each layer's hook_mlp_out [L p d]: its output vector dotted with the gradient where it writes
+  (in float32, whatever the gradients' dtype)."""
   decoders, n_feat = decoders
+  g_embed, g_mlp = g_embed.astype(jnp.float32), g_mlp.astype(jnp.float32)
   feats = jnp.zeros((n_feat,), jnp.float32)
   for tl, pos, dec, sl in decoders:
     feats = feats.at[sl].add(jnp.sum(g_mlp[tl, pos] * dec, -1))
@@ -125,14 +134,16 @@ def source_dots(decoders, rep: gl.Replacement, g_embed, g_mlp) -> jax.Array:
 
 @functools.lru_cache(maxsize=16)
 def _edge_program(cfg: TransformerConfig, tc_cfg: tc.TranscoderConfig, counts: tuple,
-                  chunk: int, mesh):
+                  chunk: int, mesh, precision: Precision = FLOAT32):
   def program(params, tc_params, rep, f_pos, f_feat, f_act, t):
-    fwd = lambda e, m: gl.linear_forward(cfg, params, tc_cfg, tc_params, rep.frozen, e, m)
-    (x_in, final), vjp = jax.vjp(fwd, rep.embed, rep.mlp)
+    # The linear model in the compute dtype; the decoder vectors below stay float32.
+    cp, ctc = transformer.cast_params(params, precision), precision.cast_compute(tc_params)
+    fwd = lambda e, m: gl.linear_forward(cfg, cp, tc_cfg, ctc, rep.frozen, e, m)
+    (x_in, final), vjp = jax.vjp(fwd, *precision.cast_compute((rep.embed, rep.mlp)))
     decoders = decoder_vectors(tc_cfg, tc_params, counts, f_pos, f_feat, f_act)
 
     def row(i):
-      vec, logit = t.vec[i], t.is_logit[i]
+      vec, logit = t.vec[i].astype(x_in.dtype), t.is_logit[i]
       cot_x = jnp.zeros_like(x_in).at[t.layer[i], t.pos[i]].set(jnp.where(logit, 0.0, vec))
       cot_f = jnp.zeros_like(final).at[t.pos[i]].set(jnp.where(logit, vec, 0.0))
       return source_dots(decoders, rep, *vjp((cot_x, cot_f)))
@@ -144,7 +155,7 @@ def _edge_program(cfg: TransformerConfig, tc_cfg: tc.TranscoderConfig, counts: t
 
 def edge_rows(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
               tc_params: dict, rep: gl.Replacement, active: dict, targets: Targets,
-              chunk: int = 16, mesh=None) -> np.ndarray:
+              chunk: int = 16, mesh=None, precision: Precision | str | None = None) -> np.ndarray:
   """Every source's edge weight into each target.
 
   Args:
@@ -152,6 +163,7 @@ def edge_rows(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
     rep: the prompt's `Replacement`; active: its `active_features`.
     targets: the rows to compute.
     chunk: targets per vmapped VJP batch (bounds memory); mesh: splits each chunk over `data`.
+    precision: the policy of the replacement model's forward and VJPs (None: float32).
   Returns:
     float32 [T, F + L*p + p], columns in source order (module doc).
   """
@@ -162,7 +174,8 @@ def edge_rows(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
   t = Targets(*(np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in targets))
   # One chunk per call: every call has the same shapes, so one compiled program serves the
   # logit rows and every greedy round of feature rows.
-  prog = _edge_program(cfg, tc_cfg, _counts(active, cfg.n_layers), chunk, mesh)
+  prog = _edge_program(cfg, tc_cfg, _counts(active, cfg.n_layers), chunk, mesh,
+                       as_precision(precision))
   f_args = tuple(jnp.asarray(active[k]) for k in ("pos", "feature", "act"))
   out = [prog(params, tc_params, rep, *f_args, Targets(*(jnp.asarray(a[i:i + chunk]) for a in t)))
          for i in range(0, n + pad, chunk)]

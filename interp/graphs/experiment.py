@@ -28,6 +28,7 @@ from interp.graphs import attribute, export, validate
 from interp.graphs import prune as graph_prune
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
+from interp.precision import Precision
 from interp.sae import evaluate as eval_lib
 from interp.sae import train as sae_train
 from interp.sae import transcoder as tc
@@ -199,6 +200,9 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
   results = {
       "prompt": config.prompt, "tokens": len(tokens), "scores": scores,
+      # What `auto` became here: the graph's forwards and backwards ran in this dtype (the
+      # transcoder's training, steering check and feature contexts run in float32).
+      "precision": Precision.parse(config.graph.precision).name,
       "unpruned": {"nodes": graph.layout.n, "edges": int(np.count_nonzero(graph.adjacency)),
                    "active_features": int(len(graph.active["act"])),
                    "feature_nodes": graph.layout.n_features},

@@ -19,6 +19,13 @@ With the injections at their real values the readouts are the real forward's, so
 model's logits equal the model's (up to float rounding); every readout is affine in the
 injections, so gradients with respect to them give exact edge weights. Gemma's ln2_post divisor
 never enters: the transcoder predicts hook_mlp_out, after that norm.
+
+Precision: the functions here keep the dtype of the residual they are given (norms divide by
+their frozen float32 divisor and round back, patterns are cast to the values' dtype), so
+`linear_forward` runs in bfloat16 when its injections and parameters are bfloat16 (its matrix
+products then accumulate as XLA's dot does: in float32 on CPU and on GPU tensor cores).
+`capture` runs the real forward and the transcoder in the policy's compute dtype and returns
+float32 arrays.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from interp.circuits import lens
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import Precision, as_precision
 from interp.sae import transcoder as tc
 
 
@@ -88,7 +96,8 @@ def norm(cfg: TransformerConfig, x: jax.Array, scale: jax.Array, p: dict | None)
   if cfg.norm == NormType.LAYERNORM:
     x = x - x.mean(-1, keepdims=True)
   y = x / scale * (cfg.norm_offset + p["w"])
-  return y + p["b"] if cfg.norm == NormType.LAYERNORM else y
+  y = y + p["b"] if cfg.norm == NormType.LAYERNORM else y
+  return y.astype(x.dtype)
 
 
 def attention_ov(cfg: TransformerConfig, attn: dict, x: jax.Array, pattern: jax.Array):
@@ -97,7 +106,7 @@ def attention_ov(cfg: TransformerConfig, attn: dict, x: jax.Array, pattern: jax.
   if cfg.attn_bias:
     v = v + attn["b_V"]
   v = jnp.repeat(v, cfg.n_heads // cfg.n_kv_heads, axis=1)
-  z = jnp.einsum("hps,she->phe", pattern.astype(jnp.float32), v)
+  z = jnp.einsum("hps,she->phe", pattern.astype(v.dtype), v)
   out = jnp.einsum("phe,hed->pd", z, attn["W_O"])
   return out + attn["b_O"] if cfg.attn_bias else out
 
@@ -107,7 +116,7 @@ def skip_path(tc_cfg: tc.TranscoderConfig, tc_params: dict, layer: int, x_in: ja
   if tc_cfg.kind != tc.Kind.SKIP:
     return jnp.zeros_like(x_in)
   x_n = x_in * tc_params["in_scale"][layer]
-  return x_n @ tc_params["W_skip"][layer] / tc_params["out_scale"][layer]
+  return (x_n @ tc_params["W_skip"][layer] / tc_params["out_scale"][layer]).astype(x_in.dtype)
 
 
 def linear_forward(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
@@ -144,26 +153,39 @@ def readout_logits(cfg: TransformerConfig, params: dict, final_last: jax.Array) 
 
 
 def capture(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig, tc_params: dict,
-            tokens) -> Replacement:
+            tokens, precision: Precision | str | None = None) -> Replacement:
   """Runs the real model on one prompt and builds its replacement model.
 
   Args:
     cfg, params: the model; tc_cfg, tc_params: the transcoder (scales folded or not).
     tokens: int [p], one prompt.
+    precision: the policy of the model's and the transcoder's forward (None: float32).
   Returns:
     The `Replacement` (all float32 arrays).
   """
   if tc_cfg.n_layers != cfg.n_layers or tc_cfg.d_model != cfg.d_model:
     raise ValueError(f"transcoder of {tc_cfg.n_layers} layers x d_model {tc_cfg.d_model} for a "
                      f"model of {cfg.n_layers} x {cfg.d_model}")
-  return _capture(cfg, tc_cfg, params, tc_params, jnp.asarray(tokens, jnp.int32))
+  return _capture(cfg, tc_cfg, params, tc_params, jnp.asarray(tokens, jnp.int32),
+                  as_precision(precision))
 
 
-def _capture_impl(cfg, tc_cfg, params, tc_params, tokens):
+def _transcoder_forward(tc_cfg, tc_params, x_t, precision: Precision):
+  """(pre, acts, prediction) of the transcoder on x_t [p L d], computed in the compute dtype
+  (its parameters and input cast here: the transcoder module takes no policy of its own) and
+  returned in float32."""
+  tcp, x = precision.cast_compute(tc_params), precision.cast_compute(x_t)
+  pre = tc.encode_pre(tc_cfg, tcp, x)
+  acts = tc.activate(tc_cfg, tcp, pre)
+  predicted = tc.decode(tc_cfg, tcp, acts, x)
+  return tuple(a.astype(jnp.float32) for a in (pre, acts, predicted))
+
+
+def _capture_impl(cfg, tc_cfg, params, tc_params, tokens, precision):
   L, p = cfg.n_layers, tokens.shape[0]
   names = _names(cfg)
   logits, c = transformer.forward(cfg, params, tokens[None], Hooks(capture=names),
-                                  logits_at=jnp.array([[p - 1]]))
+                                  logits_at=jnp.array([[p - 1]]), precision=precision)
   c = {k: v[0].astype(jnp.float32) for k, v in c.items()}
   ones = jnp.ones((L, p, 1), jnp.float32)
   normed = cfg.norm != NormType.NONE
@@ -185,9 +207,8 @@ def _capture_impl(cfg, tc_cfg, params, tc_params, tokens):
   mlp_out = stack("hook_mlp_out")
   embed = c["hook_embed"] + c.get("hook_pos_embed", 0.0)
   x_t = jnp.swapaxes(x_in, 0, 1)                                   # [p L d]
-  pre = tc.encode_pre(tc_cfg, tc_params, x_t)
-  acts = tc.activate(tc_cfg, tc_params, pre)
-  predicted = jnp.swapaxes(tc.decode(tc_cfg, tc_params, acts, x_t), 0, 1)
+  pre, acts, predicted = _transcoder_forward(tc_cfg, tc_params, x_t, precision)
+  predicted = jnp.swapaxes(predicted, 0, 1)
   skip = jnp.stack([skip_path(tc_cfg, tc_params, l, x_in[l]) for l in range(L)])
   final = c["ln_final.hook_normalized"] if normed else c[f"blocks.{L - 1}.hook_resid_post"]
   return Replacement(frozen=fz, embed=embed, mlp=mlp_out - skip, x_in=x_in, mlp_out=mlp_out,
@@ -195,7 +216,7 @@ def _capture_impl(cfg, tc_cfg, params, tc_params, tokens):
                      acts=jnp.swapaxes(acts, 0, 1), final=final, logits=logits[0, 0])
 
 
-_capture = jax.jit(_capture_impl, static_argnums=(0, 1))
+_capture = jax.jit(_capture_impl, static_argnums=(0, 1, 5))
 
 
 def active_features(rep: Replacement) -> dict[str, np.ndarray]:

@@ -89,7 +89,8 @@ class SourceConfig:
   planted_density: float = 1 / 64
   planted_seed: int = 0
   eval_sequences: int = 32
-  activation_dtype: str = "float32"
+  activation_dtype: str = dataclasses.field(default="float32",
+                                            metadata={"choices": precision.DTYPES})
 
   def __post_init__(self):
     if self.source != "planted":
