@@ -16,6 +16,10 @@ ablated forwards as one vmapped program (or `chunk` masks per call), returning
 [b k] positions if given (logits [b k v]: with Gemma's 262k-token vocabulary, unembedding every
 position dominates a short prompt's cost), and the metric runs after it, so a new metric
 function reuses the compiled forward instead of tracing and compiling it again.
+
+`precision` (`interp.precision`) is the forwards' policy: the clean run, the fill values and
+every ablated run compute in its compute dtype (a fill value has the dtype of the hook_z it
+replaces); logits, and so the metrics, stay float32.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import jax.numpy as jnp
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import FLOAT32, Precision, as_precision
 
 Metric = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -44,62 +49,72 @@ def _names(cfg: TransformerConfig, hook: str) -> list[str]:
   return [f"blocks.{i}.attn.{hook}" for i in range(cfg.n_layers)]
 
 
-def _stacked(cfg, params, tokens, hook: str) -> jax.Array:
+def _stacked(cfg, params, tokens, hook: str, precision=None) -> jax.Array:
   names = _names(cfg, hook)
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names)
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, precision=precision)
   return jnp.stack([cache[n] for n in names])
 
 
-def fill_values(cfg: TransformerConfig, params, tokens, mode: Ablation, reference=None):
-  """What replaces each head's hook_z: [l b|1 p h e] (None for zero ablation)."""
+def fill_values(cfg: TransformerConfig, params, tokens, mode: Ablation, reference=None,
+                precision: Precision | None = None):
+  """What replaces each head's hook_z: [l b|1 p h e] (None for zero ablation), from forwards
+  under `precision` (None: float32), so in its compute dtype."""
   mode = Ablation(mode)
   if mode == Ablation.ZERO:
     return None
   if mode == Ablation.MEAN:
     ref = tokens if reference is None else reference
-    return _stacked(cfg, params, ref, "hook_z").mean(1, keepdims=True)
+    # The mean sums in float32 whatever the activations' dtype, then rounds once.
+    z = _stacked(cfg, params, ref, "hook_z", precision)
+    return z.astype(jnp.float32).mean(1, keepdims=True).astype(z.dtype)
   ref = jnp.roll(tokens, 1, axis=0) if reference is None else reference
   if ref.shape != tokens.shape:
     raise ValueError(f"resample ablation needs reference tokens of the batch's shape "
                      f"{tokens.shape}, got {ref.shape}")
-  return _stacked(cfg, params, ref, "hook_z")
+  return _stacked(cfg, params, ref, "hook_z", precision)
 
 
 def run_ablated(cfg: TransformerConfig, params, tokens, mask, fill=None, patterns=None,
-                logits_at=None):
+                logits_at=None, precision: Precision | None = None):
   """Logits with the heads in `mask` [l h] replaced by `fill` (zeros if None); `patterns`
-  [l b h p s], if given, replace every layer's attention pattern; `logits_at` [b k] as in
-  `transformer.forward`."""
+  [l b h p s], if given, replace every layer's attention pattern; `logits_at` [b k] and
+  `precision` as in `transformer.forward`."""
   edits = {}
   for i, name in enumerate(_names(cfg, "hook_z")):
     value = 0.0 if fill is None else fill[i]
-    edits[name] = (lambda z, m=mask[i], v=value: jnp.where(m[None, None, :, None], v, z))
+    edits[name] = (lambda z, m=mask[i], v=value:
+                   jnp.where(m[None, None, :, None], v, z).astype(z.dtype))
   if patterns is not None:
     for i, name in enumerate(_names(cfg, "hook_pattern")):
       edits[name] = (lambda x, p=patterns[i]: p.astype(x.dtype))
-  logits, _ = transformer.forward(cfg, params, tokens, Hooks(edits=edits), logits_at)
+  logits, _ = transformer.forward(cfg, params, tokens, Hooks(edits=edits), logits_at,
+                                  precision=precision)
   return logits
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "mode", "preserve_patterns"))
+@functools.partial(jax.jit, static_argnames=("cfg", "mode", "preserve_patterns", "precision"))
 def _clean_values(cfg: TransformerConfig, params, tokens, mode: Ablation, reference,
-                  preserve_patterns: bool):
+                  preserve_patterns: bool, precision: Precision = FLOAT32):
   """(fill, patterns): computed once per call of `ablate`, shared by every chunk of masks."""
-  fill = fill_values(cfg, params, tokens, mode, reference)
-  patterns = _stacked(cfg, params, tokens, "hook_pattern") if preserve_patterns else None
+  fill = fill_values(cfg, params, tokens, mode, reference, precision)
+  patterns = (_stacked(cfg, params, tokens, "hook_pattern", precision) if preserve_patterns
+              else None)
   return fill, patterns
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _ablated_logits(cfg: TransformerConfig, params, tokens, masks, fill, patterns, logits_at):
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def _ablated_logits(cfg: TransformerConfig, params, tokens, masks, fill, patterns, logits_at,
+                    precision: Precision = FLOAT32):
   """Logits [n b p|k v] with each of `masks` [n l h] ablated; no metric, so one compilation
   serves every metric function."""
-  return jax.vmap(lambda m: run_ablated(cfg, params, tokens, m, fill, patterns, logits_at))(masks)
+  return jax.vmap(lambda m: run_ablated(cfg, params, tokens, m, fill, patterns, logits_at,
+                                        precision))(masks)
 
 
 def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
            mode: Ablation = Ablation.ZERO, reference=None, preserve_patterns: bool = False,
-           chunk: int | None = None, logits_at=None) -> jax.Array:
+           chunk: int | None = None, logits_at=None,
+           precision: Precision | str | None = None) -> jax.Array:
   """`metric(logits, tokens)` with each of `masks` [n l h] ablated: [n ...].
 
   Args:
@@ -114,6 +129,7 @@ def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
       memory on large models (the last chunk is padded with empty masks, so one program
       serves all chunks).
     logits_at: int [b k] positions to unembed (None: every position).
+    precision: the forwards' policy (`interp.precision`; None: float32); logits stay float32.
   Returns:
     [n ...]: the metric of each ablated run.
   """
@@ -127,8 +143,9 @@ def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
       raise ValueError(f"logits_at must be [batch, k] positions for tokens {tokens.shape}, "
                        f"got shape {logits_at.shape}")
   transformer.check_token_range(cfg, tokens)
+  precision = as_precision(precision)
   fill, patterns = _clean_values(cfg, params, tokens, Ablation(mode), reference,
-                                 preserve_patterns)
+                                 preserve_patterns, precision)
   apply = jax.vmap(metric, in_axes=(0, None))
   n = masks.shape[0]
   size = min(chunk, n) if chunk else n
@@ -138,7 +155,7 @@ def ablate(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
     pad = size - part.shape[0]
     if pad:
       part = jnp.concatenate([part, jnp.zeros((pad,) + part.shape[1:], bool)])
-    logits = _ablated_logits(cfg, params, tokens, part, fill, patterns, logits_at)
+    logits = _ablated_logits(cfg, params, tokens, part, fill, patterns, logits_at, precision)
     outs.append(apply(logits[:size - pad], tokens))
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs)
 

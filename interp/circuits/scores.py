@@ -30,10 +30,12 @@ def pattern_names(cfg: TransformerConfig) -> list[str]:
   return [f"blocks.{layer}.attn.hook_pattern" for layer in range(cfg.n_layers)]
 
 
-def stacked_patterns(cfg: TransformerConfig, params, tokens, edits=None) -> jax.Array:
-  """Every layer's attention pattern from one forward pass: [l b h p s] float32."""
+def stacked_patterns(cfg: TransformerConfig, params, tokens, edits=None,
+                     precision=None) -> jax.Array:
+  """Every layer's attention pattern from one forward pass (under `precision`, None: float32):
+  [l b h p s] float32."""
   names = pattern_names(cfg)
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names, edits)
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, edits, precision)
   return jnp.stack([cache[n].astype(jnp.float32) for n in names])
 
 
@@ -86,10 +88,11 @@ def duplicate_token_scores(patterns, tokens) -> jax.Array:
   return masked_attention_score(patterns, duplicate_token_mask(tokens))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def head_scores(cfg: TransformerConfig, params, tokens) -> dict[str, jax.Array]:
-  """The three attention scores, each [l h], from one forward pass over `tokens`."""
-  patterns = stacked_patterns(cfg, params, tokens)
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def head_scores(cfg: TransformerConfig, params, tokens, precision=None) -> dict[str, jax.Array]:
+  """The three attention scores, each [l h], from one forward pass over `tokens` (under
+  `precision`, None: float32; the scores are float32)."""
+  patterns = stacked_patterns(cfg, params, tokens, precision=precision)
   return {"previous_token": previous_token_scores(patterns, tokens),
           "prefix_matching": prefix_matching_scores(patterns, tokens),
           "duplicate_token": duplicate_token_scores(patterns, tokens)}

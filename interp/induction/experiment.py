@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import choices, jsonio
+from interp import precision as precision_lib
 from interp.circuits import ablate, icl, scores, weights
 from interp.data import sources
 from interp.induction import gemma, phase
@@ -42,6 +43,7 @@ from interp.induction import training as train_lib
 from interp.models import config as model_config
 from interp.models import transformer
 from interp.parallel import mesh as mesh_lib
+from interp.precision import as_precision
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
 from interp.train.run_config import RunConfig
@@ -75,6 +77,8 @@ class InductionConfig:
       sets of as many heads to compare with.
     gemma_low, gemma_high: the token ids [low, high) its random segments are drawn from
       (within Gemma's vocabulary; ordinary words in its tokenizer by default).
+    precision: compute dtype of every measuring forward (snapshots, scores, ablations, Gemma;
+      the toys train in float32): auto, float32 or bfloat16.
   """
 
   workdir: str
@@ -102,8 +106,11 @@ class InductionConfig:
   gemma_random_sets: int = 5
   gemma_low: int = _GEMMA.low
   gemma_high: int = _GEMMA.high
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    precision_lib.Precision.parse(self.precision)  # a bad value fails here, naming --precision
     choices.subset(self.models, MODELS, "--models", allow_empty=True)
     if not self.models and not self.gemma:
       raise ValueError("nothing to run: --models= is empty and --nogemma; name toys "
@@ -163,12 +170,14 @@ class InductionConfig:
     return dataclasses.asdict(self)
 
 
-def snapshot_fn(cfg: model_config.TransformerConfig, tokens):
-  """params -> head scores [l h], ICL score and mean loss on `tokens`, one jitted forward."""
+def snapshot_fn(cfg: model_config.TransformerConfig, tokens, precision=None):
+  """params -> head scores [l h], ICL score and mean loss on `tokens`, one jitted forward
+  (under `precision`; None: float32)."""
   @jax.jit
   def snap(params):
-    logits, cache = transformer.run_with_cache(cfg, params, tokens, scores.pattern_names(cfg))
-    patterns = jnp.stack([cache[n] for n in scores.pattern_names(cfg)])
+    logits, cache = transformer.run_with_cache(cfg, params, tokens, scores.pattern_names(cfg),
+                                               precision=precision)
+    patterns = jnp.stack([cache[n].astype(jnp.float32) for n in scores.pattern_names(cfg)])
     return {"previous_token": scores.previous_token_scores(patterns, tokens),
             "prefix_matching": scores.prefix_matching_scores(patterns, tokens),
             "icl": icl.icl_from_logits(logits, tokens),
@@ -177,8 +186,10 @@ def snapshot_fn(cfg: model_config.TransformerConfig, tokens):
 
 
 def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
-            ablations: tuple[str, ...] = tuple(ABLATIONS)) -> dict:
-  """Every final measurement of one model on `tokens`, with the `ablations` kinds of ABLATIONS.
+            ablations: tuple[str, ...] = tuple(ABLATIONS), precision=None) -> dict:
+  """Every final measurement of one model on `tokens`, with the `ablations` kinds of ABLATIONS,
+  every forward under `precision` (None: float32; weight-based composition and copying scores
+  read the float32 parameters).
 
   Returns:
     scores ([l h] each), icl, loss, ablation tables (ICL with each head / layer ablated and the
@@ -187,8 +198,10 @@ def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
     scores [l h l h] with their baselines, and the largest K-composition pair into the last
     layer.
   """
-  head = scores.head_scores(cfg, params, tokens)
-  logits, _ = jax.jit(transformer.forward, static_argnums=0)(cfg, params, tokens)
+  precision = as_precision(precision)
+  head = scores.head_scores(cfg, params, tokens, precision)
+  logits, _ = jax.jit(transformer.forward, static_argnums=(0, 5))(cfg, params, tokens, None,
+                                                                  None, precision)
   clean = float(icl.icl_from_logits(logits, tokens))
   out = {"icl": clean, "loss": float(icl.token_losses(logits, tokens).mean()),
          "icl_positions": icl.icl_positions(tokens.shape[1]),
@@ -200,7 +213,8 @@ def analyze(cfg: model_config.TransformerConfig, params, tokens, seed: int = 0,
   n_heads = cfg.n_layers * cfg.n_heads
   for name in ablations:  # every head, then every layer: one call per kind
     kwargs = ABLATIONS[name]
-    out_icl = np.asarray(ablate.ablate(cfg, params, tokens, masks, icl.icl_from_logits, **kwargs))
+    out_icl = np.asarray(ablate.ablate(cfg, params, tokens, masks, icl.icl_from_logits,
+                                       precision=precision, **kwargs))
     per_head = out_icl[:n_heads].reshape(cfg.n_layers, cfg.n_heads)
     table[name] = {"icl": per_head, "removed": removed(per_head),
                    "layer_icl": out_icl[n_heads:], "layer_removed": removed(out_icl[n_heads:])}
@@ -229,9 +243,10 @@ def train_and_analyze(config: InductionConfig, name: str) -> dict:
   cfg = config.model(name)
   tokens = config.eval_tokens()
   start = time.perf_counter()
-  run = train_lib.train(config.train_config(name), snapshot_fn(cfg, tokens))
+  precision = precision_lib.Precision.parse(config.precision)
+  run = train_lib.train(config.train_config(name), snapshot_fn(cfg, tokens, precision))
   seconds = time.perf_counter() - start
-  result = analyze(cfg, run.params, tokens, config.seed, config.ablations)
+  result = analyze(cfg, run.params, tokens, config.seed, config.ablations, precision)
   result.update(title=TITLES[name], status=run.status, step=run.step, eval_lag=config.lag(),
                 train_seconds=round(seconds, 2), phase_change=phase.detect(run.snapshots),
                 loss_curve=[[r["step"], r["loss"]] for r in run.metrics],
@@ -257,7 +272,8 @@ def run(config: InductionConfig, gemma_model=None) -> dict:
   for name in config.models:
     results["models"][name] = train_and_analyze(config, name)
   if config.gemma:
-    results["gemma"] = gemma.measure(config.gemma_config(), gemma_model)
+    results["gemma"] = gemma.measure(config.gemma_config(), gemma_model,
+                                     precision_lib.Precision.parse(config.precision))
   results = jsonio.jsonable(results)
   if jax.process_index() == 0:
     results["figures"] = plots.draw_all(results, config.workdir)

@@ -7,6 +7,8 @@ loss on the second copy (tokens 2..seg_len of it: the first token of the copy ca
 predicted) with the `top_k` best induction heads ablated together, against `random_sets` sets
 of `top_k` heads drawn at random from the others. All ablations of one kind run as one
 `lax.map`ped program (one at a time: each forward holds [batch, tokens, 262144] logits).
+Every forward runs under the `precision` policy; patterns are widened to float32 before they
+are scored, and logits and losses are float32.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from interp.induction import segments
 from interp.models import transformer
 from interp.models import gguf_loader
 from interp.models.tokenizer_spm import SPMTokenizer
+from interp.precision import Precision, as_precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +107,15 @@ def _top(values: np.ndarray, k: int) -> list[dict]:
           for l, h in zip(*np.unravel_index(flat, values.shape))]
 
 
-def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
+def measure(config: GemmaConfig = GemmaConfig(), model=None,
+            precision: Precision | str | None = None) -> dict:
   """Measures Gemma 3 270M (module docstring).
 
   Args:
     config: the tokens, ablations and seed.
     model: (cfg, params, bos id) to measure instead of loading Gemma 3 270M (any model: tests
       pass a small random one through the same code).
+    precision: the forwards' policy (`interp.precision`; None: float32).
   Returns:
     JSON-able dict of scores, top heads, losses and ablations.
   """
@@ -127,9 +132,12 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   tokens = segments.repeated_tokens(jax.random.key(config.seed), config.batch, config.seg_len,
                                     config.high, low=config.low, bos=bos)
 
+  precision = as_precision(precision)
+
   @jax.jit
   def clean(p, t):
-    logits, cache = transformer.run_with_cache(cfg, p, t, scores.pattern_names(cfg))
+    logits, cache = transformer.run_with_cache(cfg, p, t, scores.pattern_names(cfg),
+                                               precision=precision)
     patterns = jnp.stack([cache[n].astype(jnp.float32) for n in scores.pattern_names(cfg)])
     return {"previous_token": scores.previous_token_scores(patterns, t),
             "prefix_matching": scores.prefix_matching_scores(patterns, t),
@@ -153,7 +161,7 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
   for mode in config.modes:
     losses = np.asarray(ablate.ablate(
         cfg, params, tokens, masks, second_copy_loss_at(config.seg_len), mode=mode, chunk=1,
-        logits_at=second_copy_positions(config.batch, config.seg_len)))
+        logits_at=second_copy_positions(config.batch, config.seg_len), precision=precision))
     rise = losses - float(base["second_copy_loss"])
     ablations[mode] = {
         "top_heads_loss": float(losses[0]), "top_heads_rise": float(rise[0]),
@@ -166,6 +174,6 @@ def measure(config: GemmaConfig = GemmaConfig(), model=None) -> dict:
           "top_induction_heads": top, "top_previous_token_heads": _top(prev, config.top_k),
           "first_copy_loss": float(base["first_copy_loss"]),
           "second_copy_loss": float(base["second_copy_loss"]), "ablations": ablations,
-          "config": dataclasses.asdict(config),
+          "config": dataclasses.asdict(config), "precision": precision.name,
           "seconds": {"load": round(load_s, 2), "clean_forward": round(forward_s, 2),
                       "total": round(time.perf_counter() - start, 2)}}

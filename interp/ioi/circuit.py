@@ -19,6 +19,10 @@ layers) and confirmed by where the head attends (mean attention over prompts, `A
 Each class keeps at most `max_per_class` heads (largest effect first). Faithfulness: LD with
 every head outside the circuit mean-ablated (its hook_z replaced by its mean over the p_ABC
 prompts of the same template, per position) divided by the model's LD.
+
+Precision (`interp.precision`): the baseline forwards, attention by role and the faithfulness
+runs take the policy; logits and so every LD are float32. Path patching
+(`interp.circuits.patching`) and the direct logit attribution run in float32.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from interp.ioi.prompts import ROLES, IOIData
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import Precision, as_precision
 
 PREV_TOKEN_ATTENTION = 0.3
 
@@ -57,15 +62,16 @@ def _role(data: IOIData, name: str) -> jnp.ndarray:
   return jnp.asarray(data.roles[:, ROLES.index(name)])
 
 
-def attention_by_role(cfg: TransformerConfig, params, data: IOIData) -> np.ndarray:
+def attention_by_role(cfg: TransformerConfig, params, data: IOIData,
+                      precision: Precision | str | None = None) -> np.ndarray:
   """Mean attention [l h len(ATTENTION)] from each query role to each key role."""
   names = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
-  _, cache = jax.jit(transformer.run_with_cache, static_argnums=(0, 3))(
-      cfg, params, jnp.asarray(data.tokens), tuple(names))
+  _, cache = jax.jit(transformer.run_with_cache, static_argnums=(0, 3, 5))(
+      cfg, params, jnp.asarray(data.tokens), tuple(names), None, as_precision(precision))
   rows = jnp.arange(data.tokens.shape[0])
   out = []
   for n in names:
-    pat = cache[n]  # [b h p s]
+    pat = cache[n].astype(jnp.float32)  # [b h p s]
     out.append(jnp.stack([pat[rows, :, _role(data, q), _role(data, k)].mean(0)
                           for q, k in ATTENTION], -1))
   return np.asarray(jnp.stack(out))
@@ -92,10 +98,32 @@ def label(heads) -> list[str]:
   return [f"{l}.{h}" for l, h in heads]
 
 
+_forward = jax.jit(transformer.forward, static_argnums=(0, 5))
+
+
+def end_logits(cfg: TransformerConfig, params, tokens, end,
+               precision: Precision | str | None = None) -> jax.Array:
+  """float32 logits [b v] at END (`IOIData.end`) of each prompt, under `precision`."""
+  return _forward(cfg, params, jnp.asarray(tokens), None, jnp.asarray(end),
+                  as_precision(precision))[0][:, -1]
+
+
+def logit_diffs(cfg: TransformerConfig, params, data: IOIData,
+                precision: Precision | str | None = None) -> np.ndarray:
+  """logit(IO) - logit(S) at END per prompt: float32 [b]."""
+  last = end_logits(cfg, params, data.tokens, data.end, precision)
+  return np.asarray(jnp.take_along_axis(last, jnp.asarray(data.answers), 1)
+                    @ jnp.array([1., -1.]))
+
+
 def find_circuit(cfg: TransformerConfig, params, data: IOIData,
-                 config: CircuitConfig = CircuitConfig()) -> tuple[dict, dict]:
+                 config: CircuitConfig = CircuitConfig(),
+                 precision: Precision | str | None = None) -> tuple[dict, dict]:
   """Baseline, direct effects, head classes and attention by role.
 
+  Args:
+    cfg, params, data: the model and the prompts; config: thresholds and chunk sizes.
+    precision: the baseline's and attention's forwards (module docstring; None: float32).
   Returns:
     (results, classes): results is JSON-ready (heads named "layer.head", effects [l h] as
     nested lists, relative to the clean LD); classes maps class name -> [(layer, head)].
@@ -103,14 +131,12 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
   tokens, corrupt = jnp.asarray(data.tokens), jnp.asarray(data.corrupt)
   end = jnp.asarray(data.end)
   metric = patching.logit_diff(jnp.asarray(data.answers))
-  fwd = jax.jit(transformer.forward, static_argnums=0)
-  clean_logits = fwd(cfg, params, tokens, None, end)[0]
-  last = clean_logits[:, -1]
-  ld = np.asarray(jnp.take_along_axis(last, jnp.asarray(data.answers), 1) @ jnp.array([1., -1.]))
+  last = end_logits(cfg, params, tokens, end, precision)
+  ld = logit_diffs(cfg, params, data, precision)
   ld_clean = float(ld.mean())
-  ld_corrupt = float(metric(fwd(cfg, params, corrupt, None, end)[0]))
+  ld_corrupt = float(metric(end_logits(cfg, params, corrupt, end, precision)[:, None]))
   top1 = np.asarray(jnp.argmax(last, -1)) == data.answers[:, 0]
-  att = attention_by_role(cfg, params, data)
+  att = attention_by_role(cfg, params, data, precision)
   rel = lambda out: (np.asarray(out) - ld_clean) / abs(ld_clean)
   pp = lambda receivers, positions, senders: rel(patching.path_patching(
       cfg, params, tokens, corrupt, metric, receivers=receivers, receiver_positions=positions,
@@ -223,21 +249,26 @@ def _logit_diff_dla(cfg, params, tokens, end, io_ids, s_ids):
   return out[0] - out[1]
 
 
-def template_means(cfg: TransformerConfig, params, data: IOIData) -> jax.Array:
+def template_means(cfg: TransformerConfig, params, data: IOIData,
+                   precision: Precision | str | None = None) -> jax.Array:
   """Each prompt's mean-ablation value of hook_z: the mean over the p_ABC prompts of its
-  template, per position: [l b p h e]."""
+  template, per position: [l b p h e], summed in float32 and returned in the compute dtype."""
   names = patching.hook_names(cfg, "heads")
-  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(data.corrupt), names)
+  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(data.corrupt), names,
+                                        precision=precision)
   z = jnp.stack([cache[n] for n in names])
-  onehot = jnp.asarray(data.template[:, None] == np.arange(data.template.max() + 1)[None], z.dtype)
-  sums = jnp.einsum("bt,lbphe->ltphe", onehot, z)
+  onehot = jnp.asarray(data.template[:, None] == np.arange(data.template.max() + 1)[None],
+                       jnp.float32)
+  sums = jnp.einsum("bt,lbphe->ltphe", onehot, z.astype(jnp.float32))
   means = sums / jnp.maximum(onehot.sum(0), 1.0)[None, :, None, None, None]
-  return means[:, jnp.asarray(data.template)]
+  return means[:, jnp.asarray(data.template)].astype(z.dtype)
 
 
-def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads) -> dict:
-  """LD with every head outside `heads` mean-ablated per template, against the full model."""
-  means = template_means(cfg, params, data)
+def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads,
+                 precision: Precision | str | None = None) -> dict:
+  """LD with every head outside `heads` mean-ablated per template, against the full model
+  (every forward under `precision`; None: float32)."""
+  means = template_means(cfg, params, data, precision)
   keep = np.zeros((cfg.n_layers, cfg.n_heads), bool)
   for l, h in heads:
     keep[l, h] = True
@@ -249,7 +280,7 @@ def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads) -> dict:
     edits = {n: (lambda z, i=i: jnp.where(mask[i][None, None, :, None], z, means[i]))
              for i, n in enumerate(patching.hook_names(cfg, "heads"))}
     return metric(transformer.forward(cfg, params, jnp.asarray(data.tokens), Hooks(edits=edits),
-                                      end)[0])
+                                      end, precision=precision)[0])
 
   model = float(run(jnp.ones_like(jnp.asarray(keep))))
   circuit = float(run(jnp.asarray(keep)))

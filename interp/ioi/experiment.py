@@ -12,7 +12,9 @@ On `n_prompts` IOI prompts (`ioi.prompts`, ABBA and BABA, p_ABC corruptions) for
                  (corrupted run, clean activations patched in), normalised; and attribution
                  patching's estimate of the same maps with its agreement (Pearson r,
                  Kendall tau) against the real patching
-Writes results.json and figures (PNG) into `workdir`.
+Writes results.json and figures (PNG) into `workdir`. `precision` (`--precision`) is the
+policy of the baseline, attention and faithfulness forwards; the path-patching effects and the
+patching maps (`interp.circuits.patching`) are computed in float32.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from interp import choices
+from interp import precision as precision_lib
 from interp.ioi import circuit as ioi
 from interp.ioi import plots
 from interp.ioi import prompts as ioi_data
@@ -38,8 +41,16 @@ from interp.train import run_folder
 
 @dataclasses.dataclass(frozen=True)
 class IOIConfig:
-  """Attributes: workdir; model (gemma3_270m | gpt2:DIR); n_prompts; seed; circuit (the
-  classification thresholds); patching (compute the patching maps)."""
+  """Attributes:
+    workdir: the run folder.
+    model: gemma3_270m | gpt2:DIR.
+    n_prompts: IOI prompts (ABBA and BABA).
+    seed: the prompts' draw.
+    circuit: the classification thresholds.
+    patching: compute the patching maps.
+    precision: compute dtype of the baseline, attention and faithfulness forwards (logits and
+      logit differences stay float32): auto, float32 or bfloat16.
+  """
 
   workdir: str
   model: str = "gemma3_270m"
@@ -47,9 +58,12 @@ class IOIConfig:
   seed: int = 0
   circuit: ioi.CircuitConfig = ioi.CircuitConfig()
   patching: bool = True
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
     choices.numbers(self, non_negative=("seed",))
+    precision_lib.Precision.parse(self.precision)  # a bad value fails here, naming --precision
     if self.n_prompts < 2:
       raise ValueError(f"--n_prompts={self.n_prompts}: need at least 2 (ABBA and BABA)")
     # IOI prompts need a tokenizer with single-token names: not the byte-level toys.
@@ -100,10 +114,11 @@ def run(config: IOIConfig) -> dict:
   t0 = time.time()
   model = zoo.load(zoo.ModelSpec.parse(config.model))
   data = ioi_data.generate(model.tokenizer, config.n_prompts, seed=config.seed)
-  results, classes = ioi.find_circuit(model.cfg, model.params, data, config.circuit)
+  precision = precision_lib.Precision.parse(config.precision)
+  results, classes = ioi.find_circuit(model.cfg, model.params, data, config.circuit, precision)
   heads = sorted({x for v in classes.values() for x in v})
-  results["faithfulness"] = ioi.faithfulness(model.cfg, model.params, data, heads)
-  results["model"] = model.name
+  results["faithfulness"] = ioi.faithfulness(model.cfg, model.params, data, heads, precision)
+  results["model"], results["precision"] = model.name, precision.name
   results["prompts"] = list(data.text[:8])
   direct = np.asarray(results["effects"]["direct"])
   order = np.argsort(direct, axis=None)
