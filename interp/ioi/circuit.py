@@ -137,7 +137,12 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
   ld_corrupt = float(metric(end_logits(cfg, params, corrupt, end, precision)[:, None]))
   top1 = np.asarray(jnp.argmax(last, -1)) == data.answers[:, 0]
   att = attention_by_role(cfg, params, data, precision)
-  rel = lambda out: (np.asarray(out) - ld_clean) / abs(ld_clean)
+  # Path patching runs in float32, so its effects are measured against the float32 clean LD:
+  # against a bfloat16 one every effect would be offset by bfloat16's rounding of the LD, not
+  # by anything the sender heads do.
+  precision = as_precision(precision)
+  ld_ref = ld_clean if precision.is_float32 else float(logit_diffs(cfg, params, data).mean())
+  rel = lambda out: (np.asarray(out) - ld_ref) / abs(ld_ref)
   pp = lambda receivers, positions, senders: rel(patching.path_patching(
       cfg, params, tokens, corrupt, metric, receivers=receivers, receiver_positions=positions,
       logits_at=end, senders=senders, chunk=config.chunk))
