@@ -13,7 +13,13 @@
   # Plan a pod: Scaling Monosemanticity's largest dictionary on 256 simulated devices.
   XLA_FLAGS=--xla_force_host_platform_device_count=256 python experiments/train_sae.py \
       --compile_only --source=planted --planted_d=4096 --d_sae=33554432 --batch_size=4096 \
-      --mesh=data:8,model:32 --activation=relu --decoder_norm=weighted
+      --mesh=data:8,model:32 --activation=relu --decoder_norm=weighted --precision=bfloat16
+
+`--precision` is the compute dtype of the encoder and decoder products (`interp.precision`): the
+default `auto` is float32 on CPU and bfloat16 on GPU/TPU; parameters, Adam's moments,
+pre-activations, losses and metrics are float32 either way, and results.json records it.
+`--compile_only` names the precision it compiled (pass `--precision=bfloat16` to plan an
+accelerator run from a CPU).
 
 Outputs (metrics, checkpoints, results.json, eval.json, dashboard.json, dashboard.html,
 density.png, saelens/) are described in `interp.sae.experiment`; the rules and their flags in

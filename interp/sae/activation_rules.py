@@ -6,6 +6,11 @@
   step_fn               H(pre - theta), the L0 count of JumpReLU, straight-through to theta
   batch_topk            the k * batch largest pre-activations of a whole batch (BatchTopK),
                         selected with `kth_largest`
+  matmul, einsum        the dictionaries' matrix products under a precision policy
+                        (`interp.precision`): float32 exactly as written, or compute-dtype
+                        operands summed in float32 and returned in float32, so pre-activations
+                        (what thresholds and top-k compare) and reconstructions (what the losses
+                        read) are float32 whatever the compute dtype
 
 TopK's encoder has a hand-written backward pass: autodiff of `lax.top_k` scatters the k
 gradients per token into a dense [batch, d_sae] array and then pays two dense matmuls for the
@@ -23,27 +28,49 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from interp.precision import FLOAT32, Precision
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def topk_encode_centered(x_n, b_dec, w_enc, b_enc, k):
+
+def matmul(prec: Precision, a, b):
+  """`a @ b` under `prec`: the plain float32 product when nothing is cast (so every float32
+  number is the one it always was), else both operands in the compute dtype, summed in float32,
+  returned in float32."""
+  if prec.is_float32:
+    return a @ b
+  a, b = prec.cast_compute((a, b))
+  return prec.matmul(a, b, output=True)
+
+
+def einsum(prec: Precision, spec: str, a, b):
+  """`jnp.einsum(spec, a, b)` under `prec`, as `matmul`."""
+  if prec.is_float32:
+    return jnp.einsum(spec, a, b)
+  a, b = prec.cast_compute((a, b))
+  return prec.einsum(spec, a, b, output=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def topk_encode_centered(x_n, b_dec, w_enc, b_enc, k, prec: Precision = FLOAT32):
   """(values, indices) of the k largest ReLU'd pre-activations (x_n - b_dec) @ w_enc + b_enc.
 
-  The backward pass touches only the k selected latents per token: their encoder columns and
+  The dense encoder product runs under `prec` (`matmul`); the pre-activations it selects from
+  are float32. The backward pass touches only the k selected latents per token (float32, as
+  the parameters are): their encoder columns and
   biases get a scatter-add, b_dec gets -(w_enc @ g_b_enc) (a matrix-vector product), and the
   per-token input gradient (a [B, k, d_in] gather) is formed only when x_n itself is
   differentiated; otherwise XLA drops it.
   """
-  values, indices = jax.lax.top_k((x_n - b_dec) @ w_enc + b_enc, k)
+  values, indices = jax.lax.top_k(matmul(prec, x_n - b_dec, w_enc) + b_enc, k)
   return jax.nn.relu(values), indices
 
 
-def _topk_fwd(x_n, b_dec, w_enc, b_enc, k):
-  values, indices = topk_encode_centered(x_n, b_dec, w_enc, b_enc, k)
+def _topk_fwd(x_n, b_dec, w_enc, b_enc, k, prec):
+  values, indices = topk_encode_centered(x_n, b_dec, w_enc, b_enc, k, prec)
   return (values, indices), (x_n, b_dec, w_enc, values, indices)
 
 
-def _topk_bwd(k, res, g):
-  del k
+def _topk_bwd(k, prec, res, g):
+  del k, prec
   x_n, b_dec, w_enc, values, indices = res
   g_pre = jnp.where(values > 0, g[0], 0.0)                           # [B, k]
   d_sae, d_in = w_enc.shape[1], w_enc.shape[0]
@@ -58,9 +85,9 @@ def _topk_bwd(k, res, g):
 topk_encode_centered.defvjp(_topk_fwd, _topk_bwd)
 
 
-def topk_encode(x_c, w_enc, b_enc, k):
+def topk_encode(x_c, w_enc, b_enc, k, prec: Precision = FLOAT32):
   """`topk_encode_centered` of already-centred inputs x_c (no pre-encoder bias)."""
-  return topk_encode_centered(x_c, jnp.zeros_like(x_c[0]), w_enc, b_enc, k)
+  return topk_encode_centered(x_c, jnp.zeros_like(x_c[0]), w_enc, b_enc, k, prec)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -23,6 +23,13 @@ Thresholds are kept >= `MIN_THRESHOLD` after each update (`constrain`).
 
 The activation rules themselves (TopK with its sparse backward pass, JumpReLU, BatchTopK) are in
 `interp.sae.activation_rules`.
+
+Precision (`interp.precision`): `encode`, `decode`, `reconstruct` and `loss` take a policy
+(default float32: the float32 program, number for number). Under bfloat16 the encoder and
+decoder products (dense, sparse, AuxK's) take bfloat16 operands and sum in float32
+(`activation_rules.matmul`); their outputs, the pre-activations that ReLU, thresholds and top-k
+compare and the reconstructions the losses read, are float32, as are the penalties, the losses,
+the metrics and the parameters (cast only inside the product; gradients arrive float32).
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from interp.precision import FLOAT32, Precision, as_precision
 from interp.sae import sparse_sharded
-from interp.sae.activation_rules import batch_topk, jumprelu, step_fn, topk_encode_centered
+from interp.sae.activation_rules import (batch_topk, jumprelu, matmul, step_fn,
+                                         topk_encode_centered)
 from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
 
 PARAM_AXES = {
@@ -130,36 +139,42 @@ def _center(params, x_n):
   return x_n - params["b_dec"]
 
 
-def _centred_matmul(x_n, b_dec, w):
-  """(x_n - b_dec) @ w written as x_n @ w - b_dec @ w.
+def _topk_rule(prec: Precision):
+  """The single-device TopK encoder (`sparse_sharded.topk`'s `local_topk`) under `prec`."""
+  return lambda x, c, w, b, k: topk_encode_centered(x, c, w, b, k, prec)
+
+
+def _centred_matmul(x_n, b_dec, w, prec: Precision = FLOAT32):
+  """(x_n - b_dec) @ w written as x_n @ w - b_dec @ w (float32; products under `prec`).
 
   Equal up to rounding, but autodiff then gives b_dec its gradient as a matrix-vector product
   (-w @ sum_b g) instead of a dense [batch, d_sae] @ w.T for the input gradient that is only
   summed: one of the step's six dense matmuls, when x_n (data) is not differentiated.
   """
-  return x_n @ w - b_dec @ w
+  return matmul(prec, x_n, w) - matmul(prec, b_dec, w)
 
 
-def _gated_paths(params, x_n):
-  pi_gate = _centred_matmul(x_n, params["b_dec"], params["W_enc"]) + params["b_gate"]
+def _gated_paths(params, x_n, prec: Precision):
+  pi_gate = _centred_matmul(x_n, params["b_dec"], params["W_enc"], prec) + params["b_gate"]
   w_mag = params["W_enc"] * jnp.exp(params["r_mag"])
-  mag = _centred_matmul(x_n, params["b_dec"], w_mag) + params["b_mag"]
+  mag = _centred_matmul(x_n, params["b_dec"], w_mag, prec) + params["b_mag"]
   return pi_gate, jax.nn.relu(mag)
 
 
-def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool):
+def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool,
+              prec: Precision = FLOAT32):
   """Codes of normalised inputs: Sparse for topk, else dense [..., d_sae]; plus extras."""
   x_c = _center(params, x_n)
   a = cfg.activation
   if a == Activation.TOPK:
     lead = x_c.shape[:-1]
     v, i = sparse_sharded.topk(x_n.reshape(-1, cfg.d_in), params["b_dec"], params["W_enc"],
-                               params["b_enc"], cfg.k, topk_encode_centered)
+                               params["b_enc"], cfg.k, _topk_rule(prec))
     return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
   if a == Activation.GATED:
-    pi_gate, mag = _gated_paths(params, x_n)
+    pi_gate, mag = _gated_paths(params, x_n, prec)
     return (pi_gate > 0) * mag, {"pi_gate": pi_gate}
-  pre = _centred_matmul(x_n, params["b_dec"], params["W_enc"]) + params["b_enc"]
+  pre = _centred_matmul(x_n, params["b_dec"], params["W_enc"], prec) + params["b_enc"]
   if a == Activation.RELU:
     return jax.nn.relu(pre), {}
   if a == Activation.JUMPRELU:
@@ -184,36 +199,45 @@ def densify(codes, d_sae: int) -> jax.Array:
   return dense.reshape(*lead, d_sae)
 
 
-def _decode_n(params: dict, codes, upto: int | None = None) -> jax.Array:
-  """Normalised reconstruction b_dec + sum_i acts_i W_dec[i] (latents < `upto` only)."""
+def _decode_n(params: dict, codes, upto: int | None = None,
+              prec: Precision = FLOAT32) -> jax.Array:
+  """Normalised reconstruction b_dec + sum_i acts_i W_dec[i] (latents < `upto` only), float32
+  (the product under `prec`)."""
   w = params["W_dec"]
   if isinstance(codes, Sparse):
     values = codes.values if upto is None else jnp.where(codes.indices < upto, codes.values, 0.)
     lead = values.shape[:-1]
     flat = sparse_sharded.decode(values.reshape(-1, values.shape[-1]),
-                                 codes.indices.reshape(-1, values.shape[-1]), w)
+                                 codes.indices.reshape(-1, values.shape[-1]), w, prec)
     return flat.reshape(*lead, w.shape[-1]) + params["b_dec"]
   if upto is not None:
-    return codes[..., :upto] @ w[:upto] + params["b_dec"]
-  return codes @ w + params["b_dec"]
+    return matmul(prec, codes[..., :upto], w[:upto]) + params["b_dec"]
+  return matmul(prec, codes, w) + params["b_dec"]
 
 
-def encode(cfg: SAEConfig, params: dict, x: jax.Array) -> jax.Array:
-  """Dense latent activations [..., d_sae] of raw inputs x [..., d_in] (inference rule)."""
-  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False)
+def encode(cfg: SAEConfig, params: dict, x: jax.Array,
+           precision: Precision | str | None = None) -> jax.Array:
+  """Dense latent activations [..., d_sae] of raw inputs x [..., d_in] (inference rule), float32;
+  the encoder product under `precision` (default float32)."""
+  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False,
+                       prec=as_precision(precision))
   return densify(codes, cfg.d_sae)
 
 
-def decode(cfg: SAEConfig, params: dict, acts: jax.Array) -> jax.Array:
-  """Raw-unit reconstruction from dense activations [..., d_sae]."""
+def decode(cfg: SAEConfig, params: dict, acts: jax.Array,
+           precision: Precision | str | None = None) -> jax.Array:
+  """Raw-unit reconstruction (float32) from dense activations [..., d_sae]; the decoder product
+  under `precision` (default float32)."""
   del cfg
-  return _decode_n(params, acts) / params["norm_scale"]
+  return _decode_n(params, acts, prec=as_precision(precision)) / params["norm_scale"]
 
 
-def reconstruct(cfg: SAEConfig, params: dict, x: jax.Array) -> jax.Array:
-  """decode(encode(x)), using the sparse path for topk."""
-  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False)
-  return _decode_n(params, codes) / params["norm_scale"]
+def reconstruct(cfg: SAEConfig, params: dict, x: jax.Array,
+                precision: Precision | str | None = None) -> jax.Array:
+  """decode(encode(x)), using the sparse path for topk; products under `precision`."""
+  prec = as_precision(precision)
+  codes, _ = _encode_n(cfg, params, x * params["norm_scale"], training=False, prec=prec)
+  return _decode_n(params, codes, prec=prec) / params["norm_scale"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +261,7 @@ def _l0(codes) -> jax.Array:
 
 
 def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Array,
-                dead: jax.Array) -> jax.Array:
+                dead: jax.Array, prec: Precision = FLOAT32) -> jax.Array:
   """AuxK (Gao et al.): reconstruct the main residual with the aux_k largest dead latents.
 
   Computed only while some latent is dead, so healthy runs pay nothing for it. Its value and
@@ -251,13 +275,13 @@ def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Arra
     b_dead = jnp.where(dead, b_enc, -jnp.inf)  # live latents: never selected, no gradient
     zero = jnp.zeros_like(x_c[0])
     values, indices = sparse_sharded.topk(x_c, zero, w_enc, b_dead, cfg.effective_aux_k,
-                                          topk_encode_centered)
+                                          _topk_rule(prec))
     if sparse_sharded.latents_sharded():
-      e_hat = sparse_sharded.decode(values, indices, w_dec)
+      e_hat = sparse_sharded.decode(values, indices, w_dec, prec)
     else:
       rows = jnp.arange(values.shape[0])[:, None]
       acts = jnp.zeros((values.shape[0], cfg.d_sae), values.dtype).at[rows, indices].set(values)
-      e_hat = acts @ w_dec
+      e_hat = matmul(prec, acts, w_dec)
     err = _sq_err(residual, e_hat)
     var = jnp.mean(jnp.sum((residual - residual.mean(0)) ** 2, -1))
     return jnp.nan_to_num(err / jnp.maximum(var, 1e-12))
@@ -282,21 +306,25 @@ def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Arra
   return aux(*args)
 
 
-def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
-  """The training loss on raw inputs x [batch, d_in].
+def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
+         precision: Precision | str | None = None):
+  """The training loss on raw inputs x [batch, d_in], float32; the encoder and decoder products
+  under `precision` (default float32; see the module docstring).
 
   Returns:
     (loss, (metrics, new_buffers)): metrics are scalars (mse, fvu, l0, sparsity, aux, dead);
     new_buffers carry the updated dead-latent counters and the BatchTopK threshold.
   """
+  prec = as_precision(precision)
   params = {**trainable, **buffers}
   x_n = x * buffers["norm_scale"]
   x_c = _center(params, x_n)
-  codes, extra = _encode_n(cfg, params, x_n, training=True)
-  x_hat = _decode_n(params, codes)
+  codes, extra = _encode_n(cfg, params, x_n, training=True, prec=prec)
+  x_hat = _decode_n(params, codes, prec=prec)
   mse = _sq_err(x_n, x_hat)
   if cfg.matryoshka:
-    recon = sum(_sq_err(x_n, _decode_n(params, codes, upto=m)) for m in cfg.matryoshka)
+    recon = sum(_sq_err(x_n, _decode_n(params, codes, upto=m, prec=prec))
+                for m in cfg.matryoshka)
     recon = (recon + mse) / (len(cfg.matryoshka) + 1)
   else:
     recon = mse
@@ -311,7 +339,7 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
     sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(gate * weights, -1))
     frozen = {"W_dec": jax.lax.stop_gradient(params["W_dec"]),
               "b_dec": jax.lax.stop_gradient(params["b_dec"])}
-    aux = _sq_err(x_n, _decode_n(frozen, gate))
+    aux = _sq_err(x_n, _decode_n(frozen, gate, prec=prec))
   elif a == Activation.JUMPRELU:
     l0 = step_fn(extra["pre"], extra["theta"], cfg.bandwidth)
     sparsity = cfg.l0_coeff * jnp.mean(jnp.sum(l0, -1))
@@ -325,7 +353,7 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array):
     # is brought to its units with the batch's E||x - mean||^2; without it AuxK was d_in times
     # weaker than in the paper (dead latents were not revived within hundreds of steps).
     scale = jax.lax.stop_gradient(jnp.mean(jnp.sum((x_n - x_n.mean(0)) ** 2, -1)))
-    aux = cfg.aux_coeff * scale * _aux_k_loss(cfg, params, x_c, residual, dead)
+    aux = cfg.aux_coeff * scale * _aux_k_loss(cfg, params, x_c, residual, dead, prec)
 
   fired = _fired(cfg, codes)
   new_buffers = dict(buffers, fired_ago=jnp.where(fired, 0, buffers["fired_ago"] + 1))

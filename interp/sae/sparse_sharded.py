@@ -23,6 +23,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from interp.parallel import sharding as shd
+from interp.precision import FLOAT32, Precision
+from interp.sae.activation_rules import einsum
 
 
 def _vary(x, axis):
@@ -82,11 +84,13 @@ def topk(x_n: jax.Array, b_dec: jax.Array, w_enc: jax.Array, b_enc: jax.Array, k
   return top, jnp.take_along_axis(idx, pos, axis=1)
 
 
-def decode(values: jax.Array, indices: jax.Array, w_dec: jax.Array) -> jax.Array:
-  """sum_j values[b, j] * w_dec[indices[b, j]] for [B, k] codes: [B, d_in]."""
+def decode(values: jax.Array, indices: jax.Array, w_dec: jax.Array,
+           prec: Precision = FLOAT32) -> jax.Array:
+  """sum_j values[b, j] * w_dec[indices[b, j]] for [B, k] codes: [B, d_in] (float32; the
+  products under `prec`, `interp.sae.activation_rules.einsum`)."""
   where = _latent_mesh()
   if where is None or values.ndim != 2 or values.shape[0] % where[0].shape.get(where[2], 1):
-    return jnp.einsum("...k,...kd->...d", values, jnp.take(w_dec, indices, axis=0))
+    return einsum(prec, "...k,...kd->...d", values, jnp.take(w_dec, indices, axis=0))
   mesh, axis, batch = where
 
   def local(v, i, w):
@@ -94,7 +98,7 @@ def decode(values: jax.Array, indices: jax.Array, w_dec: jax.Array) -> jax.Array
     i = i - jax.lax.axis_index(axis) * n
     mine = (i >= 0) & (i < n)
     rows = jnp.take(w, jnp.clip(i, 0, n - 1), axis=0)
-    return jax.lax.psum(jnp.einsum("bk,bkd->bd", jnp.where(mine, v, 0.0), rows), axis)
+    return jax.lax.psum(einsum(prec, "bk,bkd->bd", jnp.where(mine, v, 0.0), rows), axis)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(batch, None), P(batch, None), P(axis, None)),
                        out_specs=P(batch, None))(values, indices, w_dec)

@@ -10,6 +10,11 @@ the BatchTopK threshold (buffers carried in the parameter dict, not optimised) a
 The run folder holds flags.json, sae_config.json, data.json, metrics.jsonl, checkpoints/ and
 results.json, like every run (`interp.train.run_folder`); a rerun resumes exactly, because batch
 `s` is a pure function of (seed, s) in every activation store.
+
+Precision (`--precision`, `interp.precision`): the step runs the dictionary's encoder and
+decoder products in the compute dtype with float32 sums (`interp.sae.dictionary`); the
+parameters, Adam's moments, the buffers, pre-activations, losses and metrics stay float32.
+results.json records the resolved policy (`precision`).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import optax
 
 from interp import jsonio
 from interp import choices
+from interp import precision as precision_lib
 from interp.data import sources
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from interp.precision import Precision
 from interp.sae import dictionary as dic
 from interp.sae.config import DeadMitigation, SAEConfig
 from interp.train import compile_only as compile_lib
@@ -67,14 +74,20 @@ class TrainSAEConfig(EmbedsRun):
       (`interp.train.run_config`).
     batch_size: activations per step (global); a multiple of the data axis.
     init_sample: activations read before training for the input scale and the geometric median.
+    precision: compute dtype of the encoder and decoder products, with parameters, optimizer
+      state, pre-activations, losses and metrics kept float32 (auto = float32 on CPU, bfloat16
+      on GPU/TPU).
   """
 
   sae: SAEConfig
   run: RunConfig = DEFAULT_RUN
   batch_size: int = 4096
   init_sample: int = 4096
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    Precision.parse(self.precision)  # a bad value fails here, naming --precision
     choices.check_int("batch_size", self.batch_size)
     choices.check_int("init_sample", self.init_sample)
     if (self.sae.activation.value == "batchtopk"
@@ -82,6 +95,11 @@ class TrainSAEConfig(EmbedsRun):
       # `dictionary.kth_largest` counts the batch's [batch, d_sae] values in int32.
       raise ValueError(f"--activation=batchtopk counts --batch_size x --d_sae = "
                        f"{self.batch_size * self.sae.d_sae} values in int32; use a smaller batch")
+
+  @property
+  def policy(self) -> Precision:
+    """The precision policy `precision` names on this machine's backend."""
+    return Precision.parse(self.precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,14 +120,16 @@ def _where_latent(dead: jax.Array, name: str, new, old):
   return jnp.where(dead.reshape(shape), new, old)
 
 
-def resample(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array, key: jax.Array):
+def resample(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array, key: jax.Array,
+             precision: Precision | None = None):
   """Bricken resampling: each dead latent gets a new direction, an input drawn with probability
   proportional to its squared reconstruction error, as decoder row and (scaled to 0.2 x the mean
-  alive encoder norm) encoder column; its biases go to zero. Returns (trainable, dead mask)."""
+  alive encoder norm) encoder column; its biases go to zero; the errors are measured under
+  `precision` (default float32). Returns (trainable, dead mask)."""
   params = {**trainable, **buffers}
   dead = buffers["fired_ago"] >= cfg.dead_steps
   x_n = x * buffers["norm_scale"]
-  err = jnp.sum((x_n - dic.reconstruct(cfg, params, x) * buffers["norm_scale"]) ** 2, -1)
+  err = jnp.sum((x_n - dic.reconstruct(cfg, params, x, precision) * buffers["norm_scale"]) ** 2, -1)
   rows = jax.random.categorical(key, jnp.log(err ** 2 + 1e-30), shape=(cfg.d_sae,))
   dirs = x_n[rows] - trainable["b_dec"]
   dirs = dirs / jnp.maximum(jnp.linalg.norm(dirs, axis=-1, keepdims=True), 1e-8)
@@ -131,12 +151,15 @@ def _reset_moments(optimizer, opt_state, trainable, dead):
       opt_state, names, transform_non_params=lambda x: x)
 
 
-def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation):
-  """The pure train step (state, batch [B, d_in]) -> (state, metrics)."""
+def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation,
+              precision: Precision = precision_lib.FLOAT32):
+  """The pure train step (state, batch [B, d_in]) -> (state, metrics); the loss under
+  `precision`, the gradients, update and state float32."""
   def step(state: state_lib.TrainState, batch: jax.Array):
     trainable, buffers = dic.split(state.params)
     (loss, (metrics, buffers)), grads = jax.value_and_grad(
-        functools.partial(dic.loss, cfg), has_aux=True)(trainable, buffers, batch)
+        functools.partial(dic.loss, cfg, precision=precision), has_aux=True)(
+            trainable, buffers, batch)
     grads = dic.project_grads(cfg, grads, trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = dic.renormalise(cfg, optax.apply_updates(trainable, updates))
@@ -146,7 +169,7 @@ def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation):
       def do(args):
         trainable, buffers, opt_state = args
         key = jax.random.fold_in(jax.random.key(0), state.step)
-        trainable, dead = resample(cfg, trainable, buffers, batch, key)
+        trainable, dead = resample(cfg, trainable, buffers, batch, key, precision)
         opt_state = _reset_moments(optimizer, opt_state, trainable, dead)
         return trainable, dict(buffers, fired_ago=jnp.where(dead, 0, buffers["fired_ago"])), \
             opt_state
@@ -211,11 +234,13 @@ def dictionary_programs(init, step, optimizer, split, axes, mesh, sample) -> Pro
 
 
 @functools.lru_cache(maxsize=8)
-def programs(cfg: SAEConfig, optim: OptimizerConfig, mesh, init_sample: int = 8) -> Programs:
-  """Compiled init and step (memoised per shapes, so sweeps and tests reuse them)."""
+def programs(cfg: SAEConfig, optim: OptimizerConfig, mesh, init_sample: int = 8,
+             precision: Precision = precision_lib.FLOAT32) -> Programs:
+  """Compiled init and step (memoised per shapes and precision, so sweeps and tests reuse
+  them); the state is float32 whatever the precision."""
   optimizer = optim.build()
   sample = jax.ShapeDtypeStruct((init_sample, cfg.d_in), jnp.float32)
-  return dictionary_programs(_init_fn(cfg, optimizer), make_step(cfg, optimizer), optimizer,
+  return dictionary_programs(_init_fn(cfg, optimizer), make_step(cfg, optimizer, precision), optimizer,
                              dic.split, dic.param_axes, mesh, sample)
 
 
@@ -251,7 +276,7 @@ def train_sae(config: TrainSAEConfig, store: Store, mesh=None) -> tuple[dict, di
     progs = session.programs(lambda: _checked_programs(config, session.mesh))
     state, stopped = train_dictionary(session, progs, store, config, "dictionary",
                                       {"sae_config.json": cfg.to_dict()})
-    return session.finish(state, stopped), state.params
+    return session.finish(state, stopped, precision=config.policy.name), state.params
 
 
 def train_dictionary(session: Session, progs: Programs, store: Store, config, what: str,
@@ -288,18 +313,21 @@ def train_dictionary(session: Session, progs: Programs, store: Store, config, wh
 
 def _checked_programs(config: TrainSAEConfig, mesh) -> Programs:
   sources.check_batch_size(config.batch_size, mesh)
-  return programs(config.sae, config.run.optimizer, mesh, config.init_sample)
+  return programs(config.sae, config.run.optimizer, mesh, config.init_sample, config.policy)
 
 
 def compile_only(config: TrainSAEConfig, capacity_gb: float = compile_lib.TPU_V5P_HBM_GB,
                  capacity_name: str = "TPU v5p HBM") -> compile_lib.MemoryReport:
   """Lowers and compiles the SAE step for `config.run.mesh`; reports per-device memory. Nothing
-  is allocated or trained (plan pods with XLA_FLAGS=--xla_force_host_platform_device_count=N)."""
+  is allocated or trained (plan pods with XLA_FLAGS=--xla_force_host_platform_device_count=N).
+  The step is compiled for `config.precision` (resolved on this backend: `--precision=bfloat16`
+  plans a GPU/TPU run from a CPU), which the report names."""
   progs = _checked_programs(config, mesh_lib.make_mesh(config.run.mesh_config))
   batch = jax.ShapeDtypeStruct((config.batch_size, config.sae.d_in), jnp.float32,
                                sharding=progs.batch)
-  return compile_lib.compile_and_report(progs.step, progs.target, batch,
-                                        capacity_gb=capacity_gb, capacity_name=capacity_name)
+  report = compile_lib.compile_and_report(progs.step, progs.target, batch,
+                                          capacity_gb=capacity_gb, capacity_name=capacity_name)
+  return dataclasses.replace(report, precision=config.policy.name)
 
 
 def load_params(workdir: str) -> tuple[SAEConfig, dict[str, Any]]:
