@@ -37,6 +37,12 @@ norm of the latent's decoder concatenated over every layer it writes to, so writ
 layers costs more; the threshold (learned as itself, kept >= `MIN_THRESHOLD`: see
 `interp.sae.dictionary` for why not as a logarithm) learns through the JumpReLU
 straight-through estimator.
+
+Precision (`interp.precision`): `encode_pre`, `encode`, `decode`, their per-layer forms and
+`loss` take a policy (default float32: the float32 program, number for number). Under bfloat16
+the encoder, decoder and skip products take bfloat16 operands summed in float32
+(`interp.sae.activation_rules.einsum`) and return float32, so pre-activations (what top-k and
+thresholds compare), predictions, the penalty, the loss, metrics and parameters are float32.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ import jax.numpy as jnp
 
 from interp.choices import choice
 from interp.models.config import NormType, TransformerConfig
+from interp.precision import Precision, as_precision
 from interp.sae import activation_rules
+from interp.sae.activation_rules import einsum, matmul
 from interp.sae.dictionary import MIN_THRESHOLD
 
 
@@ -206,11 +214,14 @@ def fold_scales(cfg: TranscoderConfig, params: dict) -> dict:
 # Encode, activate, decode (raw model units in and out)
 
 
-def encode_pre(cfg: TranscoderConfig, params: dict, x_in: jax.Array) -> jax.Array:
-  """Pre-activations [..., L, n] of inputs [..., L, d]: affine in x_in."""
+def encode_pre(cfg: TranscoderConfig, params: dict, x_in: jax.Array,
+               precision: Precision | str | None = None) -> jax.Array:
+  """Pre-activations [..., L, n] (float32) of inputs [..., L, d]: affine in x_in; the product
+  under `precision` (default float32)."""
   del cfg
   x_n = x_in * params["in_scale"][:, None]
-  return jnp.einsum("...ld,ldn->...ln", x_n, params["W_enc"]) + params["b_enc"]
+  return (einsum(as_precision(precision), "...ld,ldn->...ln", x_n, params["W_enc"])
+          + params["b_enc"])
 
 
 def _rule(cfg: TranscoderConfig, pre: jax.Array, theta) -> jax.Array:
@@ -234,14 +245,18 @@ def activate(cfg: TranscoderConfig, params: dict, pre: jax.Array) -> jax.Array:
   return _rule(cfg, pre, None)
 
 
-def encode(cfg: TranscoderConfig, params: dict, x_in: jax.Array) -> jax.Array:
-  """Latent activations [..., L, n] of inputs [..., L, d]."""
-  return activate(cfg, params, encode_pre(cfg, params, x_in))
+def encode(cfg: TranscoderConfig, params: dict, x_in: jax.Array,
+           precision: Precision | str | None = None) -> jax.Array:
+  """Latent activations [..., L, n] of inputs [..., L, d] (products under `precision`)."""
+  return activate(cfg, params, encode_pre(cfg, params, x_in, precision))
 
 
-def encode_layer(cfg: TranscoderConfig, params: dict, x: jax.Array, layer: int) -> jax.Array:
+def encode_layer(cfg: TranscoderConfig, params: dict, x: jax.Array, layer: int,
+                 precision: Precision | str | None = None) -> jax.Array:
   """Layer `layer`'s latent activations [..., n] of its input x [..., d] alone."""
-  pre = (x * params["in_scale"][layer]) @ params["W_enc"][layer] + params["b_enc"][layer]
+  prec = as_precision(precision)
+  pre = (matmul(prec, x * params["in_scale"][layer], params["W_enc"][layer])
+         + params["b_enc"][layer])
   theta = (params["jump_threshold"][layer]
            if cfg.activation == TranscoderActivation.JUMPRELU else None)
   return _rule(cfg, pre, theta)
@@ -252,40 +267,44 @@ def _decoder(cfg: TranscoderConfig, params: dict) -> jax.Array:
   return w * clt_mask(cfg.n_layers)[:, None, :, None] if cfg.kind == Kind.CLT else w
 
 
-def _decode_n(cfg, params, acts, x_in):
-  """Normalised-unit output [..., L, d]."""
+def _decode_n(cfg, params, acts, x_in, prec: Precision):
+  """Normalised-unit output [..., L, d] (float32; products under `prec`)."""
   w = _decoder(cfg, params)
   if cfg.kind == Kind.CLT:
-    out = jnp.einsum("...sn,sntd->...td", acts, w)
+    out = einsum(prec, "...sn,sntd->...td", acts, w)
   else:
-    out = jnp.einsum("...ln,lnd->...ld", acts, w)
+    out = einsum(prec, "...ln,lnd->...ld", acts, w)
   out = out + params["b_dec"]
   if cfg.kind == Kind.SKIP:
     if x_in is None:
       raise ValueError("a skip transcoder's decode needs x_in")
     x_n = x_in * params["in_scale"][:, None]
-    out = out + jnp.einsum("...ld,lde->...le", x_n, params["W_skip"])
+    out = out + einsum(prec, "...ld,lde->...le", x_n, params["W_skip"])
   return out
 
 
-def decode(cfg: TranscoderConfig, params: dict, acts: jax.Array, x_in=None) -> jax.Array:
-  """Predicted MLP outputs [..., L, d] from acts [..., L, n] (and x_in [..., L, d] for skip)."""
-  return _decode_n(cfg, params, acts, x_in) / params["out_scale"][:, None]
+def decode(cfg: TranscoderConfig, params: dict, acts: jax.Array, x_in=None,
+           precision: Precision | str | None = None) -> jax.Array:
+  """Predicted MLP outputs [..., L, d] (float32) from acts [..., L, n] (and x_in [..., L, d]
+  for skip); the products under `precision` (default float32)."""
+  return (_decode_n(cfg, params, acts, x_in, as_precision(precision))
+          / params["out_scale"][:, None])
 
 
 def decode_layer(cfg: TranscoderConfig, params: dict, acts: jax.Array, layer: int,
-                 x_in_layer=None) -> jax.Array:
+                 x_in_layer=None, precision: Precision | str | None = None) -> jax.Array:
   """Layer `layer`'s predicted output [..., d] from acts [..., L', n] of layers 0 .. L'-1
   (L' > layer; later layers are not read) and, for skip, that layer's input [..., d]: what a
-  replaced forward needs at each hook_mlp_out."""
+  replaced forward needs at each hook_mlp_out; products under `precision`."""
+  prec = as_precision(precision)
   if cfg.kind == Kind.CLT:
-    out = jnp.einsum("...sn,snd->...d", acts[..., :layer + 1, :],
-                     params["W_dec"][:layer + 1, :, layer])
+    out = einsum(prec, "...sn,snd->...d", acts[..., :layer + 1, :],
+                 params["W_dec"][:layer + 1, :, layer])
   else:
-    out = acts[..., layer, :] @ params["W_dec"][layer]
+    out = matmul(prec, acts[..., layer, :], params["W_dec"][layer])
   out = out + params["b_dec"][layer]
   if cfg.kind == Kind.SKIP:
-    out = out + (x_in_layer * params["in_scale"][layer]) @ params["W_skip"][layer]
+    out = out + matmul(prec, x_in_layer * params["in_scale"][layer], params["W_skip"][layer])
   return out / params["out_scale"][layer]
 
 
@@ -300,17 +319,20 @@ def decoder_norms(cfg: TranscoderConfig, params: dict) -> jax.Array:
   return jnp.sqrt(jnp.sum(w ** 2, axis=axes))
 
 
-def loss(cfg: TranscoderConfig, params: dict, x_in: jax.Array, x_out: jax.Array):
-  """The training loss on a batch x_in, x_out [B, L, d] (raw units).
+def loss(cfg: TranscoderConfig, params: dict, x_in: jax.Array, x_out: jax.Array,
+         precision: Precision | str | None = None):
+  """The training loss (float32) on a batch x_in, x_out [B, L, d] (raw units); the products
+  under `precision` (default float32).
 
   Returns:
     (loss, metrics): metrics are scalars (fvu summed over layers, sparsity, l0 per layer) and
     per-layer vectors fvu_layer [L], l0_layer [L].
   """
-  pre = encode_pre(cfg, params, x_in)
+  prec = as_precision(precision)
+  pre = encode_pre(cfg, params, x_in, prec)
   acts = activate(cfg, params, pre)
   y = x_out * params["out_scale"][:, None]
-  y_hat = _decode_n(cfg, params, acts, x_in)
+  y_hat = _decode_n(cfg, params, acts, x_in, prec)
   err = jnp.sum((y - y_hat) ** 2, axis=(0, 2))                         # [L]
   var = jnp.sum((y - y.mean(0)) ** 2, axis=(0, 2))
   fvu = err / jnp.maximum(var, 1e-12)

@@ -12,6 +12,9 @@ Vocabulary (beyond `interp.sae.transcoder` and `interp.sae.evaluate`):
   recovered  (CE_zero - CE_replaced) / (CE_zero - CE_clean).
   FVU, L0    per layer on the clean forward's activations (as in training).
 `dashboards` gives the feature-dashboard data (`interp.sae.dashboard`) of every layer's latents.
+
+Precision (`interp.precision`): `replaced_loss` runs the model's forwards and the transcoder's
+products under one policy (default float32); cross-entropies, FVU and L0 are float32.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from interp.models import transformer
 from interp.models.config import NormType, TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import Precision, as_precision
 from interp.sae import dashboard as dash
 from interp.sae import transcoder as tc
 
@@ -36,12 +40,14 @@ def _ce(logits, tokens):
 
 
 def replacement_edits(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig, params: dict,
-                      record: dict | None = None) -> dict:
+                      record: dict | None = None,
+                      precision: Precision | str | None = None) -> dict:
   """Hook edits that replace every MLP by the transcoder within one forward pass.
 
   Args:
     model_cfg, cfg, params: the model's config and the transcoder.
     record: a dict that receives {layer: acts [b p n]} during the trace (optional).
+    precision: the transcoder's products (default float32).
   Returns:
     {hook name: edit} for `interp.models.hooks.Hooks(edits=...)`.
   """
@@ -52,14 +58,14 @@ def replacement_edits(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig, pa
   def read(l):
     def edit(x):
       x_ins[l] = x
-      acts[l] = tc.encode_layer(cfg, params, x, l)
+      acts[l] = tc.encode_layer(cfg, params, x, l, precision)
       return x
     return edit
 
   def write(l):
     def edit(x):
       stacked = jnp.stack([acts[s] for s in range(l + 1)], axis=2)  # layers 0..l: [b p l+1 n]
-      return tc.decode_layer(cfg, params, stacked, l, x_ins[l]).astype(x.dtype)
+      return tc.decode_layer(cfg, params, stacked, l, x_ins[l], precision).astype(x.dtype)
     return edit
 
   edits = {ins[l]: read(l) for l in range(L)}
@@ -68,20 +74,24 @@ def replacement_edits(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig, pa
 
 
 @functools.lru_cache(maxsize=8)
-def _program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
+def _program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig, prec: Precision):
   ins, outs = tc.sites(model_cfg)
 
   def run(model_params, params, tokens):
     clean, cache = transformer.forward(model_cfg, model_params, tokens,
-                                       Hooks(capture=ins + outs))
-    replaced, _ = transformer.forward(model_cfg, model_params, tokens,
-                                      Hooks(edits=replacement_edits(model_cfg, cfg, params)))
+                                       Hooks(capture=ins + outs), precision=prec)
+    replaced, _ = transformer.forward(
+        model_cfg, model_params, tokens,
+        Hooks(edits=replacement_edits(model_cfg, cfg, params, precision=prec)), precision=prec)
     zero_edits = {o: jnp.zeros_like for o in outs}
-    zero, _ = transformer.forward(model_cfg, model_params, tokens, Hooks(edits=zero_edits))
-    x_in = jnp.stack([cache[s] for s in ins], axis=2).reshape(-1, len(ins), model_cfg.d_model)
-    x_out = jnp.stack([cache[s] for s in outs], axis=2).reshape(x_in.shape)
-    acts = tc.encode(cfg, params, x_in)
-    err = jnp.sum((x_out - tc.decode(cfg, params, acts, x_in)) ** 2, axis=(0, 2))
+    zero, _ = transformer.forward(model_cfg, model_params, tokens, Hooks(edits=zero_edits),
+                                  precision=prec)
+    # The cache holds compute-dtype activations; FVU is measured in float32.
+    x_in = jnp.stack([cache[s] for s in ins], axis=2).reshape(
+        -1, len(ins), model_cfg.d_model).astype(jnp.float32)
+    x_out = jnp.stack([cache[s] for s in outs], axis=2).reshape(x_in.shape).astype(jnp.float32)
+    acts = tc.encode(cfg, params, x_in, prec)
+    err = jnp.sum((x_out - tc.decode(cfg, params, acts, x_in, prec)) ** 2, axis=(0, 2))
     var = jnp.sum((x_out - x_out.mean(0)) ** 2, axis=(0, 2))
     return {"ce_clean": _ce(clean, tokens), "ce_replaced": _ce(replaced, tokens),
             "ce_zero": _ce(zero, tokens), "fvu": err / jnp.maximum(var, 1e-12),
@@ -91,20 +101,22 @@ def _program(model_cfg: TransformerConfig, cfg: tc.TranscoderConfig):
 
 
 def replaced_loss(model_cfg: TransformerConfig, model_params, cfg: tc.TranscoderConfig,
-                  params: dict, tokens) -> dict:
+                  params: dict, tokens, precision: Precision | str | None = None) -> dict:
   """The model's loss clean, with every MLP replaced by the transcoder, and with MLPs ablated.
 
   Args:
     model_cfg, model_params: the model.
     cfg, params: the transcoder (scales folded in or not).
     tokens: int [batch, seq] sequences (one jitted batch).
+    precision: the forwards' and the transcoder's compute dtype (default float32).
   Returns:
     {ce_clean, ce_replaced, ce_zero, ce_recovered: floats; fvu, l0: per-layer lists}.
   """
   if cfg.n_layers != model_cfg.n_layers or cfg.d_model != model_cfg.d_model:
     raise ValueError(f"transcoder of {cfg.n_layers} layers x d_model {cfg.d_model} for a model "
                      f"of {model_cfg.n_layers} x {model_cfg.d_model}")
-  out = jax.device_get(_program(model_cfg, cfg)(model_params, params, jnp.asarray(tokens)))
+  program = _program(model_cfg, cfg, as_precision(precision))
+  out = jax.device_get(program(model_params, params, jnp.asarray(tokens)))
   res = {k: float(out[k]) for k in ("ce_clean", "ce_replaced", "ce_zero")}
   gap = res["ce_zero"] - res["ce_clean"]
   res["ce_recovered"] = (res["ce_zero"] - res["ce_replaced"]) / gap if gap else float("nan")

@@ -12,6 +12,10 @@ is `interp.train.loop.compile_step` (jit with in/out shardings, the state donate
 Orbax checkpoints and results.json (`interp.train.session`), and a rerun resumes exactly
 (batch s is a pure function of the store's seed and s); without one nothing is written (tests,
 notebooks).
+
+Precision (`interp.precision`): the step runs the transcoder's products in the compute dtype
+with float32 sums (`interp.sae.transcoder`); parameters, Adam's moments, the loss and metrics
+stay float32, and the results record the resolved policy (`precision`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import optax
 
 from interp import choices
+from interp import precision as precision_lib
 from interp.data import sources
 from interp.sae import store as store_lib
 from interp.sae import train as sae_train
@@ -33,6 +38,7 @@ from interp.train import metrics as metrics_lib
 from interp.train import run_folder
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointMismatchError
+from interp.precision import Precision
 from interp.train.optim import OptimizerConfig
 from interp.train.run_config import EmbedsRun, RunConfig
 from interp.train.session import Session
@@ -48,16 +54,27 @@ class TrainTranscoderConfig(EmbedsRun):
       SAEs' (`interp.sae.train.DEFAULT_RUN`). The mesh is the caller's.
     batch_size: tokens per step (global); a multiple of the data axis.
     init_sample: tokens read before training for the scales and b_dec.
+    precision: compute dtype of the encoder, decoder and skip products, with parameters,
+      optimizer state, pre-activations, loss and metrics kept float32 (auto = float32 on CPU,
+      bfloat16 on GPU/TPU).
   """
 
   transcoder: tc.TranscoderConfig
   run: RunConfig = sae_train.DEFAULT_RUN
   batch_size: int = 1024
   init_sample: int = 1024
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    Precision.parse(self.precision)  # a bad value fails here, naming --precision
     choices.check_int("batch_size", self.batch_size)
     choices.check_int("init_sample", self.init_sample)
+
+  @property
+  def policy(self) -> Precision:
+    """The precision policy `precision` names on this machine's backend."""
+    return Precision.parse(self.precision)
 
 
 def transcoder_store(model_cfg, model_params, mesh, source, **store_kwargs):
@@ -79,13 +96,15 @@ def array_store(x_in, x_out, batch_size: int, mesh, seed: int = 0):
                               batch_size, mesh, seed, name="transcoder")
 
 
-def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation):
-  """The pure step (state, paired rows [B, 2L, d]) -> (state, scalar metrics)."""
+def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation,
+              precision: Precision = precision_lib.FLOAT32):
+  """The pure step (state, paired rows [B, 2L, d]) -> (state, scalar metrics); the loss under
+  `precision`, gradients, update and state float32."""
   L = cfg.n_layers
 
   def step(state: state_lib.TrainState, batch: jax.Array):
     trainable, buffers = tc.split(state.params)
-    loss_fn = lambda t: tc.loss(cfg, {**t, **buffers}, batch[:, :L], batch[:, L:])
+    loss_fn = lambda t: tc.loss(cfg, {**t, **buffers}, batch[:, :L], batch[:, L:], precision)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = tc.constrain(cfg, optax.apply_updates(trainable, updates))
@@ -98,10 +117,10 @@ def make_step(cfg: tc.TranscoderConfig, optimizer: optax.GradientTransformation)
 
 
 @functools.lru_cache(maxsize=8)
-def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh,
-             init_sample: int = 8) -> sae_train.Programs:
-  """Compiled init and step for one transcoder, optimizer and mesh (memoised); init and the
-  batches take samples [N, 2L, d] (inputs then targets)."""
+def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh, init_sample: int = 8,
+             precision: Precision = precision_lib.FLOAT32) -> sae_train.Programs:
+  """Compiled init and step for one transcoder, optimizer, mesh and precision (memoised); init
+  and the batches take samples [N, 2L, d] (inputs then targets)."""
   optimizer = optim.build()
   L = cfg.n_layers
 
@@ -111,7 +130,7 @@ def programs(cfg: tc.TranscoderConfig, optim: OptimizerConfig, mesh,
                                 opt_state=optimizer.init(tc.split(params)[0]))
 
   sample = jax.ShapeDtypeStruct((init_sample, 2 * L, cfg.d_model), jnp.float32)
-  return sae_train.dictionary_programs(init, make_step(cfg, optimizer), optimizer, tc.split,
+  return sae_train.dictionary_programs(init, make_step(cfg, optimizer, precision), optimizer, tc.split,
                                        lambda p: tc.param_axes(cfg, p), mesh, sample)
 
 
@@ -162,11 +181,12 @@ def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tu
   with Session(run, mesh, check=lambda w: _check_transcoder_config(w, cfg),
                label="transcoder training") as session:
     sources.check_batch_size(config.batch_size, mesh)
-    progs = programs(cfg, run.optimizer, mesh, config.init_sample)
+    progs = programs(cfg, run.optimizer, mesh, config.init_sample, config.policy)
     history = HistoryHook(run.log_every, run.num_steps)
     state, stopped = sae_train.train_dictionary(
         session, progs, store, config, "transcoder",
         {"transcoder_config.json": cfg.to_dict()}, [history])
     results = session.finish(state, stopped, history=history.rows,
-                             final=history.rows[-1] if history.rows else None)
+                             final=history.rows[-1] if history.rows else None,
+                             precision=config.policy.name)
     return results, tc.fold_scales(cfg, state.params)
