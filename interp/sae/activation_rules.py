@@ -38,7 +38,7 @@ def matmul(prec: Precision, a, b):
   if prec.is_float32:
     return a @ b
   a, b = prec.cast_compute((a, b))
-  return prec.matmul(a, b, output=True)
+  return jax.checkpoint(functools.partial(prec.matmul, output=True))(a, b)
 
 
 def einsum(prec: Precision, spec: str, a, b):
@@ -46,7 +46,7 @@ def einsum(prec: Precision, spec: str, a, b):
   if prec.is_float32:
     return jnp.einsum(spec, a, b)
   a, b = prec.cast_compute((a, b))
-  return prec.einsum(spec, a, b, output=True)
+  return jax.checkpoint(functools.partial(prec.einsum, spec, output=True))(a, b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))

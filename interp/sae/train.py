@@ -327,7 +327,25 @@ def compile_only(config: TrainSAEConfig, capacity_gb: float = compile_lib.TPU_V5
                                sharding=progs.batch)
   report = compile_lib.compile_and_report(progs.step, progs.target, batch,
                                           capacity_gb=capacity_gb, capacity_name=capacity_name)
-  return dataclasses.replace(report, precision=config.policy.name)
+  return dataclasses.replace(report, precision=config.policy.name,
+                             kept_for_backward=_kept_for_backward(config, report.mesh))
+
+
+def _kept_for_backward(config: TrainSAEConfig, mesh: dict[str, int]) -> int:
+  """Activation bytes one device keeps for the backward pass: the loss's residuals at one
+  device's shapes (its rows of the batch, its share of the latents). Matryoshka's prefix losses
+  are left out (their prefixes span shards); TopK keeps k candidates per shard, as
+  `sparse_sharded.topk` does."""
+  cfg = config.sae
+  latents = max(cfg.d_sae // mesh.get("model", 1), 1)
+  local = dataclasses.replace(cfg, d_sae=latents, k=min(cfg.k, latents),
+                              aux_k=min(cfg.aux_k, latents), matryoshka=())
+  params = jax.eval_shape(lambda key: dic.init(local, key), jax.random.key(0))
+  trainable, buffers = dic.split(params)
+  rows = jax.ShapeDtypeStruct((max(config.batch_size // mesh.get("data", 1), 1), cfg.d_in),
+                              jnp.float32)
+  return compile_lib.kept_for_backward(
+      lambda t, b, x: dic.loss(local, t, b, x, config.policy), trainable, buffers, rows)
 
 
 def load_params(workdir: str) -> tuple[SAEConfig, dict[str, Any]]:

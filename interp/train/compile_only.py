@@ -17,10 +17,17 @@ Per-device memory, in bytes, as reported:
                    backward pass, gradients, the optimizer update and scratch buffers
   total            arguments + outputs - donated (aliased) outputs + temporaries + code: the
                    estimate of peak use that maxtext reports
+  kept for backward  (when the trainer computes it, `kept_for_backward`) the values autodiff
+                   keeps from the forward pass for the backward pass at one device's shapes,
+                   arguments excluded: the activations part of the temporaries, from JAX's
+                   trace rather than a compiler, so it is the same on every backend
 
 Caveat: compiled for simulated CPU devices, temporaries follow the CPU compiler's fusion and
 buffer assignment, not a TPU's (which fuses more, lays out differently, and may rematerialise);
 treat them as an estimate within tens of percent, and parameter and optimizer bytes as exact.
+On CPU a bfloat16 step's temporaries hold float32 copies of its bfloat16 product operands (CPUs
+have no bfloat16 matrix unit: `interp.precision` widens them), so CPU temporaries understate
+what bfloat16 saves; `kept for backward` does not depend on that.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class MemoryReport:
   capacity: int = 0
   capacity_name: str = ""
   precision: str = ""  # the step's compute dtype, when the trainer says (`interp.precision`)
+  kept_for_backward: int = 0  # when the trainer computes it (`kept_for_backward`)
 
   @property
   def devices(self) -> int:
@@ -94,6 +102,9 @@ class MemoryReport:
             ("temporaries", self.temporaries,
              "activations, gradients, scratch (XLA memory_analysis)"),
             ("total", self.total, "arguments + outputs - donated + temporaries + code")]
+    if self.kept_for_backward:
+      rows.insert(5, ("kept for bwd", self.kept_for_backward,
+                      "of which activations kept for the backward pass (JAX trace)"))
     lines += [f"  {name:<16}{_gb(value):>12}   {note}" for name, value, note in rows]
     if self.capacity:
       verdict = "fits" if self.fits else "does NOT fit"
@@ -130,6 +141,27 @@ def shard_bytes(tree) -> int:
                        "abstract state with interp.train.state.abstract(...)")
     total += math.prod(sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
   return total
+
+
+def kept_for_backward(loss_fn: Callable, *args) -> int:
+  """Bytes of the values autodiff keeps from `loss_fn`'s forward pass for its backward pass.
+
+  Args:
+    loss_fn: differentiated in its first argument; returns a scalar (or a tuple led by one).
+    *args: abstract (ShapeDtypeStruct) or concrete arguments, at one device's shapes.
+  Returns:
+    The residuals' bytes, the arguments themselves excluded (they are counted as state or
+    batch). Nothing is compiled or run: the residuals come from tracing `jax.vjp`.
+  """
+  def residuals(*args):
+    _, f_vjp = jax.vjp(lambda first: _scalar(loss_fn(first, *args[1:])), args[0])
+    given = {id(a) for a in jax.tree.leaves(args)}
+    return [r for r in jax.tree.leaves(f_vjp) if id(r) not in given]
+  return sum(math.prod(r.shape) * r.dtype.itemsize for r in jax.eval_shape(residuals, *args))
+
+
+def _scalar(out):
+  return out[0] if isinstance(out, tuple) else out
 
 
 def compile_and_report(step: Callable, state: Any, batch: Any, *, capacity_gb: float = 0.0,
