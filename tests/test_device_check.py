@@ -64,6 +64,12 @@ def test_quick_throughputs_beside_the_peers(quick):
       _ok(r)
       assert r["activations_per_s"] > 0 and r["fraction_of_bf16_peak"] is None
       assert r["flops_per_step"] == 12 * sz["sae_batch"] * sz["sae_d_in"] * sz["sae_d_sae"]
+  for arch in ("relu", "topk"):  # our step in bf16 (interp.precision): measured, never skipped
+    r32, r16 = sae["ours"][f"{arch}/float32"], _ok(sae["ours"][f"{arch}/bfloat16"])
+    assert r16["activations_per_s"] > 0 and r16["precision"] == "bfloat16", r16
+    loss32, loss16 = r32["final_metrics"]["loss"], r16["final_metrics"]["loss"]
+    # The same steps on the same batch: bf16 products move the loss, within 1% of float32.
+    assert loss16 != loss32 and abs(loss16 - loss32) <= 1e-2 * abs(loss32), (arch, r32, r16)
   fwd = report["sections"]["forward"]["results"]
   for model in ("gpt2_small", "gemma3_270m"):
     ours = _ok(fwd["ours"][f"{model}/float32"])

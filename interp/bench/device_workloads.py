@@ -35,12 +35,10 @@ from interp.parallel import mesh as mesh_lib
 
 
 def sae_step(arch: str, precision: str, sizes: Sizes) -> dict:
-  """Our jitted, donated SAE train step (`interp.sae.train.programs`) at research sizes."""
-  if precision != "float32":
-    bf16_policy()
-    raise Unavailable("bf16: the SAE train step takes no precision policy in this checkout")
+  """Our jitted, donated SAE train step (`interp.sae.train.programs`) at research sizes, in
+  `precision` (bfloat16: the encoder and decoder products, with float32 state and losses)."""
   cfg = sizes_lib.sae_config(arch, sizes)
-  runner = sae_sides.ours_runner(arch, cfg)
+  runner = sae_sides.ours_runner(arch, cfg, bf16_policy() if precision != "float32" else None)
   res = runner.setup()
   times = timed(runner.call, cfg.steps, max(cfg.warmup, 1))
   res.update(device_report.sae_rates(cfg, times, peak_tflops()))

@@ -26,8 +26,10 @@ def batch_data(cfg):
   return np.random.default_rng(0).normal(size=(cfg.batch, cfg.d_in)).astype(np.float32)
 
 
-def ours_runner(arch, cfg) -> Runner:
+def ours_runner(arch, cfg, precision=None) -> Runner:
+  """Our compiled SAE step; `precision` an `interp.precision.Precision` (None: float32)."""
   import jax
+  from interp import precision as precision_lib
   from interp.parallel import mesh as mesh_lib
   from interp.sae import train as sae_train
   from interp.sae.config import SAEConfig
@@ -42,7 +44,8 @@ def ours_runner(arch, cfg) -> Runner:
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
   data = batch_data(cfg)
   n_sample = min(cfg.batch, 1024)
-  progs = sae_train.programs(sae_cfg, optim, mesh, n_sample)
+  progs = sae_train.programs(sae_cfg, optim, mesh, n_sample,
+                             precision or precision_lib.FLOAT32)
   holder = {"state": jax.block_until_ready(progs.init(jax.random.key(0), data[:n_sample]))}
   batch = jax.block_until_ready(jax.device_put(data, progs.batch))
 
@@ -65,6 +68,7 @@ def ours_runner(arch, cfg) -> Runner:
   def report():
     return {"final_metrics": {k: float(v) for k, v in step()[1].items()},
             "sae_config": sae_cfg.to_dict(),
+            "precision": (precision or precision_lib.FLOAT32).name,
             "versions": {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
                          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
                          "path": "interp.sae.train.programs(...).step, AOT-compiled"}}
