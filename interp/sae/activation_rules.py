@@ -34,19 +34,26 @@ from interp.precision import FLOAT32, Precision
 def matmul(prec: Precision, a, b):
   """`a @ b` under `prec`: the plain float32 product when nothing is cast (so every float32
   number is the one it always was), else both operands in the compute dtype, summed in float32,
-  returned in float32."""
+  returned in float32.
+
+  What the backward pass keeps: `a` (activations) in the compute dtype, `b` (the weights) as
+  given. The cast of `b` happens inside a rematerialised function, so the backward recasts the
+  float32 parameters it already holds instead of keeping a compute-dtype copy of every weight
+  from the forward pass: for a dictionary whose weights dwarf its activations (34M latents)
+  that copy would cost more than bfloat16 saves. Pass `b` already cast to keep it cast.
+  """
   if prec.is_float32:
     return a @ b
-  a, b = prec.cast_compute((a, b))
-  return jax.checkpoint(functools.partial(prec.matmul, output=True))(a, b)
+  return jax.checkpoint(lambda a, b: prec.matmul(a, prec.cast_compute(b), output=True))(
+      prec.cast_compute(a), b)
 
 
 def einsum(prec: Precision, spec: str, a, b):
-  """`jnp.einsum(spec, a, b)` under `prec`, as `matmul`."""
+  """`jnp.einsum(spec, a, b)` under `prec`, as `matmul` (`b` the weights)."""
   if prec.is_float32:
     return jnp.einsum(spec, a, b)
-  a, b = prec.cast_compute((a, b))
-  return jax.checkpoint(functools.partial(prec.einsum, spec, output=True))(a, b)
+  return jax.checkpoint(lambda a, b: prec.einsum(spec, a, prec.cast_compute(b), output=True))(
+      prec.cast_compute(a), b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))

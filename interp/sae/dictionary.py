@@ -306,6 +306,14 @@ def _aux_k_loss(cfg: SAEConfig, params: dict, x_c: jax.Array, residual: jax.Arra
   return aux(*args)
 
 
+def _l1(prec: Precision, codes: jax.Array, weights) -> jax.Array:
+  """Per-token sum_i codes_i * weights_i in float32. Under a compute dtype the weighted sum is a
+  product (`matmul`), so its backward keeps the compute-dtype codes, not a float32 copy."""
+  if prec.is_float32 or not isinstance(weights, jax.Array):
+    return jnp.sum(codes.astype(jnp.float32) * weights, -1)
+  return matmul(prec, codes, weights)
+
+
 def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
          precision: Precision | str | None = None):
   """The training loss on raw inputs x [batch, d_in], float32; the encoder and decoder products
@@ -320,6 +328,10 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
   x_n = x * buffers["norm_scale"]
   x_c = _center(params, x_n)
   codes, extra = _encode_n(cfg, params, x_n, training=True, prec=prec)
+  if not isinstance(codes, Sparse):
+    # Dense codes in the compute dtype, once: the decoder reads them so, the L1 term too, and
+    # the backward pass keeps this one [batch, d_sae] copy instead of a float32 one beside it.
+    codes = prec.cast_compute(codes)
   x_hat = _decode_n(params, codes, prec=prec)
   mse = _sq_err(x_n, x_hat)
   if cfg.matryoshka:
@@ -333,7 +345,7 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
   sparsity = aux = jnp.float32(0.0)
   a = cfg.activation
   if a == Activation.RELU:
-    sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(codes * weights, -1))
+    sparsity = cfg.l1_coeff * jnp.mean(_l1(prec, codes, weights))
   elif a == Activation.GATED:
     gate = jax.nn.relu(extra["pi_gate"])
     sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(gate * weights, -1))

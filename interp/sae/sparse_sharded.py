@@ -90,14 +90,16 @@ def decode(values: jax.Array, indices: jax.Array, w_dec: jax.Array,
   products under `prec`, `interp.sae.activation_rules.einsum`)."""
   where = _latent_mesh()
   if where is None or values.ndim != 2 or values.shape[0] % where[0].shape.get(where[2], 1):
-    return einsum(prec, "...k,...kd->...d", values, jnp.take(w_dec, indices, axis=0))
+    # The gathered rows are activation-sized ([B, k, d_in]): kept cast, as activations are.
+    rows = prec.cast_compute(jnp.take(w_dec, indices, axis=0))
+    return einsum(prec, "...k,...kd->...d", values, rows)
   mesh, axis, batch = where
 
   def local(v, i, w):
     n = w.shape[0]
     i = i - jax.lax.axis_index(axis) * n
     mine = (i >= 0) & (i < n)
-    rows = jnp.take(w, jnp.clip(i, 0, n - 1), axis=0)
+    rows = prec.cast_compute(jnp.take(w, jnp.clip(i, 0, n - 1), axis=0))
     return jax.lax.psum(einsum(prec, "bk,bkd->bd", jnp.where(mine, v, 0.0), rows), axis)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(batch, None), P(batch, None), P(axis, None)),
