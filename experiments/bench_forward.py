@@ -2,7 +2,7 @@ r"""Forward-with-cache throughput and memory: interp (JAX) against TransformerLe
 
   python experiments/bench_forward.py --out runs/bench_forward.json
   python experiments/bench_forward.py --quick --out /tmp/bench_forward.json   # tiny, 1 rep
-  python experiments/bench_forward.py --interp_reuse_outputs --out runs/bench_forward_reuse.json
+  python experiments/bench_forward.py --nointerp_reuse_outputs --out runs/bench_forward_fresh.json
   python experiments/bench_forward.py --models=gpt2_small \
       --xla_flags=--xla_cpu_experimental_ynn_fusion_type=   # XLA's Eigen dots instead of YNNPACK
 
@@ -31,8 +31,9 @@ flags.DEFINE_string("mesh", "data:-1", "interp mesh, e.g. data:-1 (all devices) 
 flags.DEFINE_integer("gemm", 2048, "size n of the n x n float32 GEMM used to gauge the machine")
 flags.DEFINE_bool("skip_scores", False, "capture no attn.hook_attn_scores on either side (TL "
                   "4.3's boot_native model fires it with the pattern, so it costs TL nothing)")
-flags.DEFINE_bool("interp_reuse_outputs", False, "experiment: interp donates each call's outputs "
-                  "to the next (prototype of a suggested make_forward option)")
+flags.DEFINE_bool("interp_reuse_outputs", True, "interp writes each call's outputs into the "
+                  "previous call's (make_forward's default); --nointerp_reuse_outputs allocates "
+                  "fresh outputs every call")
 flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for the interp worker (for experiments)")
 
 

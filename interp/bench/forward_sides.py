@@ -63,33 +63,8 @@ def torch_gemm(n: int, reps: int) -> dict:
   return gemm_stats(n, time_calls(lambda: torch.mm(a, b), lambda o: o, max(reps, 5)))
 
 
-def reusing_forward(mcfg, mesh, param_shardings, names):
-  """Prototype of a suggested `sharded.make_forward(..., reuse_outputs=True)`.
-
-  f(params, tokens, previous) donates the previous call's (logits, cache), so XLA writes the new
-  outputs into those buffers instead of allocating (and page-faulting) fresh ones every call.
-  """
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  from interp.models import hooks, transformer
-  from interp.parallel import mesh as mesh_lib
-  from interp.parallel import sharding as shd
-  capture = hooks.Hooks(capture=tuple(names))
-
-  def fwd(params, tokens, previous):
-    del previous  # donated: only its buffers are used
-    with shd.activation_rules(mesh, shd.ACT_RULES):
-      return transformer.forward(mcfg, params, tokens, capture)
-
-  batch = NamedSharding(mesh, P("data"))
-  outs = (batch, {n: batch for n in names})
-  return jax.jit(fwd, in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh), outs),
-                 out_shardings=outs, donate_argnums=2, keep_unused=True)
-
-
 def interp_runner(spec, cfg) -> Runner:
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from interp.models import hooks, sharded
   from interp.parallel import mesh as mesh_lib
@@ -101,43 +76,33 @@ def interp_runner(spec, cfg) -> Runner:
   tokens = mesh_lib.global_batch(
       mesh, np.random.default_rng(0).integers(0, spec.vocab, (spec.batch, spec.ctx), np.int32))
   jax.block_until_ready((params, tokens))
-  plain = sharded.make_forward(mcfg, mesh, shardings, capture=names)
-  fwd = reusing_forward(mcfg, mesh, shardings, names) if cfg.interp_reuse_outputs else plain
-  state = {}
+  fwd = sharded.make_forward(mcfg, mesh, shardings, capture=names,
+                             reuse_outputs=cfg.interp_reuse_outputs)
 
   def setup():
     t0 = time.perf_counter()
-    args = (params, tokens)
-    if cfg.interp_reuse_outputs:  # the first call donates zeros shaped like the outputs
-      state["out"] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype, device=s.sharding),
-                                  jax.eval_shape(plain, *args))
-      args += (state["out"],)
-    lowered = fwd.lower(*args)
+    fwd.lower(params, tokens)
     t1 = time.perf_counter()
-    state["compiled"] = lowered.compile()
+    mem = fwd.compile(params, tokens) or None  # lowers again: compile_seconds includes it
     t2 = time.perf_counter()
-    ma = state["compiled"].memory_analysis()
-    mem = None if ma is None else {
-        "temp_bytes": ma.temp_size_in_bytes, "output_bytes": ma.output_size_in_bytes,
-        "temp_plus_output_bytes": ma.temp_size_in_bytes + ma.output_size_in_bytes,
-        "argument_bytes": ma.argument_size_in_bytes, "alias_bytes": ma.alias_size_in_bytes}
     return {"lower_seconds": t1 - t0, "compile_seconds": t2 - t1, "xla_memory_analysis": mem}
 
   def call():
-    if cfg.interp_reuse_outputs:
-      state["out"] = state["compiled"](params, tokens, state.pop("out"))
-      return state["out"]
-    return state["compiled"](params, tokens)
+    return fwd(params, tokens)
 
   def report():
     _, cache = call()
+    unique = {id(v): v for v in cache.values()}  # aliased hooks share one array
     res = {"cache_bytes": int(sum(v.nbytes for v in cache.values())), "hooks": sorted(cache),
-           "path": ("prototype: sharded.make_forward + donated previous outputs"
-                    if cfg.interp_reuse_outputs else "sharded.make_forward"),
+           "cache_unique_bytes": int(sum(v.nbytes for v in unique.values())),
+           "hooks_sharing_storage": sorted(n for n, v in cache.items()
+                                           if any(v is cache[o] for o in cache if o < n)),
+           "donated_calls": fwd.donated_calls,
+           "path": ("sharded.make_forward (reuse_outputs: donates unheld previous outputs)"
+                    if cfg.interp_reuse_outputs else "sharded.make_forward(reuse_outputs=False)"),
            "versions": {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
                         "mesh": dict(mesh.shape), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
                         "matmul_precision": str(jax.config.jax_default_matmul_precision)}}
-    res["cache_unique_bytes"] = res["cache_bytes"]
     return res
 
   return Runner(setup, call, jax.block_until_ready, report)

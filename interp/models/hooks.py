@@ -5,6 +5,15 @@ any function `activation -> activation` (patch in a stored value, ablate a head,
 vector, splice in an SAE); it may close over traced arrays, so the whole forward composes with
 `jax.jit`, `jax.vmap` and `jax.grad`. Nothing is stored that was not asked for.
 
+Two names may hold one tensor: `blocks.{L}.hook_resid_post` is `blocks.{L+1}.hook_resid_pre`
+(and `hook_embed` is `blocks.0.hook_resid_pre` without learned positions) unless an edit sits
+between them. The cache then holds one array under both names (`cache[a] is cache[b]`), never
+a copy; `HookContext.aliases` records which name repeats which.
+
+A capture may be narrowed: `capture_positions` keeps only those sequence positions (the query
+axis of the [b h p s] attention hooks), `capture_dtype` stores a narrower dtype than the
+compute dtype. Neither changes what the model computes, only what the cache keeps.
+
 Hook names and shapes (letters as in `interp.models.config`):
 
   hook_embed                      [b p d]   token embedding (after Gemma's sqrt(d) scale)
@@ -132,13 +141,29 @@ class Hooks:
   Attributes:
     capture: hook names whose activations are returned in the cache.
     edits: hook name -> function applied to the activation there; the cache holds the edited value.
+    capture_positions: sequence positions to keep in the cache (ints, negative counts from the
+      end); None keeps every position. The position axis is 1, or 2 for the [b h p s] hooks.
+    capture_dtype: dtype the cache stores (e.g. "bfloat16"); None keeps the compute dtype.
   """
 
   capture: tuple[str, ...] = ()
   edits: Mapping[str, Edit] = dataclasses.field(default_factory=dict)
+  capture_positions: tuple[int, ...] | None = None
+  capture_dtype: str | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "capture", as_names(self.capture))
+    if self.capture_positions is not None:
+      pos = tuple(int(i) for i in self.capture_positions)
+      if not pos:
+        raise ValueError("capture_positions: give at least one position, or None for all")
+      object.__setattr__(self, "capture_positions", pos)
+    if self.capture_dtype is not None:
+      dt = jnp.dtype(self.capture_dtype)
+      if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"capture_dtype={self.capture_dtype!r}: must be a floating dtype "
+                         "(float32, bfloat16, float16)")
+      object.__setattr__(self, "capture_dtype", dt.name)
 
   def validate(self, cfg: TransformerConfig) -> None:
     check_names(cfg, self.capture, "capture hook")
@@ -147,13 +172,39 @@ class Hooks:
   def wants(self, name: str) -> bool:
     return name in self.edits or name in self.capture
 
+  def stored(self, name: str, x: jax.Array) -> jax.Array:
+    """What the cache keeps of activation `x` at hook `name`: positions and dtype narrowed."""
+    if self.capture_positions is not None:
+      axis = position_axis(name)
+      n = x.shape[axis]
+      bad = [i for i in self.capture_positions if not -n <= i < n]
+      if bad:
+        raise ValueError(f"capture_positions {bad} lie outside the {n} positions of {name!r}")
+      x = jnp.take(x, jnp.asarray([i % n for i in self.capture_positions]), axis=axis)
+    if self.capture_dtype is not None:
+      x = x.astype(self.capture_dtype)
+    return x
+
+
+def position_axis(name: str) -> int:
+  """The sequence (query) axis of a hook's activation: 2 for [b h p s] hooks, else 1."""
+  return 2 if name.endswith(("hook_attn_scores", "hook_pattern")) else 1
+
 
 class HookContext:
-  """Carries `Hooks` through one traced forward pass and collects the cache."""
+  """Carries `Hooks` through one traced forward pass and collects the cache.
+
+  Attributes:
+    cache: hook name -> captured activation (one array for names that alias).
+    aliases: hook name -> the earlier name whose array it shares.
+  """
 
   def __init__(self, hooks: Hooks | None):
     self.hooks = hooks or Hooks()
     self.cache: dict[str, jax.Array] = {}
+    self.aliases: dict[str, str] = {}
+    # id(activation) -> (activation, first name): the activation is kept so its id stays unique.
+    self._seen: dict[int, tuple[jax.Array, str]] = {}
 
   def wants(self, name: str) -> bool:
     return self.hooks.wants(name)
@@ -166,7 +217,13 @@ class HookContext:
         raise ValueError(f"edit at hook {name!r} returned shape {jnp.shape(y)}, expected {x.shape}")
       x = jnp.asarray(y, x.dtype)
     if name in self.hooks.capture:
-      self.cache[name] = x
+      seen = self._seen.get(id(x))
+      if seen is not None and seen[0] is x:
+        self.cache[name] = self.cache[seen[1]]
+        self.aliases[name] = seen[1]
+      else:
+        self._seen[id(x)] = (x, name)
+        self.cache[name] = self.hooks.stored(name, x)
     return x
 
 

@@ -193,7 +193,9 @@ class Block(nn.Module):
       if cfg.post_norms:
         mlp_out = Norm(cfg, pre + "ln2_post", name="ln2_post")(mlp_out, hk)
       resid = resid + hk(pre + "hook_mlp_out", mlp_out)
-    return constrain(hk(pre + "hook_resid_post", resid), (B, P, D))
+    # Constrained before the hook, so the next block's hook_resid_pre sees this very array and
+    # the cache can share it rather than store a second copy.
+    return hk(pre + "hook_resid_post", constrain(resid, (B, P, D)))
 
 
 class Embed(nn.Module):
@@ -356,10 +358,19 @@ def check_token_range(cfg: TransformerConfig, tokens) -> None:
 
 
 def run_with_cache(cfg: TransformerConfig, params, tokens, names, edits=None,
-                   precision: Precision | str | None = None):
-  """Shorthand for `forward` with `Hooks(capture=names, edits=edits)` (and `precision`)."""
-  return forward(cfg, params, tokens, Hooks(capture=as_names(names), edits=dict(edits or {})),
-                 precision=precision)
+                   precision: Precision | str | None = None, positions=None,
+                   capture_dtype=None):
+  """Shorthand for `forward` with `Hooks(capture=names, edits=edits)` (and `precision`).
+
+  `positions` (ints) keeps only those sequence positions in the cache and `capture_dtype`
+  stores it narrower (`Hooks.capture_positions`, `Hooks.capture_dtype`). Names that alias one
+  tensor share one array. Buffer reuse across calls needs a jit boundary it owns, so it lives
+  in `interp.models.sharded.make_forward`; traced inside a caller's jit, XLA plans these
+  buffers itself.
+  """
+  hooks = Hooks(capture=as_names(names), edits=dict(edits or {}), capture_positions=positions,
+                capture_dtype=capture_dtype)
+  return forward(cfg, params, tokens, hooks, precision=precision)
 
 
 def hook_grads(cfg: TransformerConfig, params, tokens, names, metric, edits=None,
