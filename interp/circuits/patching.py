@@ -39,6 +39,7 @@ from interp.choices import choice
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
+from interp.precision import Precision
 
 Metric = Callable[[jax.Array], jax.Array]
 
@@ -72,8 +73,8 @@ def _check_pair(base, source):
                      "same shape (patching swaps activations position for position)")
 
 
-def _stack(cfg, params, tokens, names) -> jax.Array:
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names)
+def _stack(cfg, params, tokens, names, precision=None) -> jax.Array:
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, precision=precision)
   return jnp.stack([cache[n] for n in names])
 
 
@@ -112,10 +113,12 @@ def grid(cfg: TransformerConfig, kind: Kind, n_pos: int) -> jax.Array:
   return jnp.asarray(np.stack([layer.ravel(), index.ravel()], 1), jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric", "kind", "chunk", "mesh"))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric", "kind", "chunk", "mesh",
+                                             "precision"))
 def activation_patching(cfg: TransformerConfig, params, base_tokens, source_tokens,
                         metric: Metric, kind: Kind, positions=None, logits_at=None,
-                        chunk: int | None = None, mesh: Mesh | None = None) -> jax.Array:
+                        chunk: int | None = None, mesh: Mesh | None = None,
+                        precision: Precision | str | None = None) -> jax.Array:
   """`metric` of the base run with each site of `kind` patched from the source run.
 
   Args:
@@ -124,6 +127,8 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
     kind: the site kind; positions: [b n_pos] role-aligned columns for position kinds.
     logits_at: [b k] positions to unembed (None: all).
     chunk: sites per vmapped batch (bounds memory); mesh: split each chunk over `data`.
+    precision: the compute dtype of both runs (`interp.precision`; default float32); the
+      metric still reads float32 logits.
 
   Returns:
     [l, n_index, ...]: n_index = n_heads for `heads`, n_pos otherwise.
@@ -132,12 +137,13 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
   _check_pair(base_tokens, source_tokens)
   positions = default_positions(base_tokens) if positions is None else positions
   names = hook_names(cfg, kind)
-  source = _stack(cfg, params, source_tokens, names)
+  source = _stack(cfg, params, source_tokens, names, precision)
 
   def one(site):
     edits = {n: (lambda x, i=i: jnp.where(site_mask(kind, site[0], site[1], i, x.shape, positions),
                                           source[i], x)) for i, n in enumerate(names)}
-    logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits=edits), logits_at)
+    logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits=edits), logits_at,
+                                    precision)
     return metric(logits)
 
   sites = grid(cfg, kind, positions.shape[1])
