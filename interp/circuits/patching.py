@@ -17,8 +17,9 @@ Vocabulary:
                (all positions when None). Unembedding only the read positions matters on
                Gemma, whose 262k-token unembedding dominates a short prompt.
 
-Sites run as one `jax.vmap` over a traced site index, `chunk` sites at a time under
-`lax.map`; with a mesh, each chunk's sites are split over its `data` axis (the model is
+Activation patching runs, per layer, one `jax.vmap` over a traced site index, `chunk` sites at
+a time under `lax.map`, starting from the base run's residual stream at that layer (earlier
+layers are not recomputed); path patching vmaps over every sender at once; with a mesh, each chunk's sites are split over its `data` axis (the model is
 replicated), so a sweep over thousands of sites spreads over the devices without a Python loop.
 Path patching (Wang et al., 2022) and attribution patching (Nanda, 2023; a first-order Taylor
 expansion, one forward and one backward pass for all sites) are defined at their functions.
@@ -138,18 +139,29 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
   positions = default_positions(base_tokens) if positions is None else positions
   names = hook_names(cfg, kind)
   source = _stack(cfg, params, source_tokens, names, precision)
-
-  def one(site):
-    edits = {n: (lambda x, i=i: jnp.where(site_mask(kind, site[0], site[1], i, x.shape, positions),
-                                          source[i], x)) for i, n in enumerate(names)}
-    logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits=edits), logits_at,
-                                    precision)
-    return metric(logits)
-
-  sites = grid(cfg, kind, positions.shape[1])
-  out = map_sites(one, sites, chunk, mesh)
+  resid = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
+  # The base run's residual stream: a site in layer L leaves layers < L as they were.
+  base_resid = _stack(cfg, params, base_tokens, resid[1:], precision) if cfg.n_layers > 1 else None
   n_index = cfg.n_heads if kind == Kind.HEADS else positions.shape[1]
-  return out.reshape((cfg.n_layers, n_index) + out.shape[1:])
+
+  def sweep_layer(layer: int):
+    # One program per layer: the layer's input is the stored base residual, an edit that ignores
+    # what the earlier layers computed, so XLA drops them as dead code and each site computes
+    # only layers L.. (about half the model on average) instead of the whole forward.
+    start = (lambda x: base_resid[layer - 1].astype(x.dtype)) if layer else (lambda x: x)
+
+    def one(index):
+      def patched(x):
+        return jnp.where(site_mask(kind, layer, index, layer, x.shape, positions), source[layer], x)
+      edits = {resid[layer]: start}
+      edits[names[layer]] = (lambda x: patched(start(x))) if names[layer] == resid[layer] else patched
+      logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits=edits), logits_at,
+                                      precision)
+      return metric(logits)
+
+    return map_sites(one, jnp.arange(n_index, dtype=jnp.int32), chunk, mesh)
+
+  return jnp.stack([sweep_layer(layer) for layer in range(cfg.n_layers)])
 
 
 def patch_one(cfg: TransformerConfig, params, base_tokens, source_tokens, metric: Metric,
