@@ -163,6 +163,12 @@ def run(cfg: PatchingBenchConfig) -> dict:
                                    **compare(spec, r[Side.INTERP], r[Side.TL]),
                                    "versions": {"interp": r[Side.INTERP][0]["versions"],
                                                 "tl": r[Side.TL][0]["versions"]}}
+  # One flat row per (model, kind), in the shape `make bench`'s table reads.
+  report["sites"] = {f"{name}/{kind}": {"interp_seconds": k["interp_sweep_seconds"],
+                                        "tl_seconds": k["tl_sweep_seconds"],
+                                        "speedup_interp_over_tl": k["speed_ratio_tl_over_interp"],
+                                        "max_abs_diff": k["max_abs_diff"]}
+                     for name, m in report["models"].items() for kind, k in m["kinds"].items()}
   report["machine"]["loadavg_end"] = os.getloadavg()
   return report
 
