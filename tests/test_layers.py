@@ -22,7 +22,7 @@ LAYERS = {
     1: {"models", "data"},
     2: {"train", "viz"},
     3: {"toy", "sae"},
-    4: {"circuits", "induction", "ioi", "steering"},
+    4: {"circuits", "induction", "ioi", "steering", "discovery"},
     5: {"graphs", "attribution"},
     6: {"figures", "bench"},
 }

@@ -1,0 +1,203 @@
+"""A forward pass over the edge graph: every edge can be patched on its own, in one pass.
+
+Written over the same parameter pytree as `interp.models.transformer` (float32), but with the
+residual stream kept as its summands: the input of receiver r is
+
+  in_r = bias_r + sum_u valid[u, r] * (mask[u, r] * out_u + (1 - mask[u, r]) * source_u)
+         + delta_r
+
+where out_u is upstream node u's output in *this* run, source_u its output in the corrupted
+(or mean) run and delta_r an optional additive probe (zeros; its gradient is d metric / d in_r,
+which edge attribution patching reads). bias_r collects the constants every run shares (GPT-2's
+per-layer b_O, a post-norm's LayerNorm bias). With mask = 1 everywhere this is the model's own
+forward (tests check it against `transformer.forward`); with mask = 0 every receiver reads the
+source run, so the logits are the source run's.
+
+Norms: each receiver's pre-norm (ln1, ln2, ln_final, and Gemma's q/k norms) stays inside the
+receiving node and is recomputed from its patched input. Gemma's post-norm on the attention
+output belongs to the upstream heads: the layer's RMS scale is computed from the sum of its
+heads' outputs in the current run, and each head's output is its own W_O term divided by that
+shared scale (times the gain), so the heads' outputs sum exactly to hook_attn_out. The MLP's
+post-norm is inside the MLP node. Grouped K/V: a key or value receiver per K/V head.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from interp.discovery.graph import EdgeGraph
+from interp.models.config import Activation, MLPType, NormType, PositionalType
+from interp.models.transformer import rope
+
+
+def _norm(cfg, p, x, axis_mean=True):
+  """The model's Norm over the last axis (LayerNorm or RMSNorm with the config's offset)."""
+  if cfg.norm == NormType.NONE:
+    return x
+  if cfg.norm == NormType.LAYERNORM:
+    x = x - x.mean(-1, keepdims=True)
+  y = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + cfg.norm_eps)
+  y = y * (cfg.norm_offset + p["w"])
+  return y + p["b"] if cfg.norm == NormType.LAYERNORM else y
+
+
+def _act(kind, x):
+  if kind == Activation.RELU:
+    return jax.nn.relu(x)
+  return jax.nn.gelu(x, approximate=(kind == Activation.GELU_TANH))
+
+
+def _post_norm_heads(cfg, p, r):
+  """Gemma's attention post-norm split over heads: r [h b p d] -> outputs [h b p d], bias [d]."""
+  if cfg.norm == NormType.LAYERNORM:
+    r = r - r.mean(-1, keepdims=True)
+  total = r.sum(0)
+  scale = jnp.sqrt(jnp.mean(total * total, -1, keepdims=True) + cfg.norm_eps)
+  out = r / scale * (cfg.norm_offset + p["w"])
+  bias = p["b"] if cfg.norm == NormType.LAYERNORM else jnp.zeros_like(p["w"])
+  return out, bias
+
+
+def _heads(graph: EdgeGraph, layer: int, p, xq, xk, xv):
+  """Per-head attention outputs [h b p d] (before any post-norm) from per-receiver inputs.
+
+  xq [h b p d]; xk, xv [g b p d] (one per K/V head) or [h b p d] when q/k/v are not split.
+  """
+  cfg = graph.cfg
+  h, g = cfg.n_heads, cfg.n_kv_heads
+  a = p["attn"]
+  w_k, w_v = a["W_K"], a["W_V"]
+  kv = xk.shape[0]
+  if kv != g:  # unsplit: each query head reads its own input through its K/V head's weights
+    w_k, w_v = jnp.repeat(w_k, h // g, axis=1), jnp.repeat(w_v, h // g, axis=1)
+  ln = lambda x: _norm(cfg, p["ln1"], x) if "ln1" in p else x
+  q = jnp.einsum("nbpd,dne->bpne", ln(xq), a["W_Q"])
+  k = jnp.einsum("nbpd,dne->bpne", ln(xk), w_k)
+  v = jnp.einsum("nbpd,dne->bpne", ln(xv), w_v)
+  if cfg.attn_bias:
+    rep = lambda b: b if kv == g else jnp.repeat(b, h // g, axis=0)
+    q, k, v = q + a["b_Q"], k + rep(a["b_K"]), v + rep(a["b_V"])
+  if cfg.qk_norm:
+    q, k = _norm(cfg, a["q_norm"], q), _norm(cfg, a["k_norm"], k)
+  if cfg.smear_keys:
+    s = a["smear"] if kv == g else jnp.repeat(a["smear"], h // g)
+    s = jax.nn.sigmoid(s)[None, None, :, None]
+    k = s * k + (1 - s) * jnp.concatenate([k[:, :1], k[:, :-1]], axis=1)
+  if cfg.positional == PositionalType.ROPE:
+    base = cfg.rope_local_base if cfg.is_local(layer) else cfg.rope_base
+    q, k = rope(q, base), rope(k, base)
+  if kv != h:
+    k, v = jnp.repeat(k, h // kv, axis=2), jnp.repeat(v, h // kv, axis=2)
+  n = q.shape[1]
+  scores = jnp.einsum("bphe,bshe->bhps", q * cfg.query_scale, k)
+  pos = jnp.arange(n)
+  causal = pos[None, :] <= pos[:, None]
+  if cfg.is_local(layer):
+    causal = causal & (pos[:, None] - pos[None, :] < cfg.sliding_window)
+  scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
+  z = jnp.einsum("bhps,bshe->bphe", jax.nn.softmax(scores, -1), v)
+  return jnp.einsum("bphe,hed->hbpd", z, a["W_O"])
+
+
+def _mlp(cfg, p, x):
+  m = p["mlp"]
+  x = _norm(cfg, p["ln2"], x) if "ln2" in p else x
+  pre = x @ m["W_in"]
+  if cfg.mlp_bias:
+    pre = pre + m["b_in"]
+  post = _act(cfg.act, x @ m["W_gate"]) * pre if cfg.mlp == MLPType.GATED else _act(cfg.act, pre)
+  out = post @ m["W_out"]
+  if cfg.mlp_bias:
+    out = out + m["b_out"]
+  return _norm(cfg, p["ln2_post"], out) if cfg.post_norms else out
+
+
+def embed(cfg, params, tokens):
+  """The embed node's output [b p d]: token embedding (scaled for Gemma) plus learned positions."""
+  x = jnp.take(params["embed"]["W_E"], tokens, axis=0)
+  if cfg.embed_scale:
+    x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
+  if cfg.positional == PositionalType.LEARNED:
+    x = x + params["pos_embed"]["W_pos"][: tokens.shape[1]]
+  return x
+
+
+def _unembed(cfg, params, x, logits_at):
+  if cfg.norm != NormType.NONE:
+    x = _norm(cfg, params["ln_final"], x)
+  if logits_at is not None:
+    x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
+  if cfg.tied_embeddings:
+    logits = x @ params["embed"]["W_E"].T
+  else:
+    logits = x @ params["unembed"]["W_U"]
+    if cfg.unembed_bias:
+      logits = logits + params["unembed"]["b_U"]
+  if cfg.final_logit_softcap:
+    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+  return logits
+
+
+def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits_at=None,
+        embed_out=None):
+  """The edge-patched forward.
+
+  Args:
+    graph: the model's `EdgeGraph` (its config is the model's).
+    params: the model's float32 parameters.
+    tokens: int [b p], the base run's tokens.
+    source: [n_up b p d] (or [n_up 1 p d], a mean) upstream outputs patched in where mask is 0.
+    mask: float [n_up n_recv], 1 = edge clean (default: all clean).
+    deltas: optional [n_recv b p d] added to each receiver's input.
+    logits_at: optional int [b k]: unembed only these positions.
+    embed_out: optional [b p d] replacing the embed node's output (integrated gradients
+      along the inputs).
+
+  Returns:
+    (logits [b p v] or [b k v], outs [n_up b p d]: every upstream node's output in this run).
+  """
+  cfg = graph.cfg
+  b, n = tokens.shape
+  x0 = embed(cfg, params, tokens) if embed_out is None else embed_out
+  valid = jnp.asarray(graph.valid, x0.dtype)
+  mask = jnp.ones_like(valid) if mask is None else jnp.asarray(mask, x0.dtype)
+  keep, swap = valid * mask, valid * (1 - mask)
+  source = jnp.broadcast_to(source, (graph.n_up, b, n, cfg.d_model)).astype(x0.dtype)
+  outs = source.at[0].set(x0)
+  bias = jnp.zeros((cfg.d_model,), x0.dtype)
+
+  def inputs(r0, r1, n_read):
+    """Inputs [r1-r0 b p d] of receivers r0..r1-1, which read upstream nodes 0..n_read-1."""
+    x = (jnp.einsum("ur,ubpd->rbpd", keep[:n_read, r0:r1], outs[:n_read])
+         + jnp.einsum("ur,ubpd->rbpd", swap[:n_read, r0:r1], source[:n_read]) + bias)
+    return x if deltas is None else x + deltas[r0:r1]
+
+  h, g = cfg.n_heads, cfg.n_kv_heads
+  for layer in range(cfg.n_layers):
+    p = params[f"blocks_{layer}"]
+    u0, r0 = graph.head_up(layer), graph.layer_recv(layer)
+    x = inputs(r0, r0 + graph.n_attn_recv, u0)
+    if graph.split_qkv:
+      xq, xk, xv = x[:h], x[h:h + g], x[h + g:]
+    else:
+      xq = xk = xv = x
+    r = _heads(graph, layer, p, xq, xk, xv)
+    if cfg.post_norms:
+      r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
+      bias = bias + post_bias
+    outs = outs.at[u0:u0 + h].set(r)
+    if cfg.attn_bias:
+      bias = bias + p["attn"]["b_O"]
+    if cfg.has_mlp:
+      rm = r0 + graph.n_attn_recv
+      outs = outs.at[u0 + h].set(_mlp(cfg, p, inputs(rm, rm + 1, u0 + h)[0]))
+  final = inputs(graph.n_recv - 1, graph.n_recv, graph.n_up)[0]
+  return _unembed(cfg, params, final, logits_at), outs
+
+
+def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:
+  """Every upstream node's output [n_up b p d] on `tokens` (an unpatched run)."""
+  zeros = jnp.zeros((graph.n_up, 1, tokens.shape[1], graph.cfg.d_model), jnp.float32)
+  first = jnp.zeros((tokens.shape[0], 1), jnp.int32)  # the logits are not needed: one position
+  return jax.jit(lambda p, t: run(graph, p, t, zeros, logits_at=first)[1])(params, tokens)

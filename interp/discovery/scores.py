@@ -1,0 +1,154 @@
+"""Edge scores for every edge at once: EAP and EAP-IG.
+
+Vocabulary (`interp.discovery.graph` for nodes, receivers and edges):
+  clean run    the base run, tokens `clean`; the metric's value there is F(1).
+  source       the upstream outputs an edge is patched from: the corrupted run's, or their
+               mean over the batch (mean ablation). With every edge patched the metric is F(0).
+  F(mask)      the metric of the edge-patched forward (`interp.discovery.forward.run`).
+  score[u, r]  an edge's estimated effect, signed so that positive means the edge supports the
+               clean behaviour: about F(1) - F(1 with edge (u, r) patched).
+
+EAP (Syed et al., 2023; Nanda's attribution patching on edges): one forward on each input and
+one backward,
+
+  score[u, r] = (out_u(clean) - source_u) . d metric / d in_r   at the clean run,
+
+summed over batch and positions (the metric already averages over prompts).
+
+EAP-IG (Hanna et al., 2024) averages that gradient over points between the corrupted and the
+clean run, `steps` of them batched into one compiled call, with Gauss-Legendre nodes and weights
+on [0, 1] (exact for a polynomial of degree 2 steps - 1):
+  path=activations  every edge at mask alpha, the straight line between source and clean
+                    activations on every edge at once; score[u, r] = sum_k w_k (out_u(alpha_k) -
+                    source_u) . dF/d in_r(alpha_k) = the integral of dF/d mask[u, r], so the
+                    scores sum to F(1) - F(0) (completeness) up to the quadrature's error, which
+                    is zero when F is a polynomial in alpha (a linear model).
+  path=inputs       the embed output interpolated from the corrupted to the clean tokens'
+                    (the paper's variant); score = (out_u(clean) - source_u) . mean gradient.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interp.choices import choice
+from interp.discovery import forward
+from interp.discovery.graph import EdgeGraph
+
+Metric = Callable[[jax.Array], jax.Array]
+
+
+class Method(str, enum.Enum):
+  EAP = "eap"
+  EAP_IG = "eap_ig"          # integrated along the activations (edge masks)
+  EAP_IG_INPUTS = "eap_ig_inputs"  # integrated along the input embeddings
+
+
+class MetricKind(str, enum.Enum):
+  LOGIT_DIFF = "logit_diff"
+  PROB = "prob"
+  KL = "kl"
+
+
+def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
+  """A metric over logits [b k v] (last read position).
+
+  Args:
+    kind: logit_diff (mean logit[correct] - logit[wrong]), prob (mean probability of the
+      correct token) or kl (mean KL(clean || patched), which is 0 at the clean run).
+    answers: int [b 2] (correct, wrong), for logit_diff and prob.
+    clean_logits: [b k v] clean logits, for kl.
+  """
+  kind = choice(MetricKind, kind, "metric")
+  if kind == MetricKind.KL:
+    ref = jax.nn.log_softmax(clean_logits[:, -1], -1)
+    return lambda logits: (jnp.exp(ref) * (ref - jax.nn.log_softmax(logits[:, -1], -1))
+                           ).sum(-1).mean()
+  answers = jnp.asarray(answers)
+  if kind == MetricKind.PROB:
+    return lambda logits: jnp.take_along_axis(jax.nn.softmax(logits[:, -1], -1),
+                                              answers[:, :1], 1).mean()
+
+  def logit_diff(logits):
+    picked = jnp.take_along_axis(logits[:, -1], answers, axis=1)
+    return (picked[:, 0] - picked[:, 1]).mean()
+  return logit_diff
+
+
+def _grads(graph, params, tokens, source, metric, mask, logits_at, embed_out=None):
+  """(metric, outs, d metric / d in_r [n_recv b p d]) at `mask`."""
+  deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), jnp.float32)
+
+  def f(d):
+    logits, outs = forward.run(graph, params, tokens, source, mask, d, logits_at, embed_out)
+    return metric(logits), outs
+  (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
+  return value, outs, g
+
+
+def _contract(graph, diff, grad):
+  """score[u, r] = sum over b, p, d of diff[u] * grad[r], on valid edges only."""
+  return jnp.einsum("ubpd,rbpd->ur", diff, grad) * jnp.asarray(graph.valid, diff.dtype)
+
+
+def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Nodes and weights of the `steps`-point Gauss-Legendre rule on [0, 1]."""
+  x, w = np.polynomial.legendre.leggauss(steps)
+  return ((x + 1) / 2).astype(np.float32), (w / 2).astype(np.float32)
+
+
+def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
+                method: Method = Method.EAP, steps: int = 8, logits_at=None,
+                corrupt=None, chunk: int | None = None) -> jax.Array:
+  """Scores [n_up n_recv] of every edge (0 on invalid edges). Jit-able.
+
+  Args:
+    graph, params: the model.
+    clean: int [b p] tokens of the base run.
+    source: [n_up b p d] (or [n_up 1 p d]) upstream outputs to patch from
+      (`forward.outputs` of the corrupted tokens, or its batch mean).
+    metric: metric(logits [b k v]) -> scalar.
+    method: eap, eap_ig (along activations) or eap_ig_inputs (along inputs; needs `corrupt`).
+    steps: integration points for EAP-IG, evaluated as one batched call (`chunk` at a time).
+    logits_at: int [b k] positions the metric reads.
+    corrupt: int [b p] corrupted tokens, for eap_ig_inputs.
+
+  Returns:
+    float32 [n_up n_recv].
+  """
+  method = choice(Method, method, "method")
+  if method == Method.EAP_IG_INPUTS and corrupt is None:
+    raise ValueError("method=eap_ig_inputs integrates from the corrupted tokens: give corrupt")
+  fn = functools.partial(_edge_scores, graph, metric=metric, method=method, steps=steps,
+                         chunk=chunk)
+  return jax.jit(fn)(params, clean, source, logits_at, corrupt)
+
+
+def _edge_scores(graph, params, clean, source, logits_at, corrupt, *, metric, method, steps,
+                 chunk):
+  ones = jnp.ones((graph.n_up, graph.n_recv), jnp.float32)
+  if method == Method.EAP:
+    _, outs, g = _grads(graph, params, clean, source, metric, ones, logits_at)
+    return _contract(graph, outs - source, g)
+  alphas, weights = gauss_legendre(steps)
+  if method == Method.EAP_IG:
+    def point(aw):
+      _, outs, g = _grads(graph, params, clean, source, metric, aw[0] * ones, logits_at)
+      return aw[1] * _contract(graph, outs - source, g)
+    terms = jax.lax.map(point, jnp.stack([alphas, weights], 1), batch_size=chunk)
+    return terms.sum(0)
+  e_clean = forward.embed(graph.cfg, params, clean)
+  e_corr = forward.embed(graph.cfg, params, corrupt)
+
+  def grad_at(aw):
+    x = e_corr + aw[0] * (e_clean - e_corr)
+    return aw[1] * _grads(graph, params, clean, source, metric, ones, logits_at, x)[2]
+  g = jax.lax.map(grad_at, jnp.stack([alphas, weights], 1), batch_size=chunk).sum(0)
+  clean_outs = forward.run(graph, params, clean, source, ones, logits_at=logits_at)[1]
+  return _contract(graph, clean_outs - source, g)
