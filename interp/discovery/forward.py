@@ -200,4 +200,5 @@ def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:
   """Every upstream node's output [n_up b p d] on `tokens` (an unpatched run)."""
   zeros = jnp.zeros((graph.n_up, 1, tokens.shape[1], graph.cfg.d_model), jnp.float32)
   first = jnp.zeros((tokens.shape[0], 1), jnp.int32)  # the logits are not needed: one position
-  return jax.jit(lambda p, t: run(graph, p, t, zeros, logits_at=first)[1])(params, tokens)
+  return jax.jit(lambda p, t, z, at: run(graph, p, t, z, logits_at=at)[1])(params, tokens, zeros,
+                                                                          first)

@@ -9,7 +9,7 @@ Vocabulary (`interp.discovery.graph`, `interp.discovery.scores`):
                  for each n, evaluated as one compiled `lax.map` over the masks.
 
 Searches:
-  top_n          the n edges of largest |score|.
+  top_n          the n edges of largest |score| (rank=abs) or largest score (rank=signed).
   greedy         growth from the logits (Hanna et al., 2024): start from the edges into
                  `logits`; repeatedly add the highest-|score| edge whose receiver's node is
                  already in the circuit (reads into something that reaches the logits).
@@ -22,34 +22,44 @@ Ties in |score| break by edge order (row-major (u, r)), so every search is deter
 
 from __future__ import annotations
 
+import enum
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interp.choices import choice
 from interp.discovery import forward
 from interp.discovery.graph import EdgeGraph
 
 
-def ranking(graph: EdgeGraph, scores) -> np.ndarray:
-  """int [n_edges, 2]: the valid edges (u, r) by decreasing |score|, ties by edge order."""
+class Rank(str, enum.Enum):
+  ABS = "abs"        # largest |score| first: edges that matter either way
+  SIGNED = "signed"  # largest score first: edges that support the clean behaviour
+
+
+def ranking(graph: EdgeGraph, scores, rank: Rank = Rank.ABS) -> np.ndarray:
+  """int [n_edges, 2]: the valid edges (u, r) by decreasing |score| (or score), ties by edge
+  order."""
   edges = graph.edge_index()
-  s = np.abs(np.asarray(scores, np.float64))[edges[:, 0], edges[:, 1]]
+  s = np.asarray(scores, np.float64)[edges[:, 0], edges[:, 1]]
+  s = np.abs(s) if choice(Rank, rank, "rank") == Rank.ABS else s
   return edges[np.argsort(-s, kind="stable")]
 
 
-def top_n(graph: EdgeGraph, scores, n: int) -> np.ndarray:
-  """bool [n_up n_recv]: the n edges of largest |score|."""
+def top_n(graph: EdgeGraph, scores, n: int, rank: Rank = Rank.ABS) -> np.ndarray:
+  """bool [n_up n_recv]: the n edges of largest |score| (or score, `rank`)."""
   mask = np.zeros(graph.valid.shape, bool)
-  order = ranking(graph, scores)[:n]
+  order = ranking(graph, scores, rank)[:n]
   mask[order[:, 0], order[:, 1]] = True
   return mask
 
 
-def greedy(graph: EdgeGraph, scores, n: int) -> np.ndarray:
-  """bool [n_up n_recv]: n edges grown from the logits by |score| (ties by edge order)."""
-  order = ranking(graph, scores)
+def greedy(graph: EdgeGraph, scores, n: int, rank: Rank = Rank.ABS) -> np.ndarray:
+  """bool [n_up n_recv]: n edges grown from the logits by |score| or score (ties by edge
+  order)."""
+  order = ranking(graph, scores, rank)
   reached = np.zeros(graph.n_recv, bool)  # receivers whose node feeds the circuit
   reached[graph.n_recv - 1] = True
   node_recv = {}
@@ -69,14 +79,21 @@ def greedy(graph: EdgeGraph, scores, n: int) -> np.ndarray:
 
 def make_evaluator(graph: EdgeGraph, params, tokens, source, metric, logits_at=None,
                    chunk: int | None = None):
-  """A compiled function masks [n n_up n_recv] -> metric [n], one edge-patched run per mask."""
-  def one(mask):
-    return metric(forward.run(graph, params, tokens, source, mask, logits_at=logits_at)[0])
+  """A compiled function masks [n n_up n_recv] -> metric [n], one edge-patched run per mask.
+
+  The parameters and activations are arguments of the compiled function, not constants in it
+  (closing over them makes XLA constant-fold a model's worth of arrays at every compile).
+  """
+  def one(args, mask):
+    p, t, src, at = args
+    return metric(forward.run(graph, p, t, src, mask, logits_at=at)[0])
 
   @jax.jit
-  def evaluate(masks):
-    return jax.lax.map(one, masks.astype(jnp.float32), batch_size=chunk)
-  return evaluate
+  def evaluate_all(args, masks):
+    return jax.lax.map(functools.partial(one, args), masks.astype(jnp.float32), batch_size=chunk)
+
+  args = (params, tokens, source, logits_at)
+  return lambda masks: evaluate_all(args, jnp.asarray(masks))
 
 
 def curve_counts(n_edges: int, points: int = 24) -> np.ndarray:
@@ -85,7 +102,8 @@ def curve_counts(n_edges: int, points: int = 24) -> np.ndarray:
   return np.unique(np.concatenate([[0], np.round(grid).astype(int), [n_edges]]))
 
 
-def faithfulness_curve(graph: EdgeGraph, evaluate, scores, counts) -> dict:
+def faithfulness_curve(graph: EdgeGraph, evaluate, scores, counts,
+                       rank: Rank = Rank.ABS) -> dict:
   """The metric with the top-n edges kept, for each n in `counts`, in one compiled call.
 
   Args:
@@ -93,12 +111,13 @@ def faithfulness_curve(graph: EdgeGraph, evaluate, scores, counts) -> dict:
     evaluate: `make_evaluator`'s function.
     scores: [n_up n_recv] edge scores.
     counts: edge counts n.
+    rank: how the edges are ordered (`Rank`).
 
   Returns:
     {"counts", "metric", "normalised", "clean", "corrupt"} (lists and floats).
   """
   counts = [int(c) for c in counts]
-  masks = np.stack([top_n(graph, scores, c) for c in counts]
+  masks = np.stack([top_n(graph, scores, c, rank) for c in counts]
                    + [graph.valid, np.zeros_like(graph.valid)])
   values = np.asarray(evaluate(jnp.asarray(masks)), np.float64)
   clean, corrupt = values[-2], values[-1]
