@@ -114,6 +114,11 @@ def test_eap_ig_scores_sum_to_the_metric_difference_on_a_linear_toy():
   # F(alpha) is a cubic in alpha here (three stages of edges); 3-point Gauss-Legendre is exact.
   assert abs(float(ig.sum()) - (f1 - f0)) < 1e-4 * abs(f1 - f0), (float(ig.sum()), f1 - f0)
   assert abs(f1 - f0) > 1e-2
+  # Along the inputs, a linear model's gradients are constant: EAP-IG equals EAP.
+  eap = scores.edge_scores(g, params, clean, source, metric, "eap")
+  ig_in = scores.edge_scores(g, params, clean, source, metric, "eap_ig_inputs", steps=2,
+                             corrupt=corrupt)
+  np.testing.assert_allclose(ig_in, eap, atol=1e-4 * float(jnp.abs(eap).max()))
   # On the non-linear Gemma-shaped model the quadrature converges to the same sum.
   cfg, params, clean, corrupt, answers = _model("gemma")
   g = graph.build(cfg)

@@ -59,10 +59,11 @@ def _post_norm_heads(cfg, p, r):
   return out, bias
 
 
-def _heads(graph: EdgeGraph, layer: int, p, xq, xk, xv):
+def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv):
   """Per-head attention outputs [h b p d] (before any post-norm) from per-receiver inputs.
 
   xq [h b p d]; xk, xv [g b p d] (one per K/V head) or [h b p d] when q/k/v are not split.
+  local (bool) and base (the RoPE base) are traced: every layer runs as one scanned body.
   """
   cfg = graph.cfg
   h, g = cfg.n_heads, cfg.n_kv_heads
@@ -85,7 +86,6 @@ def _heads(graph: EdgeGraph, layer: int, p, xq, xk, xv):
     s = jax.nn.sigmoid(s)[None, None, :, None]
     k = s * k + (1 - s) * jnp.concatenate([k[:, :1], k[:, :-1]], axis=1)
   if cfg.positional == PositionalType.ROPE:
-    base = cfg.rope_local_base if cfg.is_local(layer) else cfg.rope_base
     q, k = rope(q, base), rope(k, base)
   if kv != h:
     k, v = jnp.repeat(k, h // kv, axis=2), jnp.repeat(v, h // kv, axis=2)
@@ -93,8 +93,8 @@ def _heads(graph: EdgeGraph, layer: int, p, xq, xk, xv):
   scores = jnp.einsum("bphe,bshe->bhps", q * cfg.query_scale, k)
   pos = jnp.arange(n)
   causal = pos[None, :] <= pos[:, None]
-  if cfg.is_local(layer):
-    causal = causal & (pos[:, None] - pos[None, :] < cfg.sliding_window)
+  if cfg.sliding_window is not None:
+    causal = causal & (~local | (pos[:, None] - pos[None, :] < cfg.sliding_window))
   scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
   z = jnp.einsum("bhps,bshe->bphe", jax.nn.softmax(scores, -1), v)
   return jnp.einsum("bphe,hed->hbpd", z, a["W_O"])
@@ -166,33 +166,47 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
   source = jnp.broadcast_to(source, (graph.n_up, b, n, cfg.d_model)).astype(x0.dtype)
   outs = source.at[0].set(x0)
   bias = jnp.zeros((cfg.d_model,), x0.dtype)
+  h, n_attn = cfg.n_heads, graph.n_attn_recv
+  per_up, per_recv = graph.per_layer_up, graph.per_layer_recv
 
-  def inputs(r0, r1, n_read):
-    """Inputs [r1-r0 b p d] of receivers r0..r1-1, which read upstream nodes 0..n_read-1."""
-    x = (jnp.einsum("ur,ubpd->rbpd", keep[:n_read, r0:r1], outs[:n_read])
-         + jnp.einsum("ur,ubpd->rbpd", swap[:n_read, r0:r1], source[:n_read]) + bias)
-    return x if deltas is None else x + deltas[r0:r1]
+  def inputs(outs, bias, r0, n_recv):
+    """Inputs [n_recv b p d] of receivers r0.. (later nodes' edges are invalid, so reading
+    every upstream row is exact)."""
+    k = jax.lax.dynamic_slice_in_dim(keep, r0, n_recv, 1)
+    w = jax.lax.dynamic_slice_in_dim(swap, r0, n_recv, 1)
+    x = jnp.einsum("ur,ubpd->rbpd", k, outs) + jnp.einsum("ur,ubpd->rbpd", w, source) + bias
+    return x if deltas is None else x + jax.lax.dynamic_slice_in_dim(deltas, r0, n_recv, 0)
 
-  h, g = cfg.n_heads, cfg.n_kv_heads
-  for layer in range(cfg.n_layers):
-    p = params[f"blocks_{layer}"]
-    u0, r0 = graph.head_up(layer), graph.layer_recv(layer)
-    x = inputs(r0, r0 + graph.n_attn_recv, u0)
+  def layer_fn(carry, xs):
+    # One body for every layer (a scan), so compile time does not grow with depth.
+    outs, bias = carry
+    layer, local, base, p = xs
+    u0, r0 = 1 + layer * per_up, layer * per_recv
+    x = inputs(outs, bias, r0, n_attn)
     if graph.split_qkv:
-      xq, xk, xv = x[:h], x[h:h + g], x[h + g:]
+      xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
     else:
       xq = xk = xv = x
-    r = _heads(graph, layer, p, xq, xk, xv)
+    r = _heads(graph, local, base, p, xq, xk, xv)
     if cfg.post_norms:
       r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
       bias = bias + post_bias
-    outs = outs.at[u0:u0 + h].set(r)
+    outs = jax.lax.dynamic_update_slice_in_dim(outs, r, u0, 0)
     if cfg.attn_bias:
       bias = bias + p["attn"]["b_O"]
     if cfg.has_mlp:
-      rm = r0 + graph.n_attn_recv
-      outs = outs.at[u0 + h].set(_mlp(cfg, p, inputs(rm, rm + 1, u0 + h)[0]))
-  final = inputs(graph.n_recv - 1, graph.n_recv, graph.n_up)[0]
+      m = _mlp(cfg, p, inputs(outs, bias, r0 + n_attn, 1)[0])
+      outs = jax.lax.dynamic_update_slice_in_dim(outs, m[None], u0 + h, 0)
+    return (outs, bias), None
+
+  layers = range(cfg.n_layers)
+  blocks = jax.tree.map(lambda *xs: jnp.stack(xs), *[params[f"blocks_{L}"] for L in layers])
+  local = jnp.array([cfg.is_local(L) for L in layers])
+  base = jnp.array([cfg.rope_local_base if cfg.is_local(L) else cfg.rope_base for L in layers],
+                   jnp.float32)
+  (outs, bias), _ = jax.lax.scan(layer_fn, (outs, bias),
+                                 (jnp.arange(cfg.n_layers), local, base, blocks))
+  final = inputs(outs, bias, graph.n_recv - 1, 1)[0]
   return _unembed(cfg, params, final, logits_at), outs
 
 
