@@ -10,6 +10,7 @@ new package, listing that registry here.
 from __future__ import annotations
 
 from interp.attribution import suite_entries as attribution_entries
+from interp.discovery import suite_entries as discovery_entries
 from interp.graphs import suite_entries as graph_entries
 from interp.induction import suite_entries as induction_entries
 from interp.ioi import suite_entries as ioi_entries
@@ -23,7 +24,7 @@ from interp.viz import report
 SUITE: dict[str, report.Entry] = {}
 for _registry in (train_entries.ENTRIES, toy_entries.ENTRIES, sae_entries.ENTRIES,
                   induction_entries.ENTRIES, ioi_entries.ENTRIES, steering_entries.ENTRIES,
-                  graph_entries.ENTRIES, attribution_entries.ENTRIES):
+                  graph_entries.ENTRIES, attribution_entries.ENTRIES, discovery_entries.ENTRIES):
   SUITE.update(_registry)
 
 
