@@ -173,3 +173,28 @@ def test_searches_are_deterministic_and_grow_from_the_logits():
   # The pruned circuit's metric stays within the summed thresholds of the clean one.
   f = np.asarray(evaluate(jnp.stack([jnp.asarray(m1), jnp.asarray(g.valid)])))
   assert abs(f[0] - f[1]) < 0.05 * (g.n_edges - m1.sum())
+
+
+class _Words:
+  """A word-level tokenizer: one token per space-separated word."""
+
+  def encode(self, text):
+    return [sum(map(ord, w)) % V for w in text.split()]
+
+
+def test_pairs_file_is_read_and_its_errors_name_the_file(tmp_path):
+  from interp import jsonio
+  from interp.discovery import tasks
+  path = str(tmp_path / "pairs.json")
+  good = {"clean": "a b c", "corrupt": "a d c", "correct": " x", "wrong": " y"}
+  jsonio.write_json_atomic(path, [good, dict(good, clean="a b", corrupt="d e")])
+  pairs = tasks.from_file(path, _Words())
+  assert pairs.clean.shape == (2, 3) and pairs.end.ravel().tolist() == [2, 1]
+  assert pairs.answers.tolist() == [[ord("x") % V, ord("y") % V]] * 2
+  for bad, message in ((dict(good, corrupt="a b"), "tokenise to 3 and 2 tokens"),
+                       (dict(good, correct="x y"), "correct='x y' is 2 tokens"),
+                       ({"clean": "a"}, "exactly the keys")):
+    jsonio.write_json_atomic(path, [bad])
+    with pytest.raises(ValueError, match=message) as e:
+      tasks.from_file(path, _Words())
+    assert path in str(e.value)
