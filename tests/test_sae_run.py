@@ -167,6 +167,6 @@ def test_rerun_with_a_flipped_byte_in_the_final_step_exports_the_same_dictionary
   with caplog.at_level(logging.WARNING):
     results = sae_experiment.run(config, src)
   assert results["status"] == "completed" and results["step"] == 20
-  assert any(f"checkpoints/20 is unreadable (CorruptCheckpointError: state." in r.getMessage()
+  assert any("checkpoints/20 is unreadable (CorruptCheckpointError: state." in r.getMessage()
              for r in caplog.records)
   assert weights.read_bytes() == original

@@ -5,7 +5,6 @@ it that stays close to the float32 one."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import jax
