@@ -79,6 +79,8 @@ def test_quick_throughputs_beside_the_peers(quick):
     if "skipped" not in tl:  # the same hooks, shapes and dtype: the same cache bytes
       assert _ok(tl)["hooks"] == ours["hooks"] == 2 * 10
       assert tl["cache_bytes"] == ours["cache_bytes"] > 0
+    # Two layers: resid_post 0 and resid_pre 1 are one tensor, held once.
+    assert 0 < ours["cache_unique_bytes"] < ours["cache_bytes"]
   lm = _ok(report["sections"]["lm"]["results"]["ours"]["lm/float32"])
   assert lm["tokens_per_s"] > 0 and lm["mfu"] is None and 10_000 < lm["params"] < 100_000
 

@@ -72,10 +72,15 @@ def forward_cache(name: str, precision: str, sizes: Sizes) -> dict:
   res = {"compile_s": time.perf_counter() - t0, "hooks": len(names),
          "tokens_per_call": rows.size, "params": transformer.count_params(mcfg)}
   times = timed(lambda: compiled(params, tokens), sizes.forward_reps)
-  _, cache = compiled(params, tokens)
+  # The compiled call returns an aliased hook (resid_post L = resid_pre L+1) once; the Forward
+  # hands it back under every name, as TransformerLens does, so cache_bytes counts like TL's and
+  # cache_unique_bytes is what is held.
+  _, cache = fwd(params, tokens)
+  unique = {id(v): v.nbytes for v in cache.values()}
   sec = statistics.median(times)
   res.update({"seconds": times, "seconds_median": sec, "tokens_per_s": rows.size / sec,
-              "cache_bytes": int(sum(v.nbytes for v in cache.values())), **memory_fields()})
+              "cache_bytes": int(sum(v.nbytes for v in cache.values())),
+              "cache_unique_bytes": int(sum(unique.values())), **memory_fields()})
   return res
 
 
