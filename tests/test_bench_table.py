@@ -30,7 +30,7 @@ def _by(rows):
 def test_rows_ratios_and_goals_from_saved_reports(tmp_path):
   rows = table.build(_outcomes("forward", "patching", "sae", "toy", "graph"))
   by = _by(rows)
-  assert len(rows) == 4 + 2 + 2 + 2 + 3
+  assert len(rows) == 4 + 2 + 2 + 2 + 3 + 1  # discovery: not run
 
   fwd = [r for r in rows if r.bench == "forward"]
   assert [(r.ratio, r.goal, r.status) for r in fwd] == [
@@ -69,6 +69,16 @@ def test_rows_ratios_and_goals_from_saved_reports(tmp_path):
   assert [r["ratio"] for r in saved["rows"]] == [r.ratio for r in rows]
 
 
+def test_discovery_rows_goal_and_a_parity_failure():
+  rows = table.build(_outcomes("discovery"))
+  d = [r for r in rows if r.bench == "discovery"]
+  assert [(r.comparison.split(":")[0], r.ratio, r.goal, r.status) for r in d] == [
+      ("attn_only/eap_ig", 12.0, ">= 5.0", "met"), ("gpt2_small/eap_ig", 3.0, ">= 5.0", "not met"),
+      ("broken/eap_ig", 50.0, ">= 5.0", "failed")]
+  assert (d[0].ours, d[0].peer) == (0.05, 0.6)
+  assert d[2].note == "scores disagree: max relative diff 2.0e-02"
+
+
 def test_absent_failed_and_unreadable_benchmarks_are_rows_not_crashes():
   rows = table.build({"forward": {"missing": "experiments/bench_forward.py is not in this "
                                               "checkout"},
@@ -76,7 +86,7 @@ def test_absent_failed_and_unreadable_benchmarks_are_rows_not_crashes():
                       "patching": {"report": {"something": 1}}})
   assert [(r.bench, r.status) for r in rows] == [
       ("forward", "not present"), ("patching", "failed"), ("sae", "failed"),
-      ("toy", "not run"), ("graph", "not run")]
+      ("toy", "not run"), ("graph", "not run"), ("discovery", "not run")]
   assert rows[2].note == "exit 1: boom" and "keys: ['something']" in rows[1].note
   assert rows[0].note == "experiments/bench_forward.py is not in this checkout"
 
@@ -101,5 +111,6 @@ def test_bench_all_names_a_bad_flag(tmp_path):
                          f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 1
-  assert "--only: unknown ['nope']; valid: forward, patching, sae, toy, graph" in proc.stderr
+  assert ("--only: unknown ['nope']; valid: forward, patching, sae, toy, graph, "
+          "discovery") in proc.stderr
   assert not list(tmp_path.iterdir())

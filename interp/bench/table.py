@@ -1,8 +1,9 @@
 """Every benchmark beside its peer in one table: `make bench` (`experiments/bench_all.py`).
 
 Vocabulary:
-  benchmark   one binary in experiments/ (`BENCHMARKS`: forward, patching, sae, toy, graph) that
-              writes a JSON report with `--out=`; each runs in its own process, one after another.
+  benchmark   one binary in experiments/ (`BENCHMARKS`: forward, patching, sae, toy, graph,
+              discovery) that writes a JSON report with `--out=`; each runs in its own process,
+              one after another.
   row         one comparison from a report: our number, the peer's, `ratio` (ours over the
               peer's, so > 1 is better for speed and < 1 for memory), the goal and its status.
   status      `met`, `not met`, `n/a` (no goal at that size, or no number to compare),
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "sae": "experiments/bench_sae.py",
     "toy": "experiments/bench_toy.py",
     "graph": "experiments/bench_graph.py",
+    "discovery": "experiments/bench_circuit_discovery.py",
 }
 
 # The project's goals: (operator, target). Speed ratios are ours over the peer's (higher is
@@ -46,6 +48,7 @@ GOALS = {
     "forward/gpt2_small/speed": (">=", 1.5),
     "forward/memory": ("<=", 0.7),
     "patching/speed": (">=", 10.0),
+    "discovery/speed": (">=", 5.0),
     "sae/topk/speed": (">=", 6.0),
     "sae/relu/speed": (">=", 3.0),
     "toy/speed": (">=", 10.0),
@@ -189,9 +192,33 @@ def graph_rows(report: Mapping) -> list[Row]:
   return rows
 
 
+def discovery_rows(report: Mapping) -> list[Row]:
+  """One row per model: interp's EAP-IG edge scoring against the TransformerLens-hooks reference.
+
+  Reads `sites`: {"<model>/eap_ig": {interp_seconds, tl_seconds, speedup_interp_over_tl,
+  max_rel_diff}}; a model whose scores disagree (max_rel_diff over 1e-3) fails its row.
+  """
+  rows = []
+  for name, entry in (report.get("sites") or {}).items():
+    ratio = _first_ratio(entry)
+    goal, status = _goal("discovery/speed", ratio)
+    rel = entry.get("max_rel_diff")
+    note = "" if ratio is not None else f"no speed ratio among {sorted(entry)}"
+    if rel is not None and not rel <= 1e-3:
+      status, note = FAILED, f"scores disagree: max relative diff {rel:.1e}"
+    rows.append(Row("discovery", f"{name}: EAP-IG edge scores vs TransformerLens hooks", "s",
+                    entry.get("interp_seconds"), entry.get("tl_seconds"), ratio, goal, status,
+                    note))
+  if not rows:
+    rows.append(Row("discovery", "EAP-IG edge scores vs TransformerLens hooks", status=FAILED,
+                    goal=_goal("discovery/speed", None)[0],
+                    note=f"report has no `sites`; keys: {sorted(report)}"))
+  return rows
+
+
 READERS: dict[str, Callable[[Mapping], list[Row]]] = {
     "forward": forward_rows, "patching": patching_rows, "sae": sae_rows, "toy": toy_rows,
-    "graph": graph_rows}
+    "graph": graph_rows, "discovery": discovery_rows}
 
 
 # ----- The table.

@@ -1,0 +1,167 @@
+"""Edge scoring for circuit discovery: interp's EAP-IG over every edge against the same method
+written with TransformerLens hooks and torch autograd (`interp.bench.discovery_sides`).
+
+Run by `experiments/bench_circuit_discovery.py`. Both sides load the same random weights
+(TL state-dict names, written once by the driver) and score the same prompts: random clean and
+corrupted token pairs, metric = mean logit difference of random (correct, wrong) answers at the
+last position, `steps` Gauss-Legendre points on both sides (so parity is exact up to float32).
+
+Vocabulary:
+  scoring seconds   wall time of one call scoring every edge (interp: the compiled call, compile
+                    reported apart; TL: `steps` hooked forwards and backwards).
+  curve seconds     interp's faithfulness curve: the metric with the top-n edges kept for each n
+                    of `curve_points` counts, in one compiled call (after a first, compiling call).
+  peak RSS delta    the worker's peak resident memory over its level before scoring.
+  parity            max |interp - TL| over merged edges, relative to max |TL|, and the Spearman
+                    rank correlation of the scores.
+Each side runs in its own worker process (sides alternate over rounds); --quick runs both in
+one worker (memory not isolated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import statistics
+import tempfile
+
+import numpy as np
+from scipy import stats
+
+from interp.bench import discovery_sides, harness, patching, patching_sides
+
+GOAL = 5.0  # TL scoring seconds over interp's, at least
+PARITY_TOLERANCE = 1e-3  # max |interp - TL| / max |TL| (float32 on both sides)
+
+MODELS = {"attn_only": patching.MODELS["attn_only"], "gpt2_small": patching.MODELS["gpt2_small"]}
+QUICK = patching.QUICK
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoveryBenchConfig:
+  """One benchmark run; `weights` maps a model name to its `.npz` (set by `run`)."""
+  out: str
+  models: tuple = ()
+  steps: int = 8
+  reps: int = 3
+  tl_reps: int = 3
+  rounds: int = 1
+  threads: int = 2
+  chunk: int = 0
+  curve_points: int = 24
+  seed: int = 0
+  quick: bool = False
+  weights: tuple[str, ...] = ()
+
+
+CONFIG = DiscoveryBenchConfig
+
+
+class Side(str, enum.Enum):
+  INTERP = "interp"
+  TL = "tl"
+
+
+def model_shapes(names, quick: bool) -> tuple:
+  """The named shapes; ValueError lists the valid names."""
+  return patching.model_shapes(names, quick)
+
+
+def run_side(side: Side, spec, cfg: DiscoveryBenchConfig, weights_path: str) -> dict:
+  with np.load(weights_path) as f:
+    weights = {k: f[k] for k in f.files}
+  data = patching_sides.prompts(spec, cfg.seed)
+  run = discovery_sides.run_interp if side == Side.INTERP else discovery_sides.run_tl
+  return run(spec, cfg, weights, data)
+
+
+def worker(side: str, cfg: DiscoveryBenchConfig) -> dict:
+  """One worker's work: {model name: result} (`harness.ALL`: {model: {side: result}})."""
+  out = {}
+  for spec, path in zip(cfg.models, cfg.weights):
+    if side == harness.ALL:
+      out[spec.name] = {s.value: run_side(s, spec, cfg, path) for s in Side}
+    else:
+      out[spec.name] = run_side(Side(side), spec, cfg, path)
+  return out
+
+
+def compare(interp: list[dict], tl: list[dict]) -> dict:
+  """Parity of the scores, pooled seconds on each side, the ratio, memory and curve time."""
+  si, st = np.asarray(interp[0]["scores"]), np.asarray(tl[0]["scores"])
+  valid = st != 0
+  diff = float(np.abs(si - st).max())
+  scale = float(np.abs(st).max())
+  ti = statistics.median(t for r in interp for t in r["seconds"])
+  tt = statistics.median(t for r in tl for t in r["seconds"])
+  rel = diff / scale if scale else float("inf")
+  return {
+      "n_edges_interp": interp[0]["n_edges"], "n_merged_edges": int(valid.sum()),
+      "max_abs_diff": diff, "max_abs_score": scale, "max_rel_diff": rel,
+      "spearman": float(stats.spearmanr(si[valid], st[valid]).statistic),
+      "parity": rel <= PARITY_TOLERANCE,
+      "interp_seconds": ti, "tl_seconds": tt, "speedup_interp_over_tl": tt / ti,
+      "goal": GOAL, "goal_met": tt / ti >= GOAL,
+      "interp_compile_seconds": statistics.median(r["compile_seconds"] for r in interp),
+      "interp_peak_rss_delta": max(r["peak_rss_delta"] for r in interp),
+      "tl_peak_rss_delta": max(r["peak_rss_delta"] for r in tl),
+      "interp_curve_seconds": statistics.median(t for r in interp for t in r["curve_seconds"]),
+      "interp_curve_first_call_seconds": interp[0]["curve_first_call_seconds"],
+      "curve_points": interp[0]["curve_points"],
+      "curve_normalised": interp[0]["curve_normalised"],
+      "versions": {"interp": interp[0]["versions"], "tl": tl[0]["versions"]}}
+
+
+def run(cfg: DiscoveryBenchConfig) -> dict:
+  """Writes the shared weights, runs the workers, compares; returns the JSON report."""
+  report = {"config": None, "goal": GOAL, "parity_tolerance": PARITY_TOLERANCE,
+            "machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
+            "models": {}}
+  with tempfile.TemporaryDirectory() as tmp:
+    paths = []
+    for spec in cfg.models:
+      paths.append(os.path.join(tmp, f"{spec.name}.npz"))
+      np.savez(paths[-1], **patching_sides.random_weights(spec, cfg.seed))
+    cfg = dataclasses.replace(cfg, weights=tuple(paths))
+    runs = {m.name: {Side.INTERP: [], Side.TL: []} for m in cfg.models}
+    env = harness.worker_env(strip_device_count=True, TQDM_DISABLE="1")
+    if cfg.quick:  # in-process: one small run of both sides
+      for name, by_side in worker(harness.ALL, cfg).items():
+        for side in Side:
+          runs[name][side].append(by_side[side.value])
+    for i, spec in enumerate(() if cfg.quick else cfg.models):
+      one = dataclasses.replace(cfg, models=(spec,), weights=(paths[i],))
+      for _ in range(cfg.rounds):
+        for side in (Side.TL, Side.INTERP):
+          runs[spec.name][side].append(harness.spawn(__name__, side, one, env)[spec.name])
+  report["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "weights"}
+  for spec in cfg.models:
+    r = runs[spec.name]
+    report["models"][spec.name] = {"spec": dataclasses.asdict(spec),
+                                   **compare(r[Side.INTERP], r[Side.TL])}
+  # One flat row per model, in the shape `make bench`'s table reads.
+  report["sites"] = {f"{name}/eap_ig": {k: m[k] for k in (
+      "interp_seconds", "tl_seconds", "speedup_interp_over_tl", "max_rel_diff", "spearman",
+      "interp_curve_seconds")} for name, m in report["models"].items()}
+  report["all_parity"] = all(m["parity"] for m in report["models"].values())
+  report["machine"]["loadavg_end"] = os.getloadavg()
+  return report
+
+
+def summary(report: dict) -> str:
+  """A line per model: parity, scoring seconds on each side, the ratio, the curve and memory."""
+  rows = [["model", "edges", "rel diff", "spearman", "interp s", "TL s", "TL/interp", "goal",
+           "curve s", "RSS MiB i/TL"]]
+  mib = 2 ** 20
+  for name, m in report["models"].items():
+    rows.append([name, m["n_edges_interp"], f"{m['max_rel_diff']:.1e}", f"{m['spearman']:.4f}",
+                 f"{m['interp_seconds']:.3f}", f"{m['tl_seconds']:.2f}",
+                 f"{m['speedup_interp_over_tl']:.1f}", "met" if m["goal_met"] else "not met",
+                 f"{m['interp_curve_seconds']:.3f}",
+                 f"{m['interp_peak_rss_delta'] / mib:.0f}/{m['tl_peak_rss_delta'] / mib:.0f}"])
+  return harness.table(rows, left=1)
+
+
+if __name__ == "__main__":
+  harness.worker_main("interp.bench.discovery")
