@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from interp.bench import discovery, discovery_sides, table
+from interp.bench import discovery, discovery_sides, harness, table
 
 needs_tl = pytest.mark.skipif(importlib.util.find_spec("transformer_lens") is None,
                               reason="transformer_lens (and torch) needed for the peer side")
@@ -24,6 +24,15 @@ def test_merge_sums_a_layers_heads_into_one_receiver():
   scores = np.arange(3 * 11, dtype=np.float64).reshape(3, 11)
   merged = discovery_sides.merge(spec, scores)
   assert merged[1].tolist() == [11 + 12 + 13 + 14, 15, 16 + 17 + 18 + 19, 20, 21]
+
+
+def test_config_survives_the_trip_to_a_worker():
+  import dataclasses
+  cfg = discovery.DiscoveryBenchConfig(out="x", models=discovery.model_shapes(
+      ["attn_only", "gpt2_small"], quick=True), steps=4, weights=("a.npz", "b.npz"))
+  back = harness.decode(discovery.DiscoveryBenchConfig, json.loads(json.dumps(
+      dataclasses.asdict(cfg))))
+  assert back == cfg
 
 
 @needs_tl

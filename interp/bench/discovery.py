@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 from scipy import stats
 
-from interp.bench import discovery_sides, harness, patching, patching_sides
+from interp.bench import discovery_sides, forward, harness, patching, patching_sides
 
 GOAL = 5.0  # TL scoring seconds over interp's, at least
 PARITY_TOLERANCE = 1e-3  # max |interp - TL| / max |TL| (float32 on both sides)
@@ -42,7 +42,7 @@ QUICK = patching.QUICK
 class DiscoveryBenchConfig:
   """One benchmark run; `weights` maps a model name to its `.npz` (set by `run`)."""
   out: str
-  models: tuple = ()
+  models: tuple[forward.ModelShape, ...] = ()
   steps: int = 8
   reps: int = 3
   tl_reps: int = 3
@@ -63,7 +63,7 @@ class Side(str, enum.Enum):
   TL = "tl"
 
 
-def model_shapes(names, quick: bool) -> tuple:
+def model_shapes(names, quick: bool) -> tuple[forward.ModelShape, ...]:
   """The named shapes; ValueError lists the valid names."""
   return patching.model_shapes(names, quick)
 
