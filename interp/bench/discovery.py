@@ -21,7 +21,6 @@ one worker (memory not isolated).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 import statistics
 import tempfile
@@ -58,33 +57,14 @@ class DiscoveryBenchConfig:
 CONFIG = DiscoveryBenchConfig
 
 
-class Side(str, enum.Enum):
-  INTERP = "interp"
-  TL = "tl"
-
-
 def model_shapes(names, quick: bool) -> tuple[forward.ModelShape, ...]:
   """The named shapes; ValueError lists the valid names."""
   return patching.model_shapes(names, quick)
 
 
-def run_side(side: Side, spec, cfg: DiscoveryBenchConfig, weights_path: str) -> dict:
-  with np.load(weights_path) as f:
-    weights = {k: f[k] for k in f.files}
-  data = patching_sides.prompts(spec, cfg.seed)
-  run = discovery_sides.run_interp if side == Side.INTERP else discovery_sides.run_tl
-  return run(spec, cfg, weights, data)
-
-
 def worker(side: str, cfg: DiscoveryBenchConfig) -> dict:
-  """One worker's work: {model name: result} (`harness.ALL`: {model: {side: result}})."""
-  out = {}
-  for spec, path in zip(cfg.models, cfg.weights):
-    if side == harness.ALL:
-      out[spec.name] = {s.value: run_side(s, spec, cfg, path) for s in Side}
-    else:
-      out[spec.name] = run_side(Side(side), spec, cfg, path)
-  return out
+  """One worker's work: patching's worker with this benchmark's sides."""
+  return patching.worker(side, cfg, discovery_sides)
 
 
 def compare(interp: list[dict], tl: list[dict]) -> dict:
@@ -124,22 +104,22 @@ def run(cfg: DiscoveryBenchConfig) -> dict:
       paths.append(os.path.join(tmp, f"{spec.name}.npz"))
       np.savez(paths[-1], **patching_sides.random_weights(spec, cfg.seed))
     cfg = dataclasses.replace(cfg, weights=tuple(paths))
-    runs = {m.name: {Side.INTERP: [], Side.TL: []} for m in cfg.models}
+    runs = {m.name: {patching.Side.INTERP: [], patching.Side.TL: []} for m in cfg.models}
     env = harness.worker_env(strip_device_count=True, TQDM_DISABLE="1")
     if cfg.quick:  # in-process: one small run of both sides
       for name, by_side in worker(harness.ALL, cfg).items():
-        for side in Side:
+        for side in patching.Side:
           runs[name][side].append(by_side[side.value])
     for i, spec in enumerate(() if cfg.quick else cfg.models):
       one = dataclasses.replace(cfg, models=(spec,), weights=(paths[i],))
       for _ in range(cfg.rounds):
-        for side in (Side.TL, Side.INTERP):
+        for side in (patching.Side.TL, patching.Side.INTERP):
           runs[spec.name][side].append(harness.spawn(__name__, side, one, env)[spec.name])
   report["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "weights"}
   for spec in cfg.models:
     r = runs[spec.name]
     report["models"][spec.name] = {"spec": dataclasses.asdict(spec),
-                                   **compare(r[Side.INTERP], r[Side.TL])}
+                                   **compare(r[patching.Side.INTERP], r[patching.Side.TL])}
   # One flat row per model, in the shape `make bench`'s table reads.
   report["sites"] = {f"{name}/eap_ig": {k: m[k] for k in (
       "interp_seconds", "tl_seconds", "speedup_interp_over_tl", "max_rel_diff", "spearman",

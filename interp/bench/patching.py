@@ -78,23 +78,27 @@ def model_shapes(names, quick: bool) -> tuple[forward.ModelShape, ...]:
   return tuple(table[m] for m in names)
 
 
-def run_side(side: Side, spec: forward.ModelShape, cfg: PatchingBenchConfig,
-             weights_path: str) -> dict:
+def run_side(side: Side, spec: forward.ModelShape, cfg, weights_path: str,
+             sides=patching_sides) -> dict:
+  """One side on one model: the shared weights and prompts, then `sides.run_interp/run_tl`."""
   with np.load(weights_path) as f:
     weights = {k: f[k] for k in f.files}
   data = patching_sides.prompts(spec, cfg.seed)
-  run = patching_sides.run_interp if side == Side.INTERP else patching_sides.run_tl
+  run = sides.run_interp if side == Side.INTERP else sides.run_tl
   return run(spec, cfg, weights, data)
 
 
-def worker(side: str, cfg: PatchingBenchConfig) -> dict:
-  """One worker's work: {model name: result} (`harness.ALL`: {model: {side: result}})."""
+def worker(side: str, cfg, sides=patching_sides) -> dict:
+  """One worker's work: {model name: result} (`harness.ALL`: {model: {side: result}}).
+
+  `cfg` has `models`, `weights` and `seed`; `sides` is the module with the two runners (this
+  benchmark's, or another that patches the same weights, such as circuit discovery's)."""
   out = {}
   for spec, path in zip(cfg.models, cfg.weights):
     if side == harness.ALL:
-      out[spec.name] = {s.value: run_side(s, spec, cfg, path) for s in Side}
+      out[spec.name] = {s.value: run_side(s, spec, cfg, path, sides) for s in Side}
     else:
-      out[spec.name] = run_side(Side(side), spec, cfg, path)
+      out[spec.name] = run_side(Side(side), spec, cfg, path, sides)
   return out
 
 
