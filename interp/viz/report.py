@@ -49,6 +49,7 @@ def write_report(workdir: str, sections: list[Section], title: str = "interp fig
            f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} on built-in offline "
            "defaults. Each section links its run folder's figures; numbers sit beside the "
            "paper's where there is one.", ""]
+  lines += _time_table(sections)
   for s in sections:
     lines += [f"## {s.title}", ""]
     if s.error:
@@ -74,6 +75,20 @@ def write_report(workdir: str, sections: list[Section], title: str = "interp fig
   with open(os.path.join(workdir, "report.json"), "w") as f:
     json.dump([dataclasses.asdict(s) for s in sections], f, indent=2, default=str)
   return path
+
+
+def _time_table(sections: list[Section]) -> list[str]:
+  """Where the suite's wall time went: one row per entry, slowest first, and the total."""
+  if not sections:
+    return []
+  lines = ["| entry | seconds | share |", "| --- | ---: | ---: |"]
+  total = sum(s.seconds for s in sections)
+  for s in sorted(sections, key=lambda s: -s.seconds):
+    share = s.seconds / total if total > 0 else 0.0
+    mark = " (failed)" if s.error else ""
+    lines.append(f"| {s.title}{mark} | {s.seconds:.1f} | {share:.0%} |")
+  lines += [f"| **total** | **{total:.1f}** | |", ""]
+  return lines
 
 
 Entry = Callable[[str, bool], Section]
