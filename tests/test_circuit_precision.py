@@ -1,15 +1,17 @@
 """IOI and induction heads in bfloat16 against float32 (`--precision`): Gemma 3 270M's IOI logit
-differences and its top induction heads, and head ablation on a small model."""
+differences and its top induction heads; head ablation, path patching, attribution patching
+and the IOI circuit search on small models."""
 
 from __future__ import annotations
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from interp.circuits import ablate, icl, scores
+from interp.circuits import ablate, icl, patching, scores
 from interp.induction import experiment as induction
 from interp.induction import segments
 from interp.ioi import circuit as ioi
@@ -94,10 +96,16 @@ def test_precision_flags_are_checked():
   assert ioi_experiment.IOIConfig(workdir="w").precision == "auto"
 
 
-def test_ioi_circuit_search_in_bf16_keeps_float32_patching_effects():
-  """On a random toy with IOI-shaped prompts: path patching runs in float32 and its effects are
-  measured against the float32 clean LD, so they are identical under either policy; the
-  bfloat16 baseline is close (measured: LD 0.6526 against 0.6557)."""
+# Measured: direct effects -0.165 to 0.231 of the clean LD, largest |bf16 - float32| 0.011
+# (0.007 in logits on an LD of 0.656, i.e. bfloat16's rounding of the LD, 0.003, twice over);
+# 0.05 is 4.6x that and under the 0.12 that separates any two of the toy's four effects.
+MAX_RELATIVE_EFFECT_DIFF = 0.05
+
+
+def test_ioi_circuit_search_in_bf16_path_patches_in_bf16():
+  """On a random toy with IOI-shaped prompts: the direct effects are path-patched under the
+  policy and measured against that policy's clean LD, so bfloat16's are close to float32's
+  (not equal: they ran in bfloat16) and rank the heads the same."""
   cfg = model_config.TransformerConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2,
                                        d_head=16, n_ctx=64, d_mlp=64, init_std=0.3)
   params = transformer.init_params(cfg, jax.random.key(0))
@@ -113,7 +121,95 @@ def test_ioi_circuit_search_in_bf16_keeps_float32_patching_effects():
   config = ioi.CircuitConfig(threshold=100.0)
   out = {p: ioi.find_circuit(cfg, params, data, config, precision=p)[0]
          for p in ("float32", "bfloat16")}
-  assert out["bfloat16"]["effects"] == out["float32"]["effects"]
+  d32, d16 = (np.asarray(out[p]["effects"]["direct"]) for p in ("float32", "bfloat16"))
   b32, b16 = out["float32"]["baseline"], out["bfloat16"]["baseline"]
-  print(f"\ntoy IOI baseline LD float32 {b32['logit_diff']:.4f}, bfloat16 {b16['logit_diff']:.4f}")
+  gap = float(np.abs(d16 - d32).max())
+  print(f"\ntoy IOI baseline LD float32 {b32['logit_diff']:.4f}, bfloat16 {b16['logit_diff']:.4f}; "
+        f"direct effects (relative) {np.round(d32, 4).tolist()}, max |bf16 - float32| {gap:.4f}")
+  assert not np.array_equal(d16, d32)  # the bfloat16 policy reached path patching
+  assert gap <= MAX_RELATIVE_EFFECT_DIFF
+  np.testing.assert_array_equal(np.argsort(d16, None), np.argsort(d32, None))  # same ranking
   assert abs(b16["logit_diff"] - b32["logit_diff"]) <= 0.05 * max(abs(b32["logit_diff"]), 0.1)
+
+
+# ----- Path and attribution patching in bfloat16 on a small random model (GQA, RoPE, gated MLP).
+
+_PCFG = model_config.TransformerConfig(
+    vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, n_ctx=16, d_mlp=64,
+    init_std=0.3, positional="rope", norm="rmsnorm", attn_bias=False, mlp_bias=False,
+    tied_embeddings=True, mlp="gated")
+# Measured on CPU (jax 0.10.2): bfloat16 moves this model's clean logit difference itself by
+# 0.045 (0.186 -> 0.230): bfloat16 keeps 8 significant bits, so every rounded weight and
+# residual-stream value is off by up to 2^-9 relative, and that is the floor under any LD and so
+# under any effect (a difference of two LDs). Largest |bf16 - float32| measured: path-patching
+# effects 0.023 (direct, effects up to 0.56), 0.010 (via queries/keys, up to 0.34); attribution
+# estimates 0.024 (up to 1.51). 0.1 is 4x the largest measured gap and 2x the clean LD's own
+# rounding, and still under the gaps between the top effects the tests keep apart.
+MAX_EFFECT_DIFF = 0.1
+
+
+_forward = jax.jit(transformer.forward, static_argnums=(0, 5))
+
+
+@functools.cache
+def _patching_setup():
+  params = transformer.init_params(_PCFG, jax.random.key(0))
+  k1, k2 = jax.random.split(jax.random.key(1))
+  base = jax.random.randint(k1, (3, 7), 0, _PCFG.vocab_size)
+  source = base.at[:, 2].set(jax.random.randint(k2, (3,), 0, _PCFG.vocab_size))
+  metric = patching.logit_diff(jnp.array([[1, 2], [3, 4], [5, 6]]))
+  return params, base, source, metric, jnp.full((3, 1), 6)
+
+
+def _top(effect, k):
+  flat = np.where(np.isnan(effect), 0.0, np.abs(effect)).ravel()
+  return {tuple(int(i) for i in np.unravel_index(j, effect.shape)) for j in np.argsort(-flat)[:k]}
+
+
+def test_path_patching_in_bf16_matches_float32():
+  """Direct effects (receiver: the logits) and effects via layer-2 queries and keys, each
+  relative to the clean LD of its own dtype; float32 is bit-identical to the default."""
+  params, base, source, metric, end = _patching_setup()
+  senders = tuple((0, h) for h in range(4))
+  receivers = ((1, 0, "q"), (1, 1, "k"))
+  out, raw = {}, {}
+  for p in ("float32", "bfloat16"):
+    clean = float(metric(_forward(_PCFG, params, base, None, end, p)[0]))
+    raw[p] = patching.path_patching(_PCFG, params, base, source, metric, logits_at=end,
+                                    precision=p)
+    via = patching.path_patching(_PCFG, params, base, source, metric, receivers=receivers,
+                                 logits_at=end, senders=senders, precision=p)
+    out[p] = (np.asarray(raw[p]) - clean, np.asarray(via) - clean)
+  # One program is enough to show that the float32 policy runs the default's program.
+  default = patching.path_patching(_PCFG, params, base, source, metric, logits_at=end)
+  np.testing.assert_array_equal(np.asarray(raw["float32"]), np.asarray(default))
+  gaps = [float(np.nanmax(np.abs(a - b))) for a, b in zip(out["bfloat16"], out["float32"])]
+  print(f"\npath patching |bf16 - float32|: direct {gaps[0]:.4f} (effects up to "
+        f"{np.abs(out['float32'][0]).max():.3f}), via q/k {gaps[1]:.4f} (up to "
+        f"{np.nanmax(np.abs(out['float32'][1])):.3f})")
+  assert out["bfloat16"][0].dtype == np.float32
+  assert max(gaps) <= MAX_EFFECT_DIFF
+  np.testing.assert_array_equal(np.isnan(out["bfloat16"][1]), np.isnan(out["float32"][1]))
+  # The senders that stand out of the rounding: direct effects of 0.56, 0.32 and 0.32 (the
+  # next is 0.23), and one sender via q/k at 0.34 (the next is 0.05).
+  assert _top(out["bfloat16"][0], 3) == _top(out["float32"][0], 3)
+  assert _top(out["bfloat16"][1], 1) == _top(out["float32"][1], 1)
+
+
+def test_attribution_patching_in_bf16_matches_float32():
+  """Every head's estimate; float32 is bit-identical to the default."""
+  params, base, source, metric, end = _patching_setup()
+  kind = "heads"
+  out = {p: patching.attribution_patching(_PCFG, params, base, source, metric, kind,
+                                          logits_at=end, precision=p)
+         for p in (None, "float32", "bfloat16")}
+  for a, b in zip(out["float32"], out[None]):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  (v32, e32), (v16, e16) = [[np.asarray(x) for x in out[p]] for p in ("float32", "bfloat16")]
+  gap = float(np.abs(e16 - e32).max())
+  print(f"\nattribution patching ({kind}) |bf16 - float32| {gap:.4f} (estimates up to "
+        f"{np.abs(e32).max():.3f}); base metric {v32:.4f} vs {v16:.4f}")
+  assert e16.dtype == v16.dtype == np.float32
+  assert gap <= MAX_EFFECT_DIFF and abs(v16 - v32) <= MAX_EFFECT_DIFF
+  # Estimates of 1.51 and 0.67 stand out; the next two (0.34, 0.32) are within rounding.
+  assert _top(e16, 2) == _top(e32, 2)

@@ -23,6 +23,10 @@ layers are not recomputed); path patching vmaps over every sender at once; with 
 replicated), so a sweep over thousands of sites spreads over the devices without a Python loop.
 Path patching (Wang et al., 2022) and attribution patching (Nanda, 2023; a first-order Taylor
 expansion, one forward and one backward pass for all sites) are defined at their functions.
+
+Precision: every sweep takes `precision` (`interp.precision`; default float32, the unchanged
+program): each forward (and attribution patching's backward) computes in its compute dtype,
+so the patched activations have that dtype, while logits, and so every metric, are float32.
 """
 
 from __future__ import annotations
@@ -165,12 +169,14 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
 
 
 def patch_one(cfg: TransformerConfig, params, base_tokens, source_tokens, metric: Metric,
-              kind: Kind, layer: int, index: int, positions=None, logits_at=None) -> jax.Array:
-  """One site patched by itself, with a plain edit: the reference the vmapped sweep must equal."""
+              kind: Kind, layer: int, index: int, positions=None, logits_at=None,
+              precision: Precision | str | None = None) -> jax.Array:
+  """One site patched by itself, with a plain edit: the reference the vmapped sweep must equal
+  (both runs under `precision`, default float32)."""
   kind = choice(Kind, kind, "kind")
   positions = default_positions(base_tokens) if positions is None else positions
   name = hook_names(cfg, kind)[layer]
-  _, cache = transformer.run_with_cache(cfg, params, source_tokens, [name])
+  _, cache = transformer.run_with_cache(cfg, params, source_tokens, [name], precision=precision)
   src = cache[name]
 
   def edit(x):
@@ -180,29 +186,35 @@ def patch_one(cfg: TransformerConfig, params, base_tokens, source_tokens, metric
     cols = positions[:, index]
     return x.at[rows, cols].set(src[rows, cols])
 
-  logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits={name: edit}), logits_at)
+  logits, _ = transformer.forward(cfg, params, base_tokens, Hooks(edits={name: edit}), logits_at,
+                                  precision)
   return metric(logits)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric", "kind"))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric", "kind", "precision"))
 def attribution_patching(cfg: TransformerConfig, params, base_tokens, source_tokens,
-                         metric: Metric, kind: Kind, positions=None, logits_at=None):
+                         metric: Metric, kind: Kind, positions=None, logits_at=None,
+                         precision: Precision | str | None = None):
   """First-order estimate of every site's patching effect: (a_source - a_base) . d metric/d a.
 
   One forward and one backward pass of the base run (plus one forward of the source run) for
-  all sites. Returns (metric of the base run, estimated change [l, n_index]); the exact change
-  is `activation_patching(...) - metric(base)`.
+  all sites, under `precision` (default float32). Returns (metric of the base run, estimated
+  change [l, n_index]), both float32; the exact change is `activation_patching(...) -
+  metric(base)`.
   """
   kind = choice(Kind, kind, "kind")
   _check_pair(base_tokens, source_tokens)
   positions = default_positions(base_tokens) if positions is None else positions
   names = hook_names(cfg, kind)
-  source = _stack(cfg, params, source_tokens, names)
+  source = _stack(cfg, params, source_tokens, names, precision)
   value, cache, grads = transformer.hook_grads(cfg, params, base_tokens, names, metric,
-                                               logits_at=logits_at)
+                                               logits_at=logits_at, precision=precision)
   rows = []
   for i, n in enumerate(names):
-    term = (source[i] - cache[n]).astype(jnp.float32) * grads[n]
+    # Widened before the difference: two nearby bfloat16 activations would otherwise lose
+    # their low bits to the subtraction's rounding (a no-op in float32).
+    delta = source[i].astype(jnp.float32) - cache[n].astype(jnp.float32)
+    term = delta * grads[n]  # float32: the gradient of float32 zeros (`hook_grads`)
     if kind == Kind.HEADS:
       rows.append(term.sum((0, 1, 3)))
     else:
@@ -238,12 +250,13 @@ def _receiver_masks(cfg: TransformerConfig, receivers: Sequence[Receiver]):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "metric", "receivers", "senders",
-                                             "freeze_mlps", "chunk", "mesh"))
+                                             "freeze_mlps", "chunk", "mesh", "precision"))
 def path_patching(cfg: TransformerConfig, params, orig_tokens, new_tokens, metric: Metric,
                   receivers: tuple[Receiver, ...] | None = None, receiver_positions=None,
                   logits_at=None, freeze_mlps: bool = False,
                   senders: tuple[tuple[int, int], ...] | None = None, chunk: int | None = None,
-                  mesh: Mesh | None = None) -> jax.Array:
+                  mesh: Mesh | None = None,
+                  precision: Precision | str | None = None) -> jax.Array:
   """Each head as a sender: the metric when only its direct paths to the receivers carry the
   new (corrupted) run's values.
 
@@ -256,15 +269,17 @@ def path_patching(cfg: TransformerConfig, params, orig_tokens, new_tokens, metri
   itself, i.e. the sender's direct effect (plus MLP-mediated effects unless frozen).
 
   `senders` limits the sweep to those (layer, head) pairs (a sender at or above every
-  receiver's layer has no path to it); the others are returned as NaN.
+  receiver's layer has no path to it); the others are returned as NaN. `precision` (default
+  float32) is the compute dtype of every run, the recorded ones included; the metric reads
+  float32 logits.
 
   Returns:
     [l, h, ...]: the metric per sender head.
   """
-  orig_z = _stack(cfg, params, orig_tokens, hook_names(cfg, Kind.HEADS))
-  new_z = _stack(cfg, params, new_tokens, hook_names(cfg, Kind.HEADS))
+  orig_z = _stack(cfg, params, orig_tokens, hook_names(cfg, Kind.HEADS), precision)
+  new_z = _stack(cfg, params, new_tokens, hook_names(cfg, Kind.HEADS), precision)
   mlp_names = hook_names(cfg, Kind.MLP_OUT) if freeze_mlps else []
-  orig_mlp = _stack(cfg, params, orig_tokens, mlp_names) if freeze_mlps else None
+  orig_mlp = _stack(cfg, params, orig_tokens, mlp_names, precision) if freeze_mlps else None
   masks = _receiver_masks(cfg, receivers or ())
   rec_names = {key: f"blocks.{key[0]}.attn.hook_{key[1].value}" for key in masks}
   b, p = orig_tokens.shape
@@ -279,7 +294,7 @@ def path_patching(cfg: TransformerConfig, params, orig_tokens, new_tokens, metri
       edits[n] = lambda x, i=i: orig_mlp[i]
     logits, cache = transformer.forward(cfg, params, orig_tokens,
                                         Hooks(capture=tuple(rec_names.values()), edits=edits),
-                                        logits_at)
+                                        logits_at, precision)
     if not masks:
       return metric(logits)
     edits = {}
@@ -288,7 +303,8 @@ def path_patching(cfg: TransformerConfig, params, orig_tokens, new_tokens, metri
       if receiver_positions is not None:
         sel = sel & (jnp.arange(p)[None, :] == receiver_positions[:, None])[:, :, None, None]
       edits[name] = lambda x, sel=sel, rec=cache[name]: jnp.where(sel, rec, x)
-    logits, _ = transformer.forward(cfg, params, orig_tokens, Hooks(edits=edits), logits_at)
+    logits, _ = transformer.forward(cfg, params, orig_tokens, Hooks(edits=edits), logits_at,
+                                    precision)
     return metric(logits)
 
   if senders is None:

@@ -20,9 +20,11 @@ Each class keeps at most `max_per_class` heads (largest effect first). Faithfuln
 every head outside the circuit mean-ablated (its hook_z replaced by its mean over the p_ABC
 prompts of the same template, per position) divided by the model's LD.
 
-Precision (`interp.precision`): the baseline forwards, attention by role and the faithfulness
-runs take the policy; logits and so every LD are float32. Path patching
-(`interp.circuits.patching`) and the direct logit attribution run in float32.
+Precision (`interp.precision`): the baseline forwards, attention by role, path patching
+(`interp.circuits.patching`) and the faithfulness runs take the policy; logits and so every LD
+are float32. Path-patching effects are relative to the clean LD under the same policy, so a
+sender that changes nothing has effect 0 in either dtype. The direct logit attribution (a
+linear read of the clean run, `interp.circuits.lens`) runs in float32.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
 
   Args:
     cfg, params, data: the model and the prompts; config: thresholds and chunk sizes.
-    precision: the baseline's and attention's forwards (module docstring; None: float32).
+    precision: every forward's compute dtype, path patching's included (module docstring;
+      None: float32).
   Returns:
     (results, classes): results is JSON-ready (heads named "layer.head", effects [l h] as
     nested lists, relative to the clean LD); classes maps class name -> [(layer, head)].
@@ -137,19 +140,19 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
   ld_corrupt = float(metric(end_logits(cfg, params, corrupt, end, precision)[:, None]))
   top1 = np.asarray(jnp.argmax(last, -1)) == data.answers[:, 0]
   att = attention_by_role(cfg, params, data, precision)
-  # Path patching runs in float32, so its effects are measured against the float32 clean LD:
-  # against a bfloat16 one every effect would be offset by bfloat16's rounding of the LD, not
-  # by anything the sender heads do.
+  # Path patching runs under the same policy as `ld_clean`, so each effect is measured against
+  # the clean LD of its own dtype: against another dtype's LD every effect would be offset by
+  # the two LDs' rounding gap, not by anything the sender heads do.
   precision = as_precision(precision)
-  ld_ref = ld_clean if precision.is_float32 else float(logit_diffs(cfg, params, data).mean())
-  rel = lambda out: (np.asarray(out) - ld_ref) / abs(ld_ref)
+  rel = lambda out: (np.asarray(out) - ld_clean) / abs(ld_clean)
   pp = lambda receivers, positions, senders: rel(patching.path_patching(
       cfg, params, tokens, corrupt, metric, receivers=receivers, receiver_positions=positions,
-      logits_at=end, senders=senders, chunk=config.chunk))
+      logits_at=end, senders=senders, chunk=config.chunk, precision=precision))
   thr, k = config.threshold, config.max_per_class
 
   direct = rel(patching.path_patching(cfg, params, tokens, corrupt, metric, logits_at=end,
-                                      freeze_mlps=True, chunk=config.chunk))
+                                      freeze_mlps=True, chunk=config.chunk,
+                                      precision=precision))
   to_io = _att(att, "END", "IO") > np.maximum(_att(att, "END", "S1"), _att(att, "END", "S2"))
   nm = _pick(direct, to_io, -1, thr, k)
   nnm = _pick(direct, to_io, +1, thr, k)

@@ -13,8 +13,8 @@ On `n_prompts` IOI prompts (`ioi.prompts`, ABBA and BABA, p_ABC corruptions) for
                  patching's estimate of the same maps with its agreement (Pearson r,
                  Kendall tau) against the real patching
 Writes results.json and figures (PNG) into `workdir`. `precision` (`--precision`) is the
-policy of the baseline, attention and faithfulness forwards; the path-patching effects and the
-patching maps (`interp.circuits.patching`) are computed in float32.
+policy of every forward: the baseline, attention, path patching, the patching maps
+(`interp.circuits.patching`) and faithfulness; logits and every metric are float32.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ class IOIConfig:
     seed: the prompts' draw.
     circuit: the classification thresholds.
     patching: compute the patching maps.
-    precision: compute dtype of the baseline, attention and faithfulness forwards (logits and
-      logit differences stay float32): auto, float32 or bfloat16.
+    precision: compute dtype of every forward (baseline, attention, path patching, patching
+      maps, faithfulness; logits and logit differences stay float32): auto, float32 or
+      bfloat16.
   """
 
   workdir: str
@@ -79,25 +80,29 @@ def agreement(estimate: np.ndarray, exact: np.ndarray, k: int = 5) -> dict:
           f"top{k}_overlap": len(top(a) & top(b)) / k}
 
 
-def patching_maps(model, data: ioi_data.IOIData, chunk: int) -> dict:
+def patching_maps(model, data: ioi_data.IOIData, chunk: int,
+                  precision: precision_lib.Precision | str | None = None) -> dict:
   """Denoising activation patching and attribution patching, normalised by the clean-corrupt
-  gap: resid [l roles] and heads [l h]."""
+  gap: resid [l roles] and heads [l h]; every forward under `precision` (None: float32)."""
   cfg, params = model.cfg, model.params
   tokens, corrupt = jnp.asarray(data.tokens), jnp.asarray(data.corrupt)
   end, roles = jnp.asarray(data.end), jnp.asarray(data.roles)
   metric = patching.logit_diff(jnp.asarray(data.answers))
   # The clean run's metric: one forward (the base run's comes with attribution patching).
-  clean = float(metric(transformer.forward(cfg, params, tokens, logits_at=end)[0]))
+  clean = float(metric(transformer.forward(cfg, params, tokens, logits_at=end,
+                                           precision=precision)[0]))
   out = {}
   for kind in ("resid", "heads"):
     positions = roles if kind == "resid" else None
     t = time.time()
     act = patching.activation_patching(cfg, params, corrupt, tokens, metric, kind,
-                                       positions=positions, logits_at=end, chunk=chunk)
+                                       positions=positions, logits_at=end, chunk=chunk,
+                                       precision=precision)
     act_s = time.time() - t
     t = time.time()
     base, est = patching.attribution_patching(cfg, params, corrupt, tokens, metric, kind,
-                                              positions=positions, logits_at=end)
+                                              positions=positions, logits_at=end,
+                                              precision=precision)
     attr_s = time.time() - t
     gap = clean - float(base)
     exact = (np.asarray(act) - float(base)) / gap
@@ -126,7 +131,7 @@ def run(config: IOIConfig) -> dict:
   results["largest_negative_direct"] = [(name(i), float(direct.flat[i])) for i in order[:5]]
   results["largest_positive_direct"] = [(name(i), float(direct.flat[i])) for i in order[::-1][:5]]
   if config.patching:
-    results["patching"] = patching_maps(model, data, config.circuit.chunk)
+    results["patching"] = patching_maps(model, data, config.circuit.chunk, precision)
   results["figures"] = plots.save_all(config.workdir, results, classes, model.cfg)
   results["wall_s"] = time.time() - t0
   with open(os.path.join(config.workdir, "results.json"), "w") as f:
