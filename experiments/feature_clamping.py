@@ -9,6 +9,8 @@ Finds the latent for a concept (largest mean activation on --concept sentences m
 output tokens, the KL divergence on unrelated prompts and the held-out loss; then generates
 from --prompts with and without the clamp. The SAE is spliced in with its reconstruction error
 kept, so with no clamp the model's output is unchanged. Library: `interp.steering.experiment`.
+`--precision` is the forwards' compute dtype (`interp.precision`): the default `auto` is float32
+on CPU and bfloat16 on GPU/TPU; the SAE, logits, KL and losses are float32 either way.
 """
 
 from __future__ import annotations

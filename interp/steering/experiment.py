@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import choices, jsonio
+from interp import precision as precision_lib
 from interp.data import tokenized
 from interp.models import generate, transformer, zoo
 from interp.sae import dictionary
@@ -54,7 +55,9 @@ class ClampConfig:
   """Attributes: workdir; sae_dir (an SAE run folder); latent (-1: find it from the concept
   sentences); multiples (doses, x the latent's max activation); reference_multiple (the dose
   that defines the output tokens); n_new (generated tokens);
-  context_windows / heldout_windows, window (corpus windows for contexts and the loss)."""
+  context_windows / heldout_windows, window (corpus windows for contexts and the loss);
+  precision: compute dtype of every model forward (the SAE reads the hook, and logits, KL and
+  losses are computed, in float32 either way): auto, float32 or bfloat16."""
 
   workdir: str
   sae_dir: str
@@ -70,10 +73,14 @@ class ClampConfig:
   context_windows: int = 32
   heldout_windows: int = 8
   window: int = 64
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES,
+                                               "help": precision_lib.HELP})
 
   def __post_init__(self):
     choices.numbers(self, positive=("reference_multiple", "n_new", "context_windows",
                                     "heldout_windows", "window"))
+    precision_lib.Precision.parse(self.precision)  # a bad value fails here, naming --precision
     if any(not (math.isfinite(m) and m >= 0) for m in self.multiples + self.generate_multiples):
       raise ValueError(f"--multiples={list(self.multiples)} and --generate_multiples="
                        f"{list(self.generate_multiples)}: must be finite numbers >= 0")
@@ -124,19 +131,22 @@ def run(config: ClampConfig) -> dict:
   t0 = time.time()
   model, hook, sae_cfg, sae = _load(config)
   cfg, params, tok = model.cfg, model.params, model.tokenizer
-  results: dict = {"model": model.name, "hook": hook, "sae_dir": config.sae_dir}
+  prec = precision_lib.Precision.parse(config.precision)
+  results: dict = {"model": model.name, "hook": hook, "sae_dir": config.sae_dir,
+                   "precision": prec.name}
   latent = config.latent
   if latent < 0:
     c_ids, c_mask = _batch(tok, config.concept)
     n_ids, n_mask = _batch(tok, config.neutral)
-    score = (steering.mean_activations(cfg, params, sae_cfg, sae, hook, c_ids, c_mask)
-             - steering.mean_activations(cfg, params, sae_cfg, sae, hook, n_ids, n_mask))
+    score = (steering.mean_activations(cfg, params, sae_cfg, sae, hook, c_ids, c_mask, prec)
+             - steering.mean_activations(cfg, params, sae_cfg, sae, hook, n_ids, n_mask, prec))
     latent = int(jnp.argmax(score))
     results["concept_score"] = float(score[latent])
   results["latent"] = latent
   corpus = tokenized.make_source("corpus", tok, cfg.vocab_size)
   windows = corpus.batch(7_000_001, 0, config.context_windows, config.window)
-  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(windows), [hook])
+  _, cache = transformer.run_with_cache(cfg, params, jnp.asarray(windows), [hook],
+                                        precision=prec)
   acts = np.array(dictionary.encode(sae_cfg, sae, cache[hook].astype(jnp.float32))[..., latent])
   if tokenized.bos_id(tok) is not None:
     acts[:, 0] = 0.0  # BOS
@@ -148,7 +158,7 @@ def run(config: ClampConfig) -> dict:
   p_ids, p_mask = _batch(tok, config.prompts)
   targets = steering.promoted_tokens(cfg, params, sae_cfg, sae, hook, jnp.array([latent]),
                                      jnp.array([config.reference_multiple * max_act]),
-                                     jnp.asarray(p_ids), jnp.asarray(p_mask))
+                                     jnp.asarray(p_ids), jnp.asarray(p_mask), precision=prec)
   results["output_tokens"] = [tok.decode([int(t)]) for t in targets]
 
   heldout = corpus.batch(7_000_002, 0, config.heldout_windows, config.window)
@@ -156,12 +166,13 @@ def run(config: ClampConfig) -> dict:
   t = time.time()
   dr = steering.dose_response(cfg, params, sae_cfg, sae, hook, jnp.array([latent]), doses,
                               jnp.asarray(p_ids), jnp.asarray(p_mask), jnp.asarray(heldout),
-                              jnp.ones(heldout.shape, bool), jnp.asarray(targets))
+                              jnp.ones(heldout.shape, bool), jnp.asarray(targets), prec)
   results["dose_response"] = {"multiples": list(config.multiples),
                               "doses": np.asarray(doses[:, 0]).tolist(),
                               **{k: np.asarray(v).tolist() for k, v in dr.items()},
                               "seconds": time.time() - t}
-  results["generations"] = _generations(config, model, hook, sae_cfg, sae, latent, max_act)
+  results["generations"] = _generations(config, model, hook, sae_cfg, sae, latent, max_act,
+                                        prec)
   results["figures"] = plots.save_all(config.workdir, results)
   results["wall_s"] = time.time() - t0
   with open(os.path.join(config.workdir, "results.json"), "w") as f:
@@ -169,7 +180,7 @@ def run(config: ClampConfig) -> dict:
   return results
 
 
-def _generations(config, model, hook, sae_cfg, sae, latent, max_act) -> dict:
+def _generations(config, model, hook, sae_cfg, sae, latent, max_act, prec) -> dict:
   """Greedy continuations per prompt at each dose, and the rate of concept words in them."""
   tok = model.tokenizer
   words = {w.lower() for w in config.concept_words}
@@ -179,10 +190,10 @@ def _generations(config, model, hook, sae_cfg, sae, latent, max_act) -> dict:
     for prompt in config.prompts:
       ids, _ = _batch(tok, [prompt])
       if m == 0.0:
-        gen = generate.greedy(model.cfg, model.params, ids[0], config.n_new)
+        gen = generate.greedy(model.cfg, model.params, ids[0], config.n_new, precision=prec)
       else:
         gen = steering.generate_clamped(model.cfg, model.params, sae_cfg, sae, hook, ids[0],
-                                        config.n_new, [latent], [m * max_act])
+                                        config.n_new, [latent], [m * max_act], prec)
       new = tok.decode([int(t) for t in gen[ids.shape[1]:]])
       texts.append(prompt + new)
       found = [w.strip(".,;:()'\"").lower() for w in new.split()]
