@@ -55,8 +55,9 @@ def test_feature_clamping_binary(tiny_gpt2, tmp_path):
        "--context_length=17", "--model_batch_size=4", "--buffer_batches=4", "--d_sae=64",
        "--k=4", "--init_sample=128", "--eval_sequences=4", "--log_every=10")
   _run("feature_clamping.py", f"--sae_dir={sae_dir}", f"--workdir={tmp_path / 'clamp'}",
-       "--multiples=0,4,16", "--generate_multiples=16", "--n_new=4")
+       "--multiples=0,4,16", "--generate_multiples=16", "--n_new=4", "--precision=bfloat16")
   r = json.load(open(tmp_path / "clamp" / "results.json"))
+  assert r["precision"] == "bfloat16"  # the flag reached the run (CPU's auto is float32)
   dr = r["dose_response"]
   assert dr["kl"][0] >= 0.0  # multiple 0 turns the latent off where it fired
   assert dr["kl"][2] > dr["kl"][1] > 0 and dr["target_prob"][2] > dr["target_prob"][0]
