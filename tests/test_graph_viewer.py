@@ -1,8 +1,9 @@
 """The attribution-graph viewer in a real headless Chromium (Debian's chromium + chromium-driver,
 driven by Selenium; `make env-dev` installs them): pruning counts and escaping, the first view,
-select, trace, pin, group, search, zoom, proposals, per-head data, saved state, and the render
-time of a 2,000-node, 30,000-edge graph. One browser serves the module. The tests skip only when
-no chromium binary is on the PATH. The format without a browser: `tests/test_graph_format.py`."""
+select, trace, pin, group, search, zoom, proposals, per-head data (hand-written, and from the
+graph builder on a tiny model), saved state, and the render time of a 2,000-node, 30,000-edge
+graph. One browser serves the module. The tests skip only when no chromium binary is on the
+PATH. The format without a browser: `tests/test_graph_format.py`."""
 
 from __future__ import annotations
 
@@ -180,6 +181,38 @@ def test_per_head_sources_when_the_json_has_them(browser, tmp_path):
   _set_threshold(browser, "node", 1.0)
   _node(browser, "err_3_5")
   assert browser.find_element("id", "panel-title").text == "Error · L3 · pos 5 · norm 1.250"
+  _no_errors(browser)
+
+
+def test_heads_from_the_graph_builder(browser, tmp_path):
+  # A real graph of the tiny Gemma-like model with the builder's per-head data, end to end.
+  from tests.test_graph_heads import small_graph_json
+  _, js = small_graph_json()
+  node = next(n for n in js["nodes"] if n.get("heads"))
+  _open(browser, graph_html.write_graph_html(js, str(tmp_path / "built.html")))
+  _click(browser, "#mode-threshold")  # every stored node drawn, so any can be selected
+  _set_threshold(browser, "node", 1.0)
+  _set_threshold(browser, "edge", 1.0)
+  _node(browser, node["id"])
+  listed = browser.execute_script(
+      "return [...document.querySelectorAll('#attention .heads li')].map(li => li.dataset.head)")
+  assert listed == [f"{h['layer']}.{h['head']}" for h in node["heads"]]  # by |weight|
+  h = node["heads"][0]
+  _click(browser, f"#attention li[data-head='{h['layer']}.{h['head']}']")
+  titles = browser.execute_script(
+      "return [...document.querySelectorAll('#head-detail h4')].map(x => x.textContent)")
+  assert titles == [f"query-side sources of L{h['layer']}.H{h['head']} (query at pos "
+                    f"{h['q_pos']})", f"key-side sources of L{h['layer']}.H{h['head']} "
+                    f"(key at pos {h['k_pos']})"]
+  for side in ("query", "key"):
+    items = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(li => li.textContent)",
+        f"#head-detail .{side}-sources li")
+    assert len(items) == len(h[side]) >= 1
+    for text, x in zip(items, h[side]):
+      assert text.startswith(f"{x['weight']:.3f}  ")
+      if x["source"].endswith("(not in graph)"):
+        assert text.endswith(x["source"])
   _no_errors(browser)
 
 

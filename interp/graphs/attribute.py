@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from interp import choices
 from interp.graphs import build as gb
 from interp.graphs import linear as gl
 from interp.graphs import prune as gp
@@ -51,6 +52,9 @@ class GraphConfig:
       viewer's sliders can go down to circuit-tracer's 0.8 / 0.98 defaults and below).
     precision: compute dtype of the forwards and backwards (edge weights stay float32): auto,
       float32 or bfloat16 (`interp.precision`).
+    head_nodes: Nodes given per-head attention data (0 = none). The strongest kept features
+      and logits get the heads behind their input from other positions and those heads'
+      score sources (`graphs.heads`; one linear pass per node, one per listed head).
   """
 
   max_logits: int = 10
@@ -63,12 +67,14 @@ class GraphConfig:
   # float32 unless asked: library callers (benchmarks) name their precision; the binary's
   # `--precision` defaults to auto.
   precision: str = dataclasses.field(default="float32", metadata={"choices": CHOICES})
+  head_nodes: int = 30
 
   def __post_init__(self):
     Precision.parse(self.precision)  # a bad value fails here, naming --precision
     for name in ("max_logits", "max_feature_nodes", "select_batch", "chunk"):
       if getattr(self, name) <= 0:
         raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+    choices.check_int("head_nodes", self.head_nodes, minimum=0)
     for name in ("logit_mass", "node_threshold", "edge_threshold"):
       if not 0.0 < getattr(self, name) <= 1.0:
         raise ValueError(f"--{name}={getattr(self, name)} must be in (0, 1]")

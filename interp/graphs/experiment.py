@@ -24,7 +24,7 @@ import numpy as np
 
 from interp import choices, jsonio
 from interp.data import tokenized
-from interp.graphs import attribute, export, validate
+from interp.graphs import attribute, export, heads, validate
 from interp.graphs import prune as graph_prune
 from interp.models import zoo
 from interp.parallel import mesh as mesh_lib
@@ -174,6 +174,9 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   t0 = time.perf_counter()
   contexts = export.feature_contexts(cfg, params, tc_cfg, tc_params, corpus, keys, decode)
   contexts_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  node_heads = heads.node_heads(cfg, params, tc_cfg, tc_params, graph, stored, g.head_nodes)
+  heads_s = time.perf_counter() - t0
   out = export.to_json(
       graph, stored, [decode(int(t)) for t in tokens], [decode(int(t)) for t in
                                                         graph.logit_tokens],
@@ -181,7 +184,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
       # The viewer opens at circuit-tracer's default cut; the file keeps nodes and edges up to
       # the stored (looser) thresholds so its sliders can widen the view.
       scores=scores, thresholds={"node": 0.8, "edge": 0.98},
-      contexts=contexts)
+      contexts=contexts, heads=node_heads)
   # Error nodes carry the norm of the residual error they stand for (the viewer labels them).
   norms = np.linalg.norm(np.asarray(graph.rep.error, np.float32), axis=-1)   # [L p]
   for node in out["nodes"]:
@@ -206,6 +209,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
       "unpruned": {"nodes": graph.layout.n, "edges": int(np.count_nonzero(graph.adjacency)),
                    "active_features": int(len(graph.active["act"])),
                    "feature_nodes": graph.layout.n_features},
+      "head_nodes": len(node_heads),
       "pruned_stored": count(stored), "pruned_default": count(default),
       "logits": [{"token": decode(int(t)), "prob": float(p)}
                  for t, p in zip(graph.logit_tokens, graph.probs)],
@@ -213,7 +217,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
                    **validate.agreement(pred, obs)},
       "timings": {**{k: round(v, 3) for k, v in graph.timings.items()},
                   "build_s": round(build_s, 3), "contexts_s": round(contexts_s, 3),
-                  "dashboard_s": round(dashboard_s, 3),
+                  "dashboard_s": round(dashboard_s, 3), "heads_s": round(heads_s, 3),
                   "wall_s": round(time.perf_counter() - t_start, 3)},
       "transcoder": tc_cfg.to_dict(),
       "transcoder_training": None if train_results is None else train_results.get("final")}

@@ -3,6 +3,9 @@ and the top-activating corpus contexts shown beside each feature.
 
 Vocabulary (beyond `interp.graphs.attribute`):
   node id    emb_{pos}, f_{layer}_{pos}_{feature}, err_{layer}_{pos}, logit_{i}.
+  heads      a node's optional "heads" (`graphs.heads`): per head its weight, query and key
+             positions, and its score's query- and key-side sources, each named by its node id
+             when the stored graph has that node, else by a label ("L3/117 @2 (not in graph)").
   stored     the graph pruned at the generous `GraphConfig` thresholds (0.95 / 0.99), with each
              node's and edge's rank, so the viewer's sliders reproduce any stricter pruning (the
              circuit-tracer defaults 0.8 / 0.98 included). Edge ranks come from the graph pruned
@@ -37,9 +40,22 @@ def node_ids(graph: attribute.Graph) -> list[str]:
   return ids + [f"logit_{i}" for i in range(graph.layout.n_logits)]
 
 
+def source_names(graph: attribute.Graph, kept: set, token_strs: list[str]) -> list[str]:
+  """Every source column in `graphs.build` order (all active features, errors, embeddings) as
+  its node id when `kept` holds it, else as a readable label."""
+  a = graph.active
+  L, p = graph.rep.mlp.shape[:2]
+  pairs = [(f"f_{l}_{q}_{f}", f"L{l}/{f} @{q}") for l, q, f in zip(a["layer"], a["pos"],
+                                                                    a["feature"])]
+  pairs += [(f"err_{l}_{q}", f"error L{l} @{q}") for l in range(L) for q in range(p)]
+  pairs += [(f"emb_{q}", f"embedding {token_strs[q]!r} @{q}") for q in range(p)]
+  return [i if i in kept else f"{label} (not in graph)" for i, label in pairs]
+
+
 def to_json(graph: attribute.Graph, pruned: gp.Pruned, token_strs: list[str], logit_strs: list[str],
             *, prompt: str, model: str, transcoder: str, scores: dict, thresholds: dict,
-            contexts: dict | None = None, labels: dict | None = None) -> dict:
+            contexts: dict | None = None, labels: dict | None = None,
+            heads: dict | None = None) -> dict:
   """The pruned graph as an `interp.attribution_graph/1` dict (validated).
 
   Args:
@@ -48,12 +64,15 @@ def to_json(graph: attribute.Graph, pruned: gp.Pruned, token_strs: list[str], lo
     prompt, model, transcoder: descriptions; scores: replacement and completeness.
     thresholds: {"node", "edge"} the stored pruning; contexts: {(layer, feature): [context]};
     labels: {(layer, feature): label} (default "L{layer}/{feature}").
+    heads: `graphs.heads.node_heads` of the graph ({adjacency index: [head]}).
   """
   ids, info = node_ids(graph), attribute.feature_info(graph)
   lay = graph.layout
   f, e, t, lg = lay.slices()
   L, p = graph.rep.mlp.shape[:2]
   contexts, labels = contexts or {}, labels or {}
+  names = source_names(graph, {ids[i] for i in np.nonzero(pruned.node_mask)[0]}, token_strs) \
+      if heads else []
   nodes = []
   for i in np.nonzero(pruned.node_mask)[0]:
     base = {"id": ids[i], "influence": float(pruned.node_influence[i]),
@@ -75,6 +94,9 @@ def to_json(graph: attribute.Graph, pruned: gp.Pruned, token_strs: list[str], lo
       j = i - lg.start
       base.update(kind="logit", layer=int(L), pos=int(p - 1), label=logit_strs[j],
                   token=logit_strs[j], prob=float(graph.probs[j]))
+    if heads and int(i) in heads:
+      base["heads"] = [dict(h, **{side: [{"source": names[c], "weight": w} for c, w in h[side]]
+                                  for side in ("query", "key")}) for h in heads[int(i)]]
     nodes.append(base)
   tgt, src = np.nonzero(pruned.edge_mask)
   edges = [{"source": ids[s], "target": ids[r], "weight": float(graph.adjacency[r, s]),

@@ -37,19 +37,27 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
            f"{r['pruned_default']['nodes']} / {r['pruned_default']['edges']}", "-"),
           ("steering the top features off: predicted vs observed effect on the top logit",
            ", ".join(f"{k} {v:.2f}" for k, v in st.items() if isinstance(v, float)), "r near 1"),
-          ("graph construction (s)", f"{r['timings']['build_s']:.1f}", "-")]
+          ("graph construction (s)", f"{r['timings']['build_s']:.1f}", "-"),
+          (f"nodes with per-head attention data (the strongest, at most "
+           f"{config.graph.head_nodes}); their cost (s)",
+           f"{r['head_nodes']}; {r['timings']['heads_s']:.1f}", "-")]
   # What a reader first sees in the viewer: the strongest paths into the top logit.
   png, shot = browser.screenshot_page(os.path.join(workdir, "graph.html"),
                                       os.path.join(workdir, "graph_viewer.png"))
+  dash_png, dash_shot = browser.screenshot_page(os.path.join(workdir, "dashboard.html"),
+                                                os.path.join(workdir, "dashboard.png"))
   return Section(title="An attribution graph on Gemma 3 270M (factual recall)",
                  summary="Per-layer transcoders trained briefly on the built-in corpus replace "
                          "the MLPs; attention patterns and norm scales are frozen from the real "
                          "pass; error nodes make the logits exact. The viewer is graph.html "
                          "(self-contained; open it in a browser: it opens on the strongest paths "
                          "into the top logit; click a node for its ranked edges, trace, pin and "
-                         "group); dashboard.html shows the transcoders' features, one layer at a "
-                         f"time. Figure: {shot}.",
-                 figures=[png] if png else [], rows=rows,
+                         "group; its panel's \"why attention moved it\" lists, for the strongest "
+                         "nodes, the heads that carry their input from other positions and each "
+                         "head's query- and key-side sources); dashboard.html shows the "
+                         "transcoders' features, one layer at a time. Figures: "
+                         f"{shot}; {dash_shot}.",
+                 figures=[x for x in (png, dash_png) if x], rows=rows,
                  links=[("attribution graph viewer", os.path.join(workdir, "graph.html")),
                         ("transcoder feature dashboards",
                          os.path.join(workdir, "dashboard.html"))])

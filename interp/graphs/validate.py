@@ -148,6 +148,19 @@ def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.Trans
     every source is scaled by 1 + eps).
   """
   rep, active = graph.rep, graph.active
+  counts = gb._counts(active, cfg.n_layers)
+  r = _score_parts(cfg, params, tc_cfg, tc_params, layer, counts, rep,
+                   *(jnp.asarray(active[x]) for x in ("pos", "feature", "act")),
+                   jnp.int32(head), jnp.int32(q_pos), jnp.int32(k_pos))
+  score, query, key, q_bias, k_bias, first = jax.device_get(r)
+  return {"score": float(score), "query": np.asarray(query), "key": np.asarray(key),
+          "query_bias": float(q_bias), "key_bias": float(k_bias), "first_order": float(first)}
+
+
+# Compiled once per (model, transcoder, layer, feature counts): head and positions are traced.
+@functools.partial(jax.jit, static_argnums=(0, 2, 4, 5))
+def _score_parts(cfg, params, tc_cfg, tc_params, layer, counts, rep, f_pos, f_feat, f_act, head,
+                 q_pos, k_pos):
   fz = rep.frozen
   b_dec = tc_params["b_dec"] / tc_params["out_scale"][:, None]
   zero_mlp = jnp.broadcast_to(b_dec[:, None], rep.mlp.shape)
@@ -156,9 +169,7 @@ def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.Trans
   k_of = lambda e, m: _qk(cfg, params, fz, resid(e, m), layer, head, "K")[k_pos]
   q, k = q_of(rep.embed, rep.mlp), k_of(rep.embed, rep.mlp)
   s = cfg.query_scale
-  counts = gb._counts(active, cfg.n_layers)
-  dec = gb.decoder_vectors(tc_cfg, tc_params, counts, *(jnp.asarray(active[x]) for x in
-                                                        ("pos", "feature", "act")))
+  dec = gb.decoder_vectors(tc_cfg, tc_params, counts, f_pos, f_feat, f_act)
   g_q = jax.grad(lambda e, m: s * q_of(e, m) @ k, argnums=(0, 1))(rep.embed, rep.mlp)
   g_k = jax.grad(lambda e, m: s * q @ k_of(e, m), argnums=(0, 1))(rep.embed, rep.mlp)
   zero_e = jnp.zeros_like(rep.embed)
@@ -168,9 +179,5 @@ def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.Trans
     return s * q_of(e, m) @ k_of(e, m)
 
   first = jax.jvp(scaled, (jnp.float32(0.0),), (jnp.float32(1.0),))[1]
-  return {"score": float(s * q @ k),
-          "query": np.asarray(gb.source_dots(dec, rep, *g_q)),
-          "key": np.asarray(gb.source_dots(dec, rep, *g_k)),
-          "query_bias": float(s * q_of(zero_e, zero_mlp) @ k),
-          "key_bias": float(s * q @ k_of(zero_e, zero_mlp)),
-          "first_order": float(first)}
+  return (s * q @ k, gb.source_dots(dec, rep, *g_q), gb.source_dots(dec, rep, *g_k),
+          s * q_of(zero_e, zero_mlp) @ k, s * q @ k_of(zero_e, zero_mlp), first)

@@ -12,8 +12,9 @@ Vocabulary (the `interp.attribution_graph/1` JSON format the graph builder emits
 Optional keys a reader of the page may use (old files without them still render):
   graph  `dashboard_url`; node `norm` (an error node's residual-error norm), `dashboard_url`,
          `logit_effects` [{"token", "value"}], `heads` [{"layer", "head", "weight",
-         "query": [{"source", "weight"}], "key": [...]}] (the heads that carry the node's
-         strongest incoming edges and, per head, its query- and key-side sources).
+         "q_pos", "k_pos", "query": [{"source", "weight"}], "key": [...]}] (the heads that
+         carry the node's input from other positions and, per head, its attention score's
+         query- and key-side sources at query position q_pos and key position k_pos).
 
 The page (`render_graph_html`) draws one view at a time as inline SVG (scripts
 assets/graph_model.js, graph_panel.js, graph_viewer.js): first the strongest paths into the top
@@ -140,7 +141,8 @@ def validate_graph(graph: dict, source: str = "graph") -> None:
                   source)
     for j, h in enumerate(node.get("heads") or []):
       _check_keys(h, {"layer": int, "head": int, "weight": (int, float)},
-                  {"query": list, "key": list}, f"{where} heads[{j}]", source)
+                  {"query": list, "key": list, "q_pos": int, "k_pos": int},
+                  f"{where} heads[{j}]", source)
       for side in ("query", "key"):
         for k, x in enumerate(h.get(side) or []):
           _check_keys(x, {"source": str, "weight": (int, float)}, {},

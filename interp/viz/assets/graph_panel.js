@@ -53,7 +53,9 @@ const GraphPanel = (function () {
       li.addEventListener("click", () => {
         detail.replaceChildren();
         for (const side of ["query", "key"]) {
-          el("h4", {}, `${side}-side sources of L${h.layer}.H${h.head}`, detail);
+          const at = side === "query" ? h.q_pos : h.k_pos;
+          el("h4", {}, `${side}-side sources of L${h.layer}.H${h.head}` +
+             (at === undefined || at === null ? "" : ` (${side} at pos ${at})`), detail);
           const ul = el("ul", {class: side + "-sources"}, null, detail);
           for (const s of h[side] || [])
             el("li", {}, `${fmt(s.weight, 3)}  ${G.byId[s.source] ? nodeName(G.byId[s.source]) :
