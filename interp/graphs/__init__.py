@@ -10,6 +10,8 @@ Modules:
   prune          influence, pruning, replacement and completeness scores (numpy)
   attribute      `GraphConfig`, `Graph` and `build`: one prompt's graph
   validate       steering in the real model against the graph, attention-score attribution
+  heads          per node, the heads that carry its input from other positions and their
+                 scores' query- and key-side sources (the viewer's "why attention moved it")
   export         the graph as JSON for the viewer (`interp.viz.graph_html`), feature contexts
   experiment     model + transcoder + prompt -> graph.json, graph.html, results.json: the
                  library behind `experiments/attribution_graph.py`

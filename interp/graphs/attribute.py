@@ -13,6 +13,8 @@ Vocabulary (the pieces live in the modules named):
   pruning, scores    `graphs.prune` (circuit-tracer's influence, thresholds and scores).
   validation         `graphs.validate`: steering features in the real model against the graph's
                      prediction, and attribution through attention scores.
+  heads              `graphs.heads`: which attention heads carry a node's input from other
+                     positions, and the sources of each head's attention score.
   JSON               `graphs.export`: the `interp.attribution_graph/1` file the viewer reads.
 
   graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, attribute.GraphConfig())

@@ -101,9 +101,9 @@ def carried(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig, t
   t_index = np.searchsorted(attribute.target_rows(graph), rows)
   t = graph.targets
   u_embed, u_mlp = source_injection(tc_cfg, tc_params, graph)
-  f32 = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32)
-                                  if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
-                                  else x, tree)
+  # float32 whatever the graph's precision: the identity with the adjacency is the point.
+  f32 = lambda tree: jax.tree.map(
+      lambda x: jnp.asarray(x, jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
   out = _carried(cfg, f32(params), tc_cfg, f32(tc_params), graph.rep, u_embed, u_mlp,
                  jnp.asarray(t.layer[t_index]), jnp.asarray(t.pos[t_index]),
                  jnp.asarray(t.vec[t_index]), jnp.asarray(t.is_logit[t_index]))
