@@ -189,7 +189,13 @@ def test_heads_from_the_graph_builder(browser, tmp_path):
   from tests.test_graph_heads import small_graph_json
   _, js = small_graph_json()
   node = next(n for n in js["nodes"] if n.get("heads"))
-  _open(browser, graph_html.write_graph_html(js, str(tmp_path / "built.html")))
+  page = graph_html.write_graph_html(js, str(tmp_path / "built.html"))
+  h = node["heads"][-1]
+  browser.get(f"file://{page}#node={node['id']}&head={h['layer']}.{h['head']}")  # a link
+  assert browser.execute_script(
+      "return document.querySelector('#head-detail .query-sources li').textContent"
+  ).startswith(f"{h['query'][0]['weight']:.3f}  ")
+  _open(browser, page)
   _click(browser, "#mode-threshold")  # every stored node drawn, so any can be selected
   _set_threshold(browser, "node", 1.0)
   _set_threshold(browser, "edge", 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from interp import jsonio
 from interp.graphs import attribute
 from interp.graphs import experiment as graph_experiment
 from interp.sae import transcoder as tc
@@ -44,6 +45,16 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
   # What a reader first sees in the viewer: the strongest paths into the top logit.
   png, shot = browser.screenshot_page(os.path.join(workdir, "graph.html"),
                                       os.path.join(workdir, "graph_viewer.png"))
+  # The per-head panel of the strongest node that has one, opened by a link to it.
+  graph = jsonio.read_json(os.path.join(workdir, "graph.json"))
+  with_heads = [n for n in graph["nodes"] if n.get("heads")]
+  heads_png, heads_shot = None, "no node has per-head data"
+  if with_heads:
+    node = max(with_heads, key=lambda n: n["influence"] + (n["prob"] or 0.0))
+    h = node["heads"][0]
+    heads_png, heads_shot = browser.screenshot_page(
+        os.path.join(workdir, f"graph.html#node={node['id']}&head={h['layer']}.{h['head']}"),
+        os.path.join(workdir, "graph_heads.png"))
   dash_png, dash_shot = browser.screenshot_page(os.path.join(workdir, "dashboard.html"),
                                                 os.path.join(workdir, "dashboard.png"))
   return Section(title="An attribution graph on Gemma 3 270M (factual recall)",
@@ -56,8 +67,8 @@ def graph_gemma(workdir: str, quick: bool) -> Section:
                          "nodes, the heads that carry their input from other positions and each "
                          "head's query- and key-side sources); dashboard.html shows the "
                          "transcoders' features, one layer at a time. Figures: "
-                         f"{shot}; {dash_shot}.",
-                 figures=[x for x in (png, dash_png) if x], rows=rows,
+                         f"{shot}; {heads_shot} (a node's per-head panel); {dash_shot}.",
+                 figures=[x for x in (png, heads_png, dash_png) if x], rows=rows,
                  links=[("attribution graph viewer", os.path.join(workdir, "graph.html")),
                         ("transcoder feature dashboards",
                          os.path.join(workdir, "dashboard.html"))])

@@ -21,7 +21,8 @@ assets/graph_model.js, graph_panel.js, graph_viewer.js): first the strongest pat
 logit, error nodes summarised as each node's share of input from errors; on demand the graph
 pruned at the `#node-threshold` / `#edge-threshold` sliders, a node's upstream or downstream
 trace, or the pinned subgraph with named supernodes (their edges summed). Clicking a node fills a
-panel with its dashboard data and ranked edges. The page loads nothing from the network. The
+panel with its dashboard data and ranked edges; `graph.html#node=ID&head=L.H` opens the page
+with node ID selected and that head's sources shown. The page loads nothing from the network. The
 graph is embedded as JSON in a `<script type="application/json">` block with `<`, `>`, `&`
 escaped, beside a second block (`#viewer-data`: supernode proposals from
 `interp.viz.supernodes`, a saved state), and the scripts write data only through

@@ -298,4 +298,13 @@
   render(true);
   // When the first view was drawn, in ms since navigation start (the render-time test reads it).
   document.body.dataset.renderMs = performance.now().toFixed(1);
+  // A link may open the page on a node and one of its heads: graph.html#node=ID&head=L.H (the
+  // report's screenshot of the per-head panel uses it). Ids are only looked up, never parsed.
+  const want = new URLSearchParams(location.hash.slice(1));
+  if (G.byId[want.get("node")]) {
+    select(want.get("node"));
+    const li = [...document.querySelectorAll("#attention .heads li")]
+      .find(x => x.dataset.head === want.get("head"));
+    if (li) li.click();
+  }
 })();
