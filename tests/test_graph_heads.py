@@ -16,19 +16,21 @@ from interp.graphs import prune as graph_prune
 from interp.viz import graph_html
 from tests.test_graphs import P, TOKENS, _gemma_like, _params, _random_tc
 
-# Fewer feature nodes than active features (2 layers x 8 positions x k 4), so the sources that
-# are not nodes must be left out of the heads' weights as the adjacency leaves them out.
-SMALL = attribute.GraphConfig(max_feature_nodes=32, select_batch=16, head_nodes=3)
+# The plt graph keeps every active feature (as `tests/test_graphs.py` builds it, so the two
+# share compiled programs); the clt graph fewer (2 layers x 8 positions x k 4 are active), so the
+# sources that are not nodes must be left out of the heads' weights as the adjacency leaves them.
+CONFIGS = {"plt": attribute.GraphConfig(head_nodes=3),
+           "clt": attribute.GraphConfig(max_feature_nodes=32, select_batch=16, head_nodes=3)}
 
 
 @functools.lru_cache(maxsize=None)
 def small_graph(kind="plt"):
   """(cfg, params, tc_cfg, tc_params, graph, stored pruning) of TOKENS, built once per session
-  (the viewer's browser test opens the same graph)."""
+  (the viewer's browser test opens the plt graph)."""
   cfg = _gemma_like()
   params = _params(cfg)
   c, p = _random_tc(cfg, kind)
-  g = attribute.build(cfg, params, c, p, TOKENS, SMALL)
+  g = attribute.build(cfg, params, c, p, TOKENS, CONFIGS[kind])
   return cfg, params, c, p, g, graph_prune.prune(g.adjacency, g.layout, g.probs, 0.95, 0.99)
 
 
@@ -36,7 +38,7 @@ def small_graph(kind="plt"):
 def small_graph_json():
   """(`heads.node_heads`, the JSON with them) of the plt `small_graph`."""
   cfg, params, c, p, g, stored = small_graph()
-  out = heads.node_heads(cfg, params, c, p, g, stored, SMALL.head_nodes)
+  out = heads.node_heads(cfg, params, c, p, g, stored, CONFIGS["plt"].head_nodes)
   js = export.to_json(g, stored, [f"<{t}>" for t in TOKENS], [f"<{t}>" for t in g.logit_tokens],
                       prompt="toy", model="gemma-like", transcoder="random", heads=out,
                       scores=graph_prune.scores(g.adjacency, g.layout, g.probs),
@@ -48,6 +50,7 @@ def small_graph_json():
 @pytest.mark.parametrize("kind", ["plt", "clt"])
 def test_head_weights_sum_to_the_cross_position_weight(kind):
   cfg, params, c, p, g, _ = small_graph(kind)
+  assert (g.layout.n_features < len(g.active["act"])) == (kind == "clt")
   rows = attribute.target_rows(g)
   carried = heads.carried(cfg, params, c, p, g, rows)             # [T L H p]
   assert carried.shape == (len(rows), cfg.n_layers, cfg.n_heads, P)
@@ -75,8 +78,8 @@ def test_head_weights_sum_to_the_cross_position_weight(kind):
 def test_head_sources_are_the_score_attribution():
   cfg, params, c, p, g, stored = small_graph()
   out, js = small_graph_json()
-  assert len(out) == SMALL.head_nodes
-  assert set(out) == set(heads.strongest_nodes(g, stored, SMALL.head_nodes))
+  assert len(out) == CONFIGS["plt"].head_nodes
+  assert set(out) == set(heads.strongest_nodes(g, stored, CONFIGS["plt"].head_nodes))
   tokens = [f"<{t}>" for t in TOKENS]
   graph_html.validate_graph(js)
   ids = export.node_ids(g)
