@@ -154,3 +154,81 @@ def saelens_runner(arch, cfg) -> Runner:
     return out
 
   return Runner(lambda: {"compile_seconds": 0.0}, step, block, report)
+
+
+# ----- Where our step's time goes: its phases as separately jitted pieces.
+
+PHASES = ("encode_matmul", "select", "decode", "code_grad", "decoder_grad", "encoder_grad",
+          "optimizer")
+
+
+def phase_programs(arch, cfg) -> dict:
+  """{phase: (jitted fn, args)}: the products and selections our step does, each alone, at the
+  step's shapes (float32; the encoder bias, clipping and metrics left out):
+    encode_matmul  x_c @ W_enc, dense [batch, d_sae]
+    select         topk: lax.top_k of the pre-activations; relu: ReLU over them
+    decode         topk: the k decoder rows per token gathered and summed; relu: acts @ W_dec
+    code_grad      the gradient reaching the codes: topk g . (gathered rows), relu g @ W_dec^T
+    decoder_grad   topk: a scatter-add of batch*k rows into [d_sae, d_in]; relu: acts^T @ g
+    encoder_grad   topk: the same scatter of x_c rows; relu: x_c^T @ g_pre
+    optimizer      one AdamW update of W_enc, b_enc, W_dec, b_dec
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  k_enc, k_g = jax.random.split(jax.random.key(2))
+  x = jnp.asarray(batch_data(cfg))
+  w_enc = jax.random.normal(k_enc, (cfg.d_in, cfg.d_sae), jnp.float32) / np.sqrt(cfg.d_in)
+  w_dec = w_enc.T
+  g = jax.random.normal(k_g, (cfg.batch, cfg.d_in), jnp.float32)  # d loss / d x_hat
+  pre = jax.jit(jnp.matmul)(x, w_enc)
+  out = {"encode_matmul": (jax.jit(jnp.matmul), (x, w_enc))}
+  if arch == "relu":
+    acts = jax.nn.relu(pre)
+    out.update(select=(jax.jit(jax.nn.relu), (pre,)),
+               decode=(jax.jit(jnp.matmul), (acts, w_dec)),
+               code_grad=(jax.jit(lambda g, w: g @ w.T), (g, w_dec)),
+               decoder_grad=(jax.jit(lambda a, g: a.T @ g), (acts, g)),
+               encoder_grad=(jax.jit(lambda x, gp: x.T @ gp), (x, acts)))
+  else:
+    values, indices = jax.jit(jax.lax.top_k, static_argnums=1)(pre, cfg.k)
+
+    def scatter(v, i, rows):  # sum_b v[b, j] rows[b] into row i[b, j]
+      summed = (v[..., None] * rows[:, None, :]).reshape(-1, rows.shape[-1])
+      return jnp.zeros((cfg.d_sae, rows.shape[-1]), rows.dtype).at[i.reshape(-1)].add(summed)
+
+    out.update(select=(jax.jit(jax.lax.top_k, static_argnums=1), (pre, cfg.k)),
+               decode=(jax.jit(lambda v, i, w: jnp.einsum(
+                   "bk,bkd->bd", v, jnp.take(w, i, axis=0))), (values, indices, w_dec)),
+               code_grad=(jax.jit(lambda g, i, w: jnp.einsum(
+                   "bd,bkd->bk", g, jnp.take(w, i, axis=0))), (g, indices, w_dec)),
+               decoder_grad=(jax.jit(scatter), (values, indices, g)),
+               encoder_grad=(jax.jit(scatter), (values, indices, x)))
+  params = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": jnp.zeros(cfg.d_sae),
+            "b_dec": jnp.zeros(cfg.d_in)}
+  opt = optax.adamw(cfg.lr, b2=0.999)
+
+  def update(grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  out["optimizer"] = (jax.jit(update), (params, opt.init(params), params))
+  return out
+
+
+def phase_seconds(arch, cfg, reps: int = 3) -> dict:
+  """{phase: median wall seconds over `reps` calls} of `phase_programs` (after one warm call)."""
+  import statistics
+
+  import jax
+  seconds = {}
+  for name, (fn, args) in phase_programs(arch, cfg).items():
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - t0)
+    seconds[name] = statistics.median(times)
+  return seconds
