@@ -168,7 +168,8 @@ def phase_programs(arch, cfg) -> dict:
     encode_matmul  x_c @ W_enc, dense [batch, d_sae]
     select         topk: lax.top_k of the pre-activations; relu: ReLU over them
     decode         topk: the k decoder rows per token gathered and summed; relu: acts @ W_dec
-    code_grad      the gradient reaching the codes: topk g . (gathered rows), relu g @ W_dec^T
+    code_grad      the gradient reaching the codes: topk g . (the decode's gathered rows),
+                   relu g @ W_dec^T
     decoder_grad   topk: a scatter-add of batch*k rows into [d_sae, d_in]; relu: acts^T @ g
     encoder_grad   topk: the same scatter of x_c rows; relu: x_c^T @ g_pre
     optimizer      one AdamW update of W_enc, b_enc, W_dec, b_dec
@@ -201,8 +202,9 @@ def phase_programs(arch, cfg) -> dict:
     out.update(select=(jax.jit(jax.lax.top_k, static_argnums=1), (pre, cfg.k)),
                decode=(jax.jit(lambda v, i, w: jnp.einsum(
                    "bk,bkd->bd", v, jnp.take(w, i, axis=0))), (values, indices, w_dec)),
-               code_grad=(jax.jit(lambda g, i, w: jnp.einsum(
-                   "bd,bkd->bk", g, jnp.take(w, i, axis=0))), (g, indices, w_dec)),
+               # The step keeps the decode's gathered rows for this product: not gathered again.
+               code_grad=(jax.jit(lambda g, rows: jnp.einsum("bd,bkd->bk", g, rows)),
+                          (g, jnp.take(w_dec, indices, axis=0))),
                decoder_grad=(jax.jit(scatter), (values, indices, g)),
                encoder_grad=(jax.jit(scatter), (values, indices, x)))
   params = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": jnp.zeros(cfg.d_sae),
