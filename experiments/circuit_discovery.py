@@ -4,12 +4,14 @@
   python experiments/circuit_discovery.py --workdir=runs/circ_gpt2 --model=gpt2:/path/to/hf/gpt2
   python experiments/circuit_discovery.py --workdir=runs/circ_toy --model=toy:runs/induction/attn2 \
       --task=induction --search=greedy --edges=10
+  python experiments/circuit_discovery.py --workdir=runs/circ_gt --task=greater_than --metric=prob
   python experiments/circuit_discovery.py --workdir=runs/circ_pairs --task=pairs \
       --pairs_file=pairs.json --method=eap --metric=prob
 
 Scores every edge of the model's computational graph (embedding, heads with q/k/v inputs, MLPs,
 logits) by --method for --metric, picks a circuit by --search, and measures it and a
-faithfulness curve with every other edge patched from the corrupted run (or its mean). Writes
+faithfulness curve with every other edge patched from the corrupted run (or its mean), beside a
+hand-found head circuit measured the same way (--hand_heads; for Gemma IOI by default). Writes
 scores.npz, circuit.json, results.json and figures into --workdir. The library is
 `interp.discovery.experiment`.
 """
@@ -34,6 +36,10 @@ def main(argv):
         f"{c['normalised']:.3f}")
   print("curve: " + ", ".join(f"{n}:{v:.2f}" for n, v in zip(r["curve"]["counts"],
                                                            r["curve"]["normalised"])))
+  if "hand_found" in r:
+    h = r["hand_found"]
+    print(f"hand-found circuit: {len(h['heads'])} heads, {h['n_edges']} edges, normalised "
+          f"metric {h['normalised']:.3f}")
   if "induction" in r:
     print(f"previous-token -> induction key edge in the circuit: "
           f"{r['induction']['k_composition_in_circuit']}")

@@ -7,7 +7,11 @@ For a model (`interp.models.zoo` spec) and a task (`interp.discovery.tasks`) it
              with every other edge patched: the normalised metric (1 = clean, 0 = corrupted);
   curves     the normalised metric against edges kept (top-n by the ranking), one compiled call;
   checks     on induction tasks, whether the circuit holds a previous-token head -> induction
-             head key edge (heads found by their attention scores, `interp.circuits.scores`).
+             head key edge (heads found by their attention scores, `interp.circuits.scores`);
+  compares   with a hand-found head circuit (`--hand_heads`; for IOI on Gemma 3 270M by default
+             the 16 heads `interp.ioi` finds by path patching, `GEMMA_IOI_HEADS`) turned into
+             edges: every edge from embed, the MLPs and those heads into the MLPs, those heads'
+             q/k/v and the logits; measured like the curve (every other edge patched).
 Writes into `workdir`: flags.json, scores.npz (scores [n_up n_recv], node and receiver names),
 circuit.json (its edges and scores), results.json (curve, timings, checks) and figures.
 """
@@ -31,6 +35,12 @@ from interp.discovery import search as search_lib
 from interp.models import zoo
 from interp.train import run_folder
 
+# IOI in Gemma 3 270M by path patching (`experiments/ioi.py`, 16 prompts): name movers, negative
+# name movers, S-inhibition, induction, duplicate-token and previous-token heads. With every
+# other head mean-ablated per template it keeps 0.41 of the logit difference.
+GEMMA_IOI_HEADS = ("12.1 11.2 12.3 17.0 17.2 13.3 12.2 10.3 9.3 9.1 9.0 5.2 5.3 6.1 7.0 4.1")
+GEMMA_IOI_HAND_FAITHFULNESS = 0.41
+
 
 class Search(str, enum.Enum):
   TOP_N = "top_n"
@@ -48,14 +58,14 @@ class DiscoveryConfig:
   """Attributes:
     workdir: the run folder.
     model: gemma3_270m | gpt2:FOLDER | toy:RUN.
-    task: ioi | induction | pairs.
+    task: ioi | induction | pairs | greater_than.
     pairs_file: the JSON prompt pairs for --task=pairs.
     n_prompts: prompts (ioi, induction).
     seg: induction segment length in tokens.
     seed: the prompts' draw.
     method: eap | eap_ig | eap_ig_inputs.
     steps: integration points for EAP-IG (evaluated as one batched call).
-    metric: logit_diff | prob | kl.
+    metric: logit_diff | prob | kl (greater_than: prob, the mass difference, or kl).
     ablation: corrupt | mean (what edges outside the circuit read).
     search: top_n | greedy | acdc.
     rank: signed (largest score first) | abs (largest |score| first), for top_n, greedy, curve.
@@ -64,6 +74,8 @@ class DiscoveryConfig:
     split_qkv: separate q, k and v receivers per head.
     curve_points: points of the faithfulness curve.
     chunk: masks or integration points evaluated at once (0 = all at once).
+    hand_heads: a hand-found head circuit to measure beside the curve, "L.H L.H ..."; auto =
+      `GEMMA_IOI_HEADS` for IOI on gemma3_270m, none otherwise; none = no comparison.
   """
 
   workdir: str
@@ -84,6 +96,7 @@ class DiscoveryConfig:
   split_qkv: bool = True
   curve_points: int = 16
   chunk: int = 0
+  hand_heads: str = "auto"
 
   def __post_init__(self):
     for name, kind in (("task", tasks.Task), ("method", scores.Method),
@@ -94,15 +107,60 @@ class DiscoveryConfig:
                     non_negative=("seed", "edges", "chunk"), finite=("threshold",))
     if self.task == tasks.Task.PAIRS and not self.pairs_file:
       raise ValueError("--task=pairs needs --pairs_file=FILE (a JSON list of prompt pairs)")
-    if self.task == tasks.Task.IOI:
-      zoo.ModelSpec.parse(self.model, kinds=(zoo.ModelKind.GEMMA3_270M, zoo.ModelKind.GPT2))
+    if self.task in (tasks.Task.IOI, tasks.Task.GREATER_THAN):
+      spec = zoo.ModelSpec.parse(self.model, kinds=(zoo.ModelKind.GEMMA3_270M,
+                                                    zoo.ModelKind.GPT2))
     else:
-      zoo.ModelSpec.parse(self.model)
+      spec = zoo.ModelSpec.parse(self.model)
+    if spec.kind == zoo.ModelKind.GPT2 and not os.path.isdir(spec.path):
+      raise ValueError(f"--model={self.model}: {spec.path} is not a folder; expected a Hugging "
+                       f"Face GPT-2 folder ({_GPT2_FILES})")
+    if self.task == tasks.Task.GREATER_THAN and self.metric == scores.MetricKind.LOGIT_DIFF:
+      raise ValueError("--task=greater_than reads answer sets, not one pair: use --metric=prob "
+                       "(mass on later years minus the rest) or --metric=kl")
+    if self.hand_heads not in ("auto", "none"):
+      _parse_heads(self.hand_heads)
+
+
+_GPT2_FILES = "config.json, model.safetensors, vocab.json + merges.txt or encoder.json + vocab.bpe"
+
+
+def _parse_heads(text: str) -> list[tuple[int, int]]:
+  try:
+    return [(int(a), int(b)) for a, b in (h.split(".") for h in text.split())]
+  except ValueError:
+    raise ValueError(f"--hand_heads={text!r}: expected heads as 'L.H L.H ...', auto or "
+                     "none") from None
+
+
+def hand_heads(config: DiscoveryConfig) -> list[tuple[int, int]]:
+  """The heads `--hand_heads` names (see `DiscoveryConfig`), [] for none."""
+  if config.hand_heads == "auto":
+    gemma_ioi = config.task == tasks.Task.IOI and config.model == zoo.ModelKind.GEMMA3_270M.value
+    return _parse_heads(GEMMA_IOI_HEADS) if gemma_ioi else []
+  return [] if config.hand_heads == "none" else _parse_heads(config.hand_heads)
+
+
+def heads_circuit(g, heads) -> np.ndarray:
+  """bool [n_up n_recv]: a head circuit as edges: from embed, every MLP and `heads` into every
+  MLP, the logits and the receivers of `heads` (a shared K/V receiver when it feeds one)."""
+  for L, h in heads:
+    if not (0 <= L < g.cfg.n_layers and 0 <= h < g.cfg.n_heads):
+      raise ValueError(f"--hand_heads: head {L}.{h} is not in a model of {g.cfg.n_layers} "
+                       f"layers x {g.cfg.n_heads} heads")
+  keep = np.array([not n.startswith("a") for n in g.up_names])
+  for L, h in heads:
+    keep[g.head_up(L) + h] = True
+  recv = np.array([not nodes or any(keep[u] for u in nodes) for nodes in g.recv_nodes])
+  return keep[:, None] & recv[None, :] & g.valid
 
 
 def prompt_pairs(config: DiscoveryConfig, model) -> tasks.PromptPairs:
   if config.task == tasks.Task.IOI:
     return tasks.ioi(model.tokenizer, config.n_prompts, config.seed)
+  if config.task == tasks.Task.GREATER_THAN:
+    return tasks.greater_than(model.tokenizer, config.n_prompts, config.seed,
+                              model.cfg.vocab_size)
   if config.task == tasks.Task.PAIRS:
     if model.tokenizer is None:
       raise ValueError(f"--task=pairs needs a model with a tokenizer, not --model={config.model}")
@@ -135,11 +193,25 @@ def induction_check(g, params, pairs, circuit, edge_scores) -> dict:
           "k_composition_in_circuit": any(f["in_circuit"] for f in found)}
 
 
+def load_model(config: DiscoveryConfig) -> zoo.Model:
+  """The model --model names; a GPT-2 folder that fails to load is a one-line error."""
+  spec = zoo.ModelSpec.parse(config.model)
+  if spec.kind != zoo.ModelKind.GPT2:
+    return zoo.load(spec)
+  try:
+    return zoo.load(spec)
+  except (OSError, ValueError, KeyError) as e:
+    # args[0], not str(e): a KeyError's str() quotes the message.
+    why = e.args[0] if e.args and isinstance(e.args[0], str) else repr(e)
+    raise ValueError(f"--model={config.model}: {why.splitlines()[0]}; "
+                     f"expected a Hugging Face GPT-2 folder ({_GPT2_FILES})") from None
+
+
 def run(config: DiscoveryConfig) -> dict:
   os.makedirs(config.workdir, exist_ok=True)
   run_folder.record_flags(config.workdir, dataclasses.asdict(config))
   t0 = time.time()
-  model = zoo.load(zoo.ModelSpec.parse(config.model))
+  model = load_model(config)
   pairs = prompt_pairs(config, model)
   g = graph_lib.build(model.cfg, config.split_qkv)
   clean, corrupt = jnp.asarray(pairs.clean), jnp.asarray(pairs.corrupt)
@@ -148,7 +220,10 @@ def run(config: DiscoveryConfig) -> dict:
   if config.ablation == Ablation.MEAN:
     source = source.mean(1, keepdims=True)
   clean_logits = forward.run(g, params, clean, source, logits_at=end)[0]
-  metric = scores.make_metric(config.metric, pairs.answers, clean_logits)
+  if pairs.signs is not None and config.metric == scores.MetricKind.PROB:
+    metric = tasks.mass_difference(pairs.signs)
+  else:
+    metric = scores.make_metric(config.metric, pairs.answers, clean_logits)
   chunk = config.chunk or None
   t = time.time()
   s = scores.edge_scores(g, params, clean, source, metric, config.method, config.steps, end,
@@ -186,10 +261,20 @@ def run(config: DiscoveryConfig) -> dict:
   }
   if config.task == tasks.Task.INDUCTION:
     results["induction"] = induction_check(g, params, pairs, circuit, s)
+  heads = hand_heads(config)
+  if heads:
+    mask = heads_circuit(g, heads)
+    value = float(np.asarray(evaluate(mask[None]))[0])
+    results["hand_found"] = {
+        "heads": [f"{L}.{h}" for L, h in heads], "n_edges": int(mask.sum()),
+        "metric": value, "normalised": (value - curve["corrupt"]) / gap,
+        "node_level_faithfulness": (GEMMA_IOI_HAND_FAITHFULNESS
+                                    if config.hand_heads == "auto" else None)}
   np.savez(os.path.join(config.workdir, "scores.npz"), scores=s, up_names=np.array(g.up_names),
            recv_names=np.array(g.recv_names), valid=g.valid)
   jsonio.write_json_atomic(os.path.join(config.workdir, "circuit.json"), edges)
-  results["figures"] = plots.save_all(config.workdir, g, s, circuit, curve)
+  results["figures"] = plots.save_all(config.workdir, g, s, circuit, curve,
+                                      results.get("hand_found"))
   results["wall_s"] = time.time() - t0
   jsonio.write_json_atomic(os.path.join(config.workdir, "results.json"), jsonio.jsonable(results))
   return results

@@ -1,5 +1,5 @@
 """Figures of circuit discovery (`interp.discovery.experiment`): the circuit as a layered graph
-and the faithfulness curve."""
+and the faithfulness curve, with a hand-found head circuit's point beside it when there is one."""
 
 from __future__ import annotations
 
@@ -61,11 +61,19 @@ def circuit(workdir: str, g: EdgeGraph, scores, mask, name: str = "circuit.png")
   return plotting.save(fig, workdir, name)
 
 
-def curve(workdir: str, result: dict, name: str = "faithfulness_curve.png") -> str:
+def curve(workdir: str, result: dict, hand: dict | None = None,
+          name: str = "faithfulness_curve.png") -> str:
+  """The normalised metric against edges kept; `hand`: {"heads", "n_edges", "normalised"} of a
+  hand-found head circuit (`interp.discovery.experiment.heads_circuit`), drawn as a star."""
   plt = plotting.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5))
   counts = np.maximum(np.asarray(result["counts"]), 0.5)
-  ax.plot(counts, result["normalised"], marker="o", ms=3)
+  ax.plot(counts, result["normalised"], marker="o", ms=3, label="top-n edges by score")
+  if hand:
+    ax.scatter([max(hand["n_edges"], 0.5)], [hand["normalised"]], marker="*", s=120,
+               color="tab:orange", zorder=3,
+               label=f"hand-found: {len(hand['heads'])} heads ({hand['n_edges']} edges)")
+    ax.legend(fontsize=7)
   ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
   ax.axhline(0.8, color="tab:red", lw=0.8, ls=":")
   ax.set_xscale("log")
@@ -75,5 +83,6 @@ def curve(workdir: str, result: dict, name: str = "faithfulness_curve.png") -> s
   return plotting.save(fig, workdir, name)
 
 
-def save_all(workdir: str, g: EdgeGraph, scores, mask, result: dict) -> list[str]:
-  return [circuit(workdir, g, scores, mask), curve(workdir, result)]
+def save_all(workdir: str, g: EdgeGraph, scores, mask, result: dict,
+             hand: dict | None = None) -> list[str]:
+  return [circuit(workdir, g, scores, mask), curve(workdir, result, hand)]

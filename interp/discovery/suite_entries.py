@@ -23,6 +23,9 @@ def circuit_discovery_gemma(workdir: str, quick: bool) -> Section:
           (f"circuit: top {c['n_edges']} edges by EAP-IG score ({100 * c['fraction']:.1f}%), "
            "normalised LD with every other edge patched", f"{c['normalised']:.2f}",
            ">= 0.8 (hand-found heads: 0.41)"),
+          *([(f"hand-found circuit ({len(r['hand_found']['heads'])} heads from interp.ioi) as "
+               f"{r['hand_found']['n_edges']} edges, normalised LD measured the same way",
+               f"{r['hand_found']['normalised']:.2f}", "-")] if "hand_found" in r else []),
           ("curve (edges: normalised LD)", ", ".join(
               f"{n}: {v:.2f}" for n, v in zip(curve["counts"], curve["normalised"])), "-"),
           ("seconds: scores / curve", f"{r['seconds']['scores']:.0f} / "
