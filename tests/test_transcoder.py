@@ -221,6 +221,11 @@ def test_model_store_and_resume(model, tmp_path):
       tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
   assert run["step"] == 6 and run["history"][0]["step"] == 4
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
+  # Rerunning the finished run trains nothing and keeps its final metrics (it reported none).
+  again, _ = tt.train_transcoder(
+      tt.TrainTranscoderConfig.make(cfg, workdir=workdir, num_steps=6, **base), store, mesh)
+  assert again["history"] == [] and again["final"]["step"] == 6
+  assert again["final"]["fvu"] == pytest.approx(run["final"]["fvu"], rel=1e-6)
 
 
 def test_a_resume_refuses_an_inconsistent_data_position_and_closes_its_checkpointer(

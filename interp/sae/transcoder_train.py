@@ -187,6 +187,9 @@ def train_transcoder(config: TrainTranscoderConfig, store_or_arrays, mesh) -> tu
         session, progs, store, config, "transcoder",
         {"transcoder_config.json": cfg.to_dict()}, [history])
     results = session.finish(state, stopped, history=history.rows,
-                             final=history.rows[-1] if history.rows else None,
+                             # A rerun of a finished run trains no step: its final metrics
+                             # are the last row on disk (the figure suite reuses runs).
+                             final=history.rows[-1] if history.rows else
+                             session.final_metrics(),
                              precision=config.policy.name)
     return results, tc.fold_scales(cfg, state.params)
