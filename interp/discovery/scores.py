@@ -81,12 +81,14 @@ def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
   return logit_diff
 
 
-def _grads(graph, params, tokens, source, metric, mask, logits_at, embed_out=None):
-  """(metric, outs, d metric / d in_r [n_recv b p d]) at `mask`."""
+def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None):
+  """(metric, outs, d metric / d in_r [n_recv b p d]) with every edge's mask at `alpha`
+  (None: 1), by `forward.run_uniform` (the model's own forward, no per-edge sums)."""
   deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), jnp.float32)
 
   def f(d):
-    logits, outs = forward.run(graph, params, tokens, source, mask, d, logits_at, embed_out)
+    logits, outs = forward.run_uniform(graph, params, tokens, source, alpha, d, logits_at,
+                                       embed_out)
     return metric(logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
   return value, outs, g
@@ -130,25 +132,39 @@ def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
   return jax.jit(fn)(params, clean, source, logits_at, corrupt)
 
 
+def _integrate(term, alphas, weights, chunk):
+  """sum_k term(alpha_k, w_k), `chunk` points at a time (vmapped) inside a scan whose carry is
+  the running sum, so only one chunk's terms are ever held (a `lax.map` kept all `steps`)."""
+  steps = len(alphas)
+  chunk = min(chunk or 1, steps)
+  pad = -steps % chunk  # padded points have weight 0
+  a = np.concatenate([alphas, np.zeros(pad, np.float32)]).reshape(-1, chunk)
+  w = np.concatenate([weights, np.zeros(pad, np.float32)]).reshape(-1, chunk)
+  first = jax.vmap(lambda x, y: term(x, y))(jnp.asarray(a[0]), jnp.asarray(w[0])).sum(0)
+
+  def body(total, aw):
+    return total + jax.vmap(lambda x, y: term(x, y))(aw[0], aw[1]).sum(0), None
+  total, _ = jax.lax.scan(body, first, (jnp.asarray(a[1:]), jnp.asarray(w[1:])))
+  return total
+
+
 def _edge_scores(graph, params, clean, source, logits_at, corrupt, *, metric, method, steps,
                  chunk):
-  ones = jnp.ones((graph.n_up, graph.n_recv), jnp.float32)
   if method == Method.EAP:
-    _, outs, g = _grads(graph, params, clean, source, metric, ones, logits_at)
+    _, outs, g = _grads(graph, params, clean, source, metric, None, logits_at)
     return _contract(graph, outs - source, g)
   alphas, weights = gauss_legendre(steps)
   if method == Method.EAP_IG:
-    def point(aw):
-      _, outs, g = _grads(graph, params, clean, source, metric, aw[0] * ones, logits_at)
-      return aw[1] * _contract(graph, outs - source, g)
-    terms = jax.lax.map(point, jnp.stack([alphas, weights], 1), batch_size=chunk)
-    return terms.sum(0)
+    def point(a, w):
+      _, outs, g = _grads(graph, params, clean, source, metric, a, logits_at)
+      return w * _contract(graph, outs - source, g)
+    return _integrate(point, alphas, weights, chunk)
   e_clean = forward.embed(graph.cfg, params, clean)
   e_corr = forward.embed(graph.cfg, params, corrupt)
 
-  def grad_at(aw):
-    x = e_corr + aw[0] * (e_clean - e_corr)
-    return aw[1] * _grads(graph, params, clean, source, metric, ones, logits_at, x)[2]
-  g = jax.lax.map(grad_at, jnp.stack([alphas, weights], 1), batch_size=chunk).sum(0)
-  clean_outs = forward.run(graph, params, clean, source, ones, logits_at=logits_at)[1]
+  def grad_at(a, w):
+    x = e_corr + a * (e_clean - e_corr)
+    return w * _grads(graph, params, clean, source, metric, None, logits_at, x)[2]
+  g = _integrate(grad_at, alphas, weights, chunk)
+  clean_outs = forward.run_uniform(graph, params, clean, source, logits_at=logits_at)[1]
   return _contract(graph, clean_outs - source, g)
