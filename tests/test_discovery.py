@@ -198,3 +198,18 @@ def test_pairs_file_is_read_and_its_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=message) as e:
       tasks.from_file(path, _Words())
     assert path in str(e.value)
+
+
+def test_edge_scores_compile_once_per_graph_and_metric():
+  """A second call with the same graph and metric reuses the jitted scorer: one trace."""
+  cfg, params, clean, corrupt, answers = _model("toy")
+  g = graph.build(cfg)
+  source = forward.outputs(g, params, corrupt)
+  metric = scores.make_metric("logit_diff", answers)
+  fn = scores.compiled_scorer(g, metric, "eap")
+  a = scores.edge_scores(g, params, clean, source, metric, "eap")
+  b = scores.edge_scores(g, params, clean, source, metric, "eap")
+  assert scores.compiled_scorer(g, metric, "eap") is fn
+  assert fn._cache_size() == 1
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert np.abs(np.asarray(a)).max() > 0

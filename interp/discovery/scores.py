@@ -127,9 +127,33 @@ def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
   method = choice(Method, method, "method")
   if method == Method.EAP_IG_INPUTS and corrupt is None:
     raise ValueError("method=eap_ig_inputs integrates from the corrupted tokens: give corrupt")
-  fn = functools.partial(_edge_scores, graph, metric=metric, method=method, steps=steps,
-                         chunk=chunk)
-  return jax.jit(fn)(params, clean, source, logits_at, corrupt)
+  return compiled_scorer(graph, metric, method, steps, chunk)(params, clean, source, logits_at,
+                                                              corrupt)
+
+
+# Jitted scorers by (graph, metric, method, steps, chunk): a fresh `jax.jit` per call would
+# retrace and recompile every time. Keyed by identity (an EdgeGraph holds an array, so it is not
+# hashable); each entry holds its graph and metric, so their ids cannot be reused while cached.
+_SCORERS: dict = {}
+_MAX_SCORERS = 8
+
+
+def compiled_scorer(graph: EdgeGraph, metric: Metric, method: Method, steps: int = 8,
+                    chunk: int | None = None):
+  """The jitted fn(params, clean, source, logits_at, corrupt) -> scores that `edge_scores`
+  calls, built once per (graph, metric, method, steps, chunk) and reused (it compiles once per
+  argument shapes)."""
+  method = choice(Method, method, "method")
+  key = (id(graph), id(metric), method, steps, chunk)
+  hit = _SCORERS.get(key)
+  if hit is not None and hit[0] is graph and hit[1] is metric:
+    return hit[2]
+  fn = jax.jit(functools.partial(_edge_scores, graph, metric=metric, method=method, steps=steps,
+                                 chunk=chunk))
+  if len(_SCORERS) >= _MAX_SCORERS:
+    _SCORERS.pop(next(iter(_SCORERS)))
+  _SCORERS[key] = (graph, metric, fn)
+  return fn
 
 
 def _integrate(term, alphas, weights, chunk):
