@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import choices, jsonio
+from interp import precision as precision_lib
 from interp.circuits import scores as head_scores
 from interp.data import tokenized
 from interp.discovery import forward, graph as graph_lib, plots, scores, tasks
@@ -76,6 +77,8 @@ class DiscoveryConfig:
     chunk: masks or integration points evaluated at once (0 = all at once).
     hand_heads: a hand-found head circuit to measure beside the curve, "L.H L.H ..."; auto =
       `GEMMA_IOI_HEADS` for IOI on gemma3_270m, none otherwise; none = no comparison.
+    precision: compute dtype of the edge scoring (auto = float32 on CPU, bfloat16 on GPU/TPU;
+      scores and metrics stay float32; `interp.precision`).
   """
 
   workdir: str
@@ -97,8 +100,11 @@ class DiscoveryConfig:
   curve_points: int = 16
   chunk: int = 0
   hand_heads: str = "auto"
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    precision_lib.Precision.parse(self.precision)  # a bad value fails here, naming --precision
     for name, kind in (("task", tasks.Task), ("method", scores.Method),
                        ("metric", scores.MetricKind), ("ablation", Ablation),
                        ("search", Search), ("rank", search_lib.Rank)):
@@ -227,7 +233,7 @@ def run(config: DiscoveryConfig) -> dict:
   chunk = config.chunk or None
   t = time.time()
   s = scores.edge_scores(g, params, clean, source, metric, config.method, config.steps, end,
-                         corrupt, chunk)
+                         corrupt, chunk, precision_lib.Precision.parse(config.precision))
   s = np.asarray(jax.block_until_ready(s))
   score_s = time.time() - t
   n_keep = config.edges or max(1, round(0.05 * g.n_edges))

@@ -19,6 +19,10 @@ output belongs to the upstream heads: the layer's RMS scale is computed from the
 heads' outputs in the current run, and each head's output is its own W_O term divided by that
 shared scale (times the gain), so the heads' outputs sum exactly to hook_attn_out. The MLP's
 post-norm is inside the MLP node. Grouped K/V: a key or value receiver per K/V head.
+
+Precision (`interp.precision`): parameters, the residual stream and upstream outputs are in the
+policy's compute dtype; matrix products accumulate in float32; norms and softmax compute in
+float32; logits are float32. The default (float32) runs exactly the float32 program.
 """
 
 from __future__ import annotations
@@ -29,17 +33,28 @@ import jax.numpy as jnp
 from interp.discovery.graph import EdgeGraph
 from interp.models.config import Activation, MLPType, NormType, PositionalType
 from interp.models.transformer import rope
+from interp.precision import FLOAT32, as_precision
+
+F32 = jnp.float32
+
+
+def _mm(prec, spec, a, b, output=False):
+  """einsum in the compute dtype with float32 accumulation (plain einsum under float32)."""
+  if prec.is_float32:
+    return jnp.einsum(spec, a, b)
+  return prec.einsum(spec, a, b, output=output)
 
 
 def _norm(cfg, p, x, axis_mean=True):
   """The model's Norm over the last axis (LayerNorm or RMSNorm with the config's offset)."""
   if cfg.norm == NormType.NONE:
     return x
+  dtype, x = x.dtype, x.astype(F32)
   if cfg.norm == NormType.LAYERNORM:
     x = x - x.mean(-1, keepdims=True)
   y = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + cfg.norm_eps)
-  y = y * (cfg.norm_offset + p["w"])
-  return y + p["b"] if cfg.norm == NormType.LAYERNORM else y
+  y = y * (cfg.norm_offset + p["w"].astype(F32))
+  return (y + p["b"].astype(F32) if cfg.norm == NormType.LAYERNORM else y).astype(dtype)
 
 
 def _act(kind, x):
@@ -50,16 +65,17 @@ def _act(kind, x):
 
 def _post_norm_heads(cfg, p, r):
   """Gemma's attention post-norm split over heads: r [h b p d] -> outputs [h b p d], bias [d]."""
+  dtype, r = r.dtype, r.astype(F32)
   if cfg.norm == NormType.LAYERNORM:
     r = r - r.mean(-1, keepdims=True)
   total = r.sum(0)
   scale = jnp.sqrt(jnp.mean(total * total, -1, keepdims=True) + cfg.norm_eps)
-  out = r / scale * (cfg.norm_offset + p["w"])
+  out = (r / scale * (cfg.norm_offset + p["w"].astype(F32))).astype(dtype)
   bias = p["b"] if cfg.norm == NormType.LAYERNORM else jnp.zeros_like(p["w"])
   return out, bias
 
 
-def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv):
+def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv, prec=FLOAT32):
   """Per-head attention outputs [h b p d] (before any post-norm) from per-receiver inputs.
 
   xq [h b p d]; xk, xv [g b p d] (one per K/V head) or [h b p d] when q/k/v are not split.
@@ -73,9 +89,9 @@ def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv):
   if kv != g:  # unsplit: each query head reads its own input through its K/V head's weights
     w_k, w_v = jnp.repeat(w_k, h // g, axis=1), jnp.repeat(w_v, h // g, axis=1)
   ln = lambda x: _norm(cfg, p["ln1"], x) if "ln1" in p else x
-  q = jnp.einsum("nbpd,dne->bpne", ln(xq), a["W_Q"])
-  k = jnp.einsum("nbpd,dne->bpne", ln(xk), w_k)
-  v = jnp.einsum("nbpd,dne->bpne", ln(xv), w_v)
+  q = _mm(prec, "nbpd,dne->bpne", ln(xq), a["W_Q"])
+  k = _mm(prec, "nbpd,dne->bpne", ln(xk), w_k)
+  v = _mm(prec, "nbpd,dne->bpne", ln(xv), w_v)
   if cfg.attn_bias:
     rep = lambda b: b if kv == g else jnp.repeat(b, h // g, axis=0)
     q, k, v = q + a["b_Q"], k + rep(a["b_K"]), v + rep(a["b_V"])
@@ -90,24 +106,26 @@ def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv):
   if kv != h:
     k, v = jnp.repeat(k, h // kv, axis=2), jnp.repeat(v, h // kv, axis=2)
   n = q.shape[1]
-  scores = jnp.einsum("bphe,bshe->bhps", q * cfg.query_scale, k)
+  scores = _mm(prec, "bphe,bshe->bhps", q * cfg.query_scale, k, output=True)  # float32
   pos = jnp.arange(n)
   causal = pos[None, :] <= pos[:, None]
   if cfg.sliding_window is not None:
     causal = causal & (~local | (pos[:, None] - pos[None, :] < cfg.sliding_window))
   scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-  z = jnp.einsum("bhps,bshe->bphe", jax.nn.softmax(scores, -1), v)
-  return jnp.einsum("bphe,hed->hbpd", z, a["W_O"])
+  z = _mm(prec, "bhps,bshe->bphe", jax.nn.softmax(scores, -1).astype(v.dtype), v)
+  return _mm(prec, "bphe,hed->hbpd", z, a["W_O"])
 
 
-def _mlp(cfg, p, x):
+def _mlp(cfg, p, x, prec=FLOAT32):
   m = p["mlp"]
   x = _norm(cfg, p["ln2"], x) if "ln2" in p else x
-  pre = x @ m["W_in"]
+  mm = lambda a, b: a @ b if prec.is_float32 else prec.matmul(a, b)
+  pre = mm(x, m["W_in"])
   if cfg.mlp_bias:
     pre = pre + m["b_in"]
-  post = _act(cfg.act, x @ m["W_gate"]) * pre if cfg.mlp == MLPType.GATED else _act(cfg.act, pre)
-  out = post @ m["W_out"]
+  post = (_act(cfg.act, mm(x, m["W_gate"])) * pre if cfg.mlp == MLPType.GATED
+          else _act(cfg.act, pre))
+  out = mm(post, m["W_out"])
   if cfg.mlp_bias:
     out = out + m["b_out"]
   return _norm(cfg, p["ln2_post"], out) if cfg.post_norms else out
@@ -123,24 +141,24 @@ def embed(cfg, params, tokens):
   return x
 
 
-def _unembed(cfg, params, x, logits_at):
+def _unembed(cfg, params, x, logits_at, prec=FLOAT32):
   if cfg.norm != NormType.NONE:
     x = _norm(cfg, params["ln_final"], x)
   if logits_at is not None:
     x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)
   if cfg.tied_embeddings:
-    logits = x @ params["embed"]["W_E"].T
+    logits = _mm(prec, "bkd,vd->bkv", x, params["embed"]["W_E"], output=True)
   else:
-    logits = x @ params["unembed"]["W_U"]
+    logits = _mm(prec, "bkd,dv->bkv", x, params["unembed"]["W_U"], output=True)
     if cfg.unembed_bias:
-      logits = logits + params["unembed"]["b_U"]
+      logits = logits + params["unembed"]["b_U"].astype(logits.dtype)
   if cfg.final_logit_softcap:
     logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
   return logits
 
 
 def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits_at=None,
-        embed_out=None):
+        embed_out=None, precision=None):
   """The edge-patched forward.
 
   Args:
@@ -153,15 +171,20 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
     logits_at: optional int [b k]: unembed only these positions.
     embed_out: optional [b p d] replacing the embed node's output (integrated gradients
       along the inputs).
+    precision: an `interp.precision` policy or its name (default float32).
 
   Returns:
     (logits [b p v] or [b k v], outs [n_up b p d]: every upstream node's output in this run).
   """
   cfg = graph.cfg
+  prec = as_precision(precision)
+  params = params if prec.is_float32 else prec.cast_compute(params)
   b, n = tokens.shape
   x0 = embed(cfg, params, tokens) if embed_out is None else embed_out
+  x0 = x0.astype(prec.compute_dtype)
   valid = jnp.asarray(graph.valid, x0.dtype)
   mask = jnp.ones_like(valid) if mask is None else jnp.asarray(mask, x0.dtype)
+  deltas = None if deltas is None else deltas.astype(x0.dtype)
   keep, swap = valid * mask, valid * (1 - mask)
   source = jnp.broadcast_to(source, (graph.n_up, b, n, cfg.d_model)).astype(x0.dtype)
   outs = source.at[0].set(x0)
@@ -187,7 +210,7 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
       xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
     else:
       xq = xk = xv = x
-    r = _heads(graph, local, base, p, xq, xk, xv)
+    r = _heads(graph, local, base, p, xq, xk, xv, prec)
     if cfg.post_norms:
       r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
       bias = bias + post_bias
@@ -195,7 +218,7 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
     if cfg.attn_bias:
       bias = bias + p["attn"]["b_O"]
     if cfg.has_mlp:
-      m = _mlp(cfg, p, inputs(outs, bias, r0 + n_attn, 1)[0])
+      m = _mlp(cfg, p, prec=prec, x=inputs(outs, bias, r0 + n_attn, 1)[0])
       outs = jax.lax.dynamic_update_slice_in_dim(outs, m[None], u0 + h, 0)
     return (outs, bias), None
 
@@ -207,11 +230,11 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
   (outs, bias), _ = jax.lax.scan(layer_fn, (outs, bias),
                                  (jnp.arange(cfg.n_layers), local, base, blocks))
   final = inputs(outs, bias, graph.n_recv - 1, 1)[0]
-  return _unembed(cfg, params, final, logits_at), outs
+  return _unembed(cfg, params, final, logits_at, prec), outs
 
 
 def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=None,
-                logits_at=None, embed_out=None):
+                logits_at=None, embed_out=None, precision=None):
   """`run` with the same mask value `alpha` on every valid edge (None: 1), computed as the
   model's own forward: the fast path of EAP and EAP-IG, which only ever use such masks.
 
@@ -226,8 +249,11 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   Args and Returns: as `run`, with `alpha` a scalar (traced or not) instead of `mask`.
   """
   cfg = graph.cfg
+  prec = as_precision(precision)
+  params = params if prec.is_float32 else prec.cast_compute(params)
   b, n = tokens.shape
   x0 = embed(cfg, params, tokens) if embed_out is None else embed_out
+  x0 = x0.astype(prec.compute_dtype)
   h, per_up, per_recv, n_attn = cfg.n_heads, graph.per_layer_up, graph.per_layer_recv, \
       graph.n_attn_recv
   L, d = cfg.n_layers, cfg.d_model
@@ -235,6 +261,8 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   src_layers = source[1:].reshape((L, per_up) + source.shape[1:])
   if deltas is None:
     deltas = jnp.zeros((graph.n_recv, 1, 1, d), x0.dtype)
+  deltas = deltas.astype(x0.dtype)
+  alpha = None if alpha is None else jnp.asarray(alpha, x0.dtype)
   d_layers = deltas[:-1].reshape((L, per_recv) + deltas.shape[1:])
 
   def mix(resid, src, bias):
@@ -248,7 +276,7 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
       xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
     else:
       xq = xk = xv = x
-    r = _heads(graph, local, base, p, xq, xk, xv)
+    r = _heads(graph, local, base, p, xq, xk, xv, prec)
     if cfg.post_norms:
       r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
       bias = bias + post_bias
@@ -257,7 +285,7 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
     resid, src = resid + r.sum(0), src + src_l[:h].sum(0)
     ys = r
     if cfg.has_mlp:
-      m = _mlp(cfg, p, mix(resid, src, bias) + d_l[n_attn])
+      m = _mlp(cfg, p, prec=prec, x=mix(resid, src, bias) + d_l[n_attn])
       resid, src = resid + m, src + src_l[h]
       ys = jnp.concatenate([r, m[None]], 0)
     return (resid, src, bias), ys
@@ -272,7 +300,7 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
                                                            d_layers))
   final = mix(resid, src, bias) + deltas[-1]
   outs = jnp.concatenate([x0[None], ys.reshape((L * per_up, b, n, d))], 0)
-  return _unembed(cfg, params, final, logits_at), outs
+  return _unembed(cfg, params, final, logits_at, prec), outs
 
 
 def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:

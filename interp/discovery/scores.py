@@ -40,6 +40,7 @@ import numpy as np
 from interp.choices import choice
 from interp.discovery import forward
 from interp.discovery.graph import EdgeGraph
+from interp.precision import Precision, as_precision
 
 Metric = Callable[[jax.Array], jax.Array]
 
@@ -81,21 +82,25 @@ def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
   return logit_diff
 
 
-def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None):
+def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None,
+           precision=None):
   """(metric, outs, d metric / d in_r [n_recv b p d]) with every edge's mask at `alpha`
   (None: 1), by `forward.run_uniform` (the model's own forward, no per-edge sums)."""
-  deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), jnp.float32)
+  dtype = as_precision(precision).compute_dtype
+  deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), dtype)
 
   def f(d):
     logits, outs = forward.run_uniform(graph, params, tokens, source, alpha, d, logits_at,
-                                       embed_out)
+                                       embed_out, precision)
     return metric(logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
   return value, outs, g
 
 
 def _contract(graph, diff, grad):
-  """score[u, r] = sum over b, p, d of diff[u] * grad[r], on valid edges only."""
+  """score[u, r] = sum over b, p, d of diff[u] * grad[r], on valid edges only (float32: a
+  product of two bfloat16 numbers is exact in float32, and the sum accumulates there)."""
+  diff, grad = diff.astype(jnp.float32), grad.astype(jnp.float32)
   return jnp.einsum("ubpd,rbpd->ur", diff, grad) * jnp.asarray(graph.valid, diff.dtype)
 
 
@@ -107,7 +112,8 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
                 method: Method = Method.EAP, steps: int = 8, logits_at=None,
-                corrupt=None, chunk: int | None = None) -> jax.Array:
+                corrupt=None, chunk: int | None = None,
+                precision: Precision | str | None = None) -> jax.Array:
   """Scores [n_up n_recv] of every edge (0 on invalid edges). Jit-able.
 
   Args:
@@ -120,6 +126,9 @@ def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
     steps: integration points for EAP-IG, evaluated as one batched call (`chunk` at a time).
     logits_at: int [b k] positions the metric reads.
     corrupt: int [b p] corrupted tokens, for eap_ig_inputs.
+    chunk: integration points vmapped together (default 1: one at a time, least memory).
+    precision: `interp.precision` policy or name for the forward and backward passes
+      (default float32); scores, metric and logits are float32 whatever it is.
 
   Returns:
     float32 [n_up n_recv].
@@ -127,8 +136,8 @@ def edge_scores(graph: EdgeGraph, params, clean, source, metric: Metric,
   method = choice(Method, method, "method")
   if method == Method.EAP_IG_INPUTS and corrupt is None:
     raise ValueError("method=eap_ig_inputs integrates from the corrupted tokens: give corrupt")
-  return compiled_scorer(graph, metric, method, steps, chunk)(params, clean, source, logits_at,
-                                                              corrupt)
+  fn = compiled_scorer(graph, metric, method, steps, chunk, precision)
+  return fn(params, clean, source, logits_at, corrupt)
 
 
 # Jitted scorers by (graph, metric, method, steps, chunk): a fresh `jax.jit` per call would
@@ -139,17 +148,18 @@ _MAX_SCORERS = 8
 
 
 def compiled_scorer(graph: EdgeGraph, metric: Metric, method: Method, steps: int = 8,
-                    chunk: int | None = None):
+                    chunk: int | None = None, precision: Precision | str | None = None):
   """The jitted fn(params, clean, source, logits_at, corrupt) -> scores that `edge_scores`
   calls, built once per (graph, metric, method, steps, chunk) and reused (it compiles once per
   argument shapes)."""
   method = choice(Method, method, "method")
-  key = (id(graph), id(metric), method, steps, chunk)
+  precision = as_precision(precision)
+  key = (id(graph), id(metric), method, steps, chunk, precision)
   hit = _SCORERS.get(key)
   if hit is not None and hit[0] is graph and hit[1] is metric:
     return hit[2]
   fn = jax.jit(functools.partial(_edge_scores, graph, metric=metric, method=method, steps=steps,
-                                 chunk=chunk))
+                                 chunk=chunk, precision=precision))
   if len(_SCORERS) >= _MAX_SCORERS:
     _SCORERS.pop(next(iter(_SCORERS)))
   _SCORERS[key] = (graph, metric, fn)
@@ -173,22 +183,27 @@ def _integrate(term, alphas, weights, chunk):
 
 
 def _edge_scores(graph, params, clean, source, logits_at, corrupt, *, metric, method, steps,
-                 chunk):
+                 chunk, precision):
   if method == Method.EAP:
-    _, outs, g = _grads(graph, params, clean, source, metric, None, logits_at)
+    _, outs, g = _grads(graph, params, clean, source, metric, None, logits_at,
+                        precision=precision)
     return _contract(graph, outs - source, g)
   alphas, weights = gauss_legendre(steps)
   if method == Method.EAP_IG:
     def point(a, w):
-      _, outs, g = _grads(graph, params, clean, source, metric, a, logits_at)
+      _, outs, g = _grads(graph, params, clean, source, metric, a, logits_at,
+                          precision=precision)
       return w * _contract(graph, outs - source, g)
     return _integrate(point, alphas, weights, chunk)
-  e_clean = forward.embed(graph.cfg, params, clean)
-  e_corr = forward.embed(graph.cfg, params, corrupt)
+  prec = as_precision(precision)
+  e_clean = prec.cast_compute(forward.embed(graph.cfg, params, clean))
+  e_corr = prec.cast_compute(forward.embed(graph.cfg, params, corrupt))
 
   def grad_at(a, w):
     x = e_corr + a * (e_clean - e_corr)
-    return w * _grads(graph, params, clean, source, metric, None, logits_at, x)[2]
+    return w * _grads(graph, params, clean, source, metric, None, logits_at, x,
+                        precision)[2]
   g = _integrate(grad_at, alphas, weights, chunk)
-  clean_outs = forward.run_uniform(graph, params, clean, source, logits_at=logits_at)[1]
+  clean_outs = forward.run_uniform(graph, params, clean, source, logits_at=logits_at,
+                                   precision=precision)[1]
   return _contract(graph, clean_outs - source, g)
