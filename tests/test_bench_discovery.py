@@ -49,6 +49,8 @@ def test_quick_run_matches_the_tl_reference_and_the_table_reads_it(tmp_path):
   assert m["parity"] and report["all_parity"]
   for key in ("interp_seconds", "tl_seconds", "speedup_interp_over_tl", "interp_curve_seconds"):
     assert m[key] > 0, key
+  # One 1/5/15-minute load average per worker run on each side, beside its timings.
+  assert [len(x) for x in m["interp_loadavg"] + m["tl_loadavg"]] == [3, 3]
   # EAP-IG curve: keeping every edge restores the clean metric, none gives the corrupted one.
   assert m["curve_normalised"][0] == pytest.approx(0.0, abs=1e-4)
   assert m["curve_normalised"][-1] == pytest.approx(1.0, abs=1e-4)

@@ -90,6 +90,8 @@ def compare(interp: list[dict], tl: list[dict]) -> dict:
       "interp_curve_first_call_seconds": interp[0]["curve_first_call_seconds"],
       "curve_points": interp[0]["curve_points"],
       "curve_normalised": interp[0]["curve_normalised"],
+      # 1/5/15-minute load averages when each side finished timing (the machine is shared).
+      "interp_loadavg": [r["loadavg"] for r in interp], "tl_loadavg": [r["loadavg"] for r in tl],
       "versions": {"interp": interp[0]["versions"], "tl": tl[0]["versions"]}}
 
 

@@ -18,6 +18,7 @@ JAX and torch are imported inside the functions, so a worker never imports the o
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -90,7 +91,7 @@ def run_interp(spec, cfg, weights, data) -> dict:
           "seconds": times, "compile_seconds": compile_s, "peak_rss_delta": peak,
           "curve_seconds": curve_times, "curve_first_call_seconds": curve_first,
           "curve_points": len(counts), "curve_normalised": result["normalised"],
-          "versions": {"jax": jax.__version__}}
+          "loadavg": os.getloadavg(), "versions": {"jax": jax.__version__}}
 
 
 def run_tl(spec, cfg, weights, data) -> dict:
@@ -166,6 +167,6 @@ def run_tl(spec, cfg, weights, data) -> dict:
   values = scores()
   times = time_calls(scores, lambda o: o, cfg.tl_reps)
   return {"scores": values.tolist(), "seconds": times, "peak_rss_delta": _peak_delta(before),
-          "receiver_hooks": recv_hooks,
+          "receiver_hooks": recv_hooks, "loadavg": os.getloadavg(),
           "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                        "transformer_lens": metadata.version("transformer-lens")}}
