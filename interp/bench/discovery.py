@@ -15,7 +15,10 @@ Vocabulary:
   parity            max |interp - TL| over merged edges, relative to max |TL|, and the Spearman
                     rank correlation of the scores.
 Each side runs in its own worker process (sides alternate over rounds); --quick runs both in
-one worker (memory not isolated).
+one worker (memory not isolated). Each side records the load average when it finished timing:
+on an oversubscribed machine torch's threads slow far more than XLA's (GPT-2 small shape,
+2 cores: TL 2.5 s at load 1-2, 33-65 s at load 5-9), so a ratio only means something beside
+loads that are low and alike.
 """
 
 from __future__ import annotations
