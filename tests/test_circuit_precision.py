@@ -100,6 +100,9 @@ def test_precision_flags_are_checked():
 # (0.007 in logits on an LD of 0.656, i.e. bfloat16's rounding of the LD, 0.003, twice over);
 # 0.05 is 4.6x that and under the 0.12 that separates any two of the toy's four effects.
 MAX_RELATIVE_EFFECT_DIFF = 0.05
+# Head DLA on the same toy: 0.336, -0.284, 0.331, -0.168 in float32, largest |bf16 - float32|
+# 0.0022 (0.7%, about one bfloat16 rounding of the clean logits); 3% of the largest is 4.6x that.
+MAX_DLA_DIFF = 0.03
 
 
 def test_ioi_circuit_search_in_bf16_path_patches_in_bf16():
@@ -130,6 +133,13 @@ def test_ioi_circuit_search_in_bf16_path_patches_in_bf16():
   assert gap <= MAX_RELATIVE_EFFECT_DIFF
   np.testing.assert_array_equal(np.argsort(d16, None), np.argsort(d32, None))  # same ranking
   assert abs(b16["logit_diff"] - b32["logit_diff"]) <= 0.05 * max(abs(b32["logit_diff"]), 0.1)
+  # The direct logit attribution reads a forward under the same policy.
+  a32, a16 = (np.asarray(out[p]["dla"]) for p in ("float32", "bfloat16"))
+  dla_gap = float(np.abs(a16 - a32).max())
+  print(f"head DLA (logits) {np.round(a32, 4).tolist()}, max |bf16 - float32| {dla_gap:.4f}")
+  assert not np.array_equal(a16, a32)
+  assert dla_gap <= MAX_DLA_DIFF * float(np.abs(a32).max())
+  np.testing.assert_array_equal(np.sign(a16), np.sign(a32))
 
 
 # ----- Path and attribution patching in bfloat16 on a small random model (GQA, RoPE, gated MLP).

@@ -6,6 +6,13 @@ from the clean run), each layer's attention bias, and every MLP's output. Throug
 with its scale frozen from the clean run (`ln_final.hook_scale`), the logits are linear in the
 components, so each one's contribution to a target token's logit is a number, and the
 contributions plus the norm/unembedding biases add up to that logit (before any soft-capping).
+
+Precision (`interp.precision`): every function here takes `precision=` (default float32, the
+unchanged program). Under bfloat16 the forward that fills the cache runs in the compute dtype,
+the unembedding products read bfloat16 operands and sum in float32 (as the model's own
+unembedding does), and everything a reader adds up stays float32: the components are widened
+before they are summed or normalised, so the decomposition still adds up to the final residual
+stream and the contributions plus biases to "logit" in float32, with no bfloat16 partial sums.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import jax.numpy as jnp
 from interp.circuits import weights
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
+from interp.precision import Precision, as_precision
 
 
 def final_norm(cfg: TransformerConfig, params, x, scale=None) -> jax.Array:
@@ -35,9 +43,19 @@ def final_norm(cfg: TransformerConfig, params, x, scale=None) -> jax.Array:
   return y
 
 
-def unembed(cfg: TransformerConfig, params, x) -> jax.Array:
-  """Logits from normalised residuals x [... d] (bias and soft-capping included)."""
-  logits = x @ weights.unembedding(cfg, params, fold_norms=False)
+def unembed(cfg: TransformerConfig, params, x,
+            precision: Precision | str | None = None) -> jax.Array:
+  """Logits from normalised residuals x [... d] (bias and soft-capping included).
+
+  Under a non-float32 `precision` x and W_U are rounded to the compute dtype and the product
+  sums in float32, as the model's unembedding does; the logits are float32.
+  """
+  prec = as_precision(precision)
+  w_u = weights.unembedding(cfg, params, fold_norms=False)
+  if prec.is_float32:
+    logits = x @ w_u
+  else:
+    logits = prec.matmul(prec.cast_compute(x), prec.cast_compute(w_u), output=True)
   if cfg.unembed_bias:
     logits = logits + params["unembed"]["b_U"]
   if cfg.final_logit_softcap:
@@ -51,19 +69,25 @@ def resid_names(cfg: TransformerConfig) -> list[str]:
           + [f"blocks.{cfg.n_layers - 1}.hook_resid_post"])
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def logit_lens(cfg: TransformerConfig, params, tokens, targets=None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def logit_lens(cfg: TransformerConfig, params, tokens, targets=None,
+               precision: Precision | str | None = None) -> jax.Array:
   """Each layer's residual stream read out through the final norm and unembedding.
 
+  Args:
+    tokens: [b p]; targets: [b p] token ids, or None for the whole vocabulary.
+    precision: the forward's and the unembedding's compute dtype (module docstring; default
+      float32); the norm, softmax and log-probabilities are float32.
   Returns:
     log-probabilities [l+1 b p v]; with `targets` [b p] only theirs, [l+1 b p] (one layer's
     vocab-wide logits at a time, so this is the form to use on large vocabularies).
   """
   names = resid_names(cfg)
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names)
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, precision=precision)
 
   def read(resid):
-    logp = jax.nn.log_softmax(unembed(cfg, params, final_norm(cfg, params, resid)), axis=-1)
+    logits = unembed(cfg, params, final_norm(cfg, params, resid), precision)
+    logp = jax.nn.log_softmax(logits, axis=-1)
     if targets is None:
       return logp
     return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -96,20 +120,28 @@ def component_labels(cfg: TransformerConfig) -> list[str]:
   return labels
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def residual_decomposition(cfg: TransformerConfig, params, tokens):
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def residual_decomposition(cfg: TransformerConfig, params, tokens,
+                           precision: Precision | str | None = None):
   """The final residual stream as a sum of direct paths.
 
+  Args:
+    tokens: [b p].
+    precision: the forward's compute dtype (default float32). The components are widened to
+      float32 before anything sums them (a post-norm's heads included).
   Returns:
-    (components [n b p d] in `component_labels` order, cache): the components sum to
-    `blocks.{last}.hook_resid_post` (in cache, with `ln_final.hook_scale` for normed models).
+    (components [n b p d] float32 in `component_labels` order, cache): the components sum to
+    `blocks.{last}.hook_resid_post` (in cache, with `ln_final.hook_scale` for normed models;
+    in the compute dtype, so under bfloat16 the float32 sum is the more exact of the two).
   """
-  _, cache = transformer.run_with_cache(cfg, params, tokens, _component_names(cfg))
+  _, cache = transformer.run_with_cache(cfg, params, tokens, _component_names(cfg),
+                                        precision=precision)
   comps = [cache["hook_embed"]]
   if cfg.positional == PositionalType.LEARNED:
     comps.append(cache["hook_pos_embed"])
   for i in range(cfg.n_layers):
-    result = cache[f"blocks.{i}.attn.hook_result"]  # [b p h d]
+    # float32 before the head sum (a no-op for the float32 policy).
+    result = cache[f"blocks.{i}.attn.hook_result"].astype(jnp.float32)  # [b p h d]
     attn = params[f"blocks_{i}"]["attn"]
     bias = attn["b_O"] if cfg.attn_bias else jnp.zeros((cfg.d_model,), result.dtype)
     if cfg.post_norms:  # RMSNorm(sum_h result_h + b_O): linear in the heads at the clean scale
@@ -125,13 +157,17 @@ def residual_decomposition(cfg: TransformerConfig, params, tokens):
   return jnp.stack([c.astype(jnp.float32) for c in comps]), cache
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def direct_logit_attribution(cfg: TransformerConfig, params, tokens, targets=None):
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def direct_logit_attribution(cfg: TransformerConfig, params, tokens, targets=None,
+                             precision: Precision | str | None = None):
   """Each direct path's contribution to the logit of `targets` (default: the next token).
 
   Args:
     tokens: [b p]; targets: [b p] token ids (default tokens shifted left; the last position
       then scores its own token).
+    precision: the forward's compute dtype (default float32). Under bfloat16 each
+      component's product with its target's unembedding column reads bfloat16 operands and
+      sums in float32; every contribution, the bias and "logit" are float32.
   Returns:
     dict with "heads" [l h b p], "embed" [b p], "pos_embed" [b p] (learned positions),
     "attn_bias" [l b p] (models with attention biases), "mlp" [l b p] (models with MLPs),
@@ -141,14 +177,19 @@ def direct_logit_attribution(cfg: TransformerConfig, params, tokens, targets=Non
   """
   if targets is None:
     targets = jnp.concatenate([tokens[:, 1:], tokens[:, -1:]], axis=1)
-  comps, cache = residual_decomposition(cfg, params, tokens)
+  prec = as_precision(precision)
+  comps, cache = residual_decomposition(cfg, params, tokens, prec)
   labels = component_labels(cfg)
   w_u = weights.unembedding(cfg, params, fold_norms=True)[:, targets]  # [d b p]
   if cfg.norm == NormType.LAYERNORM:
     comps = comps - comps.mean(-1, keepdims=True)
   if cfg.norm != NormType.NONE:
     comps = comps / cache["ln_final.hook_scale"][None]
-  contrib = jnp.einsum("nbpd,dbp->nbp", comps, w_u)
+  if prec.is_float32:
+    contrib = jnp.einsum("nbpd,dbp->nbp", comps, w_u)
+  else:
+    contrib = prec.einsum("nbpd,dbp->nbp", prec.cast_compute(comps), prec.cast_compute(w_u),
+                          output=True)
   bias = jnp.zeros(targets.shape, jnp.float32)
   if cfg.norm == NormType.LAYERNORM:
     bias = bias + jnp.einsum("d,dbp->bp", params["ln_final"]["b"],

@@ -24,7 +24,8 @@ Precision (`interp.precision`): the baseline forwards, attention by role, path p
 (`interp.circuits.patching`) and the faithfulness runs take the policy; logits and so every LD
 are float32. Path-patching effects are relative to the clean LD under the same policy, so a
 sender that changes nothing has effect 0 in either dtype. The direct logit attribution (a
-linear read of the clean run, `interp.circuits.lens`) runs in float32.
+linear read of the clean run, `interp.circuits.lens`) reads a forward under the same policy,
+its contributions summed in float32.
 """
 
 from __future__ import annotations
@@ -200,14 +201,14 @@ def find_circuit(cfg: TransformerConfig, params, data: IOIData,
       "classes": {name: label(v) for name, v in classes.items()},
       "effects": {name: np.asarray(v).tolist() for name, v in effects.items()},
       "dla": head_logit_diff_attribution(cfg, params, data.tokens, data.end, data.answers[:, 0],
-                                         data.answers[:, 1]).tolist(),
+                                         data.answers[:, 1], precision).tolist(),
       "attention": {f"{q}->{k}": _att(att, q, k).tolist() for q, k in ATTENTION},
   }
   return results, classes
 
 
 def head_logit_diff_attribution(cfg: TransformerConfig, params, tokens, end_positions, io_ids,
-                                s_ids) -> np.ndarray:
+                                s_ids, precision: Precision | str | None = None) -> np.ndarray:
   """Each head's direct logit attribution to logit(IO) - logit(S) at END, mean over prompts.
 
   A head's direct contribution to a logit is its output at END, through the final norm's scale
@@ -219,6 +220,8 @@ def head_logit_diff_attribution(cfg: TransformerConfig, params, tokens, end_posi
     tokens: int [b p] prompts.
     end_positions: int [b] (or [b 1], as `IOIData.end`): the position read in each prompt.
     io_ids, s_ids: int [b]: the token ids whose logit difference is attributed.
+    precision: the clean forward's compute dtype (`lens.direct_logit_attribution`; default
+      float32); the attributions are float32.
   Returns:
     float [l h]: mean over the b prompts of each head's contribution to logit(IO) - logit(S).
   """
@@ -243,16 +246,18 @@ def head_logit_diff_attribution(cfg: TransformerConfig, params, tokens, end_posi
       raise ValueError(f"{name} must lie in [0, {cfg.vocab_size}) for this model's vocabulary; "
                        f"got {ids.min()} to {ids.max()}")
   return np.asarray(_logit_diff_dla(cfg, params, jnp.asarray(tokens), jnp.asarray(end),
-                                    jnp.asarray(io_ids, jnp.int32), jnp.asarray(s_ids, jnp.int32)))
+                                    jnp.asarray(io_ids, jnp.int32), jnp.asarray(s_ids, jnp.int32),
+                                    as_precision(precision)))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _logit_diff_dla(cfg, params, tokens, end, io_ids, s_ids):
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _logit_diff_dla(cfg, params, tokens, end, io_ids, s_ids, precision):
   rows = jnp.arange(tokens.shape[0])
   out = []
   for ids in (io_ids, s_ids):  # the target is read only at END; elsewhere any id will do
     targets = jnp.zeros_like(tokens).at[rows, end].set(ids)
-    heads = lens.direct_logit_attribution(cfg, params, tokens, targets)["heads"]  # [l h b p]
+    heads = lens.direct_logit_attribution(cfg, params, tokens, targets,
+                                          precision)["heads"]  # [l h b p]
     out.append(heads[:, :, rows, end].mean(-1))
   return out[0] - out[1]
 
