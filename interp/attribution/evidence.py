@@ -24,6 +24,14 @@ Vocabulary (beyond `interp.attribution`'s):
                   with the causal one: across the players of each prompt (then averaged over
                   prompts), or across all heads (metric averaged over prompts). Heads are
                   compared by |effect|: attention and write norms cannot carry a sign.
+
+Precision (`interp.precision`): `token_level`, `head_level` and what they call take
+`precision=` (default float32, the unchanged program): every model forward (the masked
+forwards behind occlusion, Shapley values, LIME and the token causal effects; the gradient
+methods' forward and backward; the head evidence's forward; the clean run and the activation
+and path patching behind the head effects) runs in its compute dtype. Logits, metrics, effects
+and attributions are float32 (float64 on the host), and every head effect is measured against
+the clean metric of the same policy, so a head that changes nothing has effect 0 in either.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from interp.attribution import gradients, heads, lime, masking, shapley
 from interp.circuits import patching
 from interp.ioi.experiment import agreement as _agreement
 from interp.models import transformer
+from interp.precision import Precision, as_precision
+
+_forward = jax.jit(transformer.forward, static_argnums=(0, 5))
 
 TOKEN_METHODS = ("occlusion", "shapley", "lime", "grad_x_input", "integrated_gradients")
 HEAD_EVIDENCE = ("attention", "write_norm")
@@ -121,32 +132,38 @@ def agreement(estimate, exact, k: int) -> dict:
   return out
 
 
-def token_attributions(cfg, params, prompts: Prompts, i: int, config: EvidenceConfig) -> dict:
-  """Every token attribution of prompt i, and its causal effects: {name: float64 [p]}."""
+def token_attributions(cfg, params, prompts: Prompts, i: int, config: EvidenceConfig,
+                       precision: Precision | str | None = None) -> dict:
+  """Every token attribution of prompt i, and its causal effects: {name: float64 [p]}; every
+  forward under `precision` (module docstring; default float32)."""
   tokens, keep, metric = prompts.tokens[i], prompts.keep[i], prompts.metric(i)
   p = tokens.shape[0]
+  precision = as_precision(precision)
   neutral = np.full(p, config.baseline_token, np.int32)
-  value = masking.masked_lm_value(cfg, params, tokens, metric, neutral, keep, config.chunk)
+  value = masking.masked_lm_value(cfg, params, tokens, metric, neutral, keep, config.chunk,
+                                  precision)
   counter = masking.masked_lm_value(cfg, params, tokens, metric, prompts.corrupt[i], keep,
-                                    config.chunk)
+                                    config.chunk, precision)
   key = jax.random.fold_in(jax.random.key(config.seed), i)
   if config.shapley_samples:
     phi = shapley.kernel_shap(value, p, config.shapley_samples, key, keep)
   else:
     phi = shapley.exact_shapley(value, p, keep)
   ig = gradients.lm_integrated_gradients(cfg, params, tokens, metric, config.baseline_token,
-                                         keep, config.ig_steps)
+                                         keep, config.ig_steps, precision=precision)
   return {"causal": masking.occlusion(counter, p, keep),
           "occlusion": masking.occlusion(value, p, keep), "shapley": phi,
           "lime": lime.lime(value, p, max(config.lime_samples, 2),
                             jax.random.fold_in(key, 1), keep).coef,
-          "grad_x_input": np.asarray(gradients.lm_grad_x_input(cfg, params, tokens, metric),
-                                     np.float64),
+          "grad_x_input": np.asarray(gradients.lm_grad_x_input(cfg, params, tokens, metric,
+                                                               precision), np.float64),
           "integrated_gradients": np.asarray(ig, np.float64)}
 
 
-def token_level(cfg, params, prompts: Prompts, config: EvidenceConfig) -> dict:
-  """Token attributions of every prompt and their agreement with the causal effects.
+def token_level(cfg, params, prompts: Prompts, config: EvidenceConfig,
+                precision: Precision | str | None = None) -> dict:
+  """Token attributions of every prompt and their agreement with the causal effects, every
+  forward under `precision` (module docstring; default float32).
 
   Returns:
     {"attributions": per prompt {name: [p]}, "agreement": {method: {kendall_tau, pearson_r,
@@ -157,7 +174,7 @@ def token_level(cfg, params, prompts: Prompts, config: EvidenceConfig) -> dict:
     raise ValueError(f"baseline token {config.baseline_token} occurs among the players: masking "
                      "it would be no change; draw prompts without it or pick another")
   for i in range(prompts.tokens.shape[0]):
-    attr = token_attributions(cfg, params, prompts, i, config)
+    attr = token_attributions(cfg, params, prompts, i, config, precision)
     attributions.append(attr)
     players = ~prompts.keep[i]
     for m in TOKEN_METHODS:
@@ -172,24 +189,29 @@ def token_level(cfg, params, prompts: Prompts, config: EvidenceConfig) -> dict:
   return {"attributions": attributions, "agreement": out}
 
 
-def clean_metric(cfg, params, prompts: Prompts) -> float:
-  """The batch metric on the clean prompts, unembedding only `read`."""
-  logits, _ = jax.jit(transformer.forward, static_argnums=0)(
-      cfg, params, jnp.asarray(prompts.tokens), None, jnp.asarray(prompts.read)[:, None])
+def clean_metric(cfg, params, prompts: Prompts, precision: Precision | str | None = None) -> float:
+  """The batch metric on the clean prompts, unembedding only `read` (forward under
+  `precision`, default float32)."""
+  logits, _ = _forward(cfg, params, jnp.asarray(prompts.tokens), None,
+                       jnp.asarray(prompts.read)[:, None], as_precision(precision))
   return float(prompts.batch_metric()(logits))
 
 
-def head_causal_effects(cfg, params, prompts: Prompts, chunk: int = 8) -> dict:
+def head_causal_effects(cfg, params, prompts: Prompts, chunk: int = 8,
+                        precision: Precision | str | None = None) -> dict:
   """Per head [l h], the drop of the batch metric under patching from the counterfactual:
-  "total" (its hook_z everywhere) and "direct" (only its path to the logits)."""
+  "total" (its hook_z everywhere) and "direct" (only its path to the logits). The clean run
+  and every patched run are under `precision` (default float32), so each effect is a
+  difference of two metrics of the same dtype."""
   tokens, corrupt = jnp.asarray(prompts.tokens), jnp.asarray(prompts.corrupt)
   at = jnp.asarray(prompts.read)[:, None]
   metric = prompts.batch_metric()
-  clean = clean_metric(cfg, params, prompts)
+  precision = as_precision(precision)
+  clean = clean_metric(cfg, params, prompts, precision)
   total = patching.activation_patching(cfg, params, tokens, corrupt, metric, "heads",
-                                       logits_at=at, chunk=chunk)
+                                       logits_at=at, chunk=chunk, precision=precision)
   direct = patching.path_patching(cfg, params, tokens, corrupt, metric, logits_at=at,
-                                  chunk=chunk)
+                                  chunk=chunk, precision=precision)
   return {"clean": clean, "total": clean - np.asarray(total, np.float64),
           "direct": clean - np.asarray(direct, np.float64)}
 
@@ -223,8 +245,10 @@ def mismatches(attention: np.ndarray, write: np.ndarray, effect: np.ndarray, k: 
           "writes_attends_little": rows((rw <= k) & (ra >= rw + k), rw)}
 
 
-def head_level(cfg, params, prompts: Prompts, config: EvidenceConfig) -> dict:
-  """Attention-level evidence per head against its causal effects.
+def head_level(cfg, params, prompts: Prompts, config: EvidenceConfig,
+               precision: Precision | str | None = None) -> dict:
+  """Attention-level evidence per head against its causal effects, every forward under
+  `precision` (module docstring; default float32).
 
   Returns:
     {"attention", "write_norm", "head_norm", "total", "direct": [l h] lists, "clean": float,
@@ -236,8 +260,9 @@ def head_level(cfg, params, prompts: Prompts, config: EvidenceConfig) -> dict:
   src = np.arange(p)[None, :] == prompts.source[:, None]
   qry = np.arange(p)[None, :] == prompts.read[:, None]
   ev = jax.tree.map(lambda x: np.asarray(x, np.float64),
-                    heads.head_evidence(cfg, params, tokens, jnp.asarray(src), jnp.asarray(qry)))
-  causal = head_causal_effects(cfg, params, prompts, config.chunk)
+                    heads.head_evidence(cfg, params, tokens, jnp.asarray(src), jnp.asarray(qry),
+                                        precision))
+  causal = head_causal_effects(cfg, params, prompts, config.chunk, precision)
   k = min(config.head_k, max(1, ev.attention.size // 4))  # a toy's 4 heads: top 1
   evidence = {"attention": ev.attention, "write_norm": ev.write_norm}
   table = {name: {c: agreement(x, np.abs(causal[c]), k) for c in HEAD_CAUSAL}

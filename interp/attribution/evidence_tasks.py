@@ -82,8 +82,9 @@ def known_tokens(prompts: Prompts, seg_len: int, bos: bool) -> np.ndarray:
   return out
 
 
-def train_toy(workdir: str, num_steps: int, seed: int = 0):
-  """Trains (or resumes) the 2-layer attention-only induction toy in `workdir`.
+def train_toy(workdir: str, num_steps: int, seed: int = 0, precision=None):
+  """Trains (or resumes) the 2-layer attention-only induction toy in `workdir` (in float32;
+  `precision`, default float32, is the policy of the head-scoring forward).
 
   Returns:
     (cfg, params, {"induction": (layer, head), "previous_token": (layer, head)}, head scores
@@ -95,7 +96,7 @@ def train_toy(workdir: str, num_steps: int, seed: int = 0):
   cfg = config.model("attn2")
   run = train_lib.train(config.train_config("attn2"))
   head = {k: np.asarray(v) for k, v in
-          scores.head_scores(cfg, run.params, config.eval_tokens()).items()}
+          scores.head_scores(cfg, run.params, config.eval_tokens(), precision).items()}
   last = cfg.n_layers - 1
   known = {"induction": (last, int(np.argmax(head["prefix_matching"][last]))),
            "previous_token": (0, int(np.argmax(head["previous_token"][0])))}

@@ -26,6 +26,12 @@ is ~1/sqrt(eps). Quadrature misses or blows up on that jump, so completeness fai
 use a baseline token's embedding (`baseline_token`) there. The `lm_*` wrappers are jitted with the parameters as
 arguments, not closed-over constants, so one compiled program serves any parameters.
 These functions return jax arrays, not the NumPy arrays of the masking-based methods.
+
+Precision (`interp.precision`): the `lm_*` functions take `precision=` (default float32, the
+unchanged program). The embeddings, the path points and the gradients with respect to them are
+float32; the forward and backward passes between them run in the compute dtype (the replaced
+`hook_embed` is rounded to it, and its gradient widened back), and the metric reads float32
+logits, so each attribution is a float32 sum over embedding dimensions.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from interp.choices import choice
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks, patch
+from interp.precision import Precision, as_precision
 
 
 class Rule(str, enum.Enum):
@@ -101,15 +108,18 @@ def token_embeddings(cfg: TransformerConfig, params, tokens) -> jax.Array:
   return x
 
 
-def lm_embedding_fn(cfg: TransformerConfig, params, tokens, metric: Metric):
+def lm_embedding_fn(cfg: TransformerConfig, params, tokens, metric: Metric,
+                    precision: Precision | str | None = None):
   """f(embeddings [p d]) = metric(logits [p v]) of the model with `hook_embed` replaced
-  (only the metric's `position` unembedded, where it has one: `masking.read_at`)."""
+  (only the metric's `position` unembedded, where it has one: `masking.read_at`), the forward
+  under `precision` (default float32)."""
   tokens = jnp.asarray(tokens, jnp.int32)[None]
   logits_at, metric = read_at(metric, tokens.shape[1])
 
   def f(emb):
     logits, _ = transformer.forward(cfg, params, tokens,
-                                    Hooks(edits={"hook_embed": patch(emb[None])}), logits_at)
+                                    Hooks(edits={"hook_embed": patch(emb[None])}), logits_at,
+                                    precision)
     return metric(logits[0])
   return f
 
@@ -128,21 +138,24 @@ def lm_baseline(cfg: TransformerConfig, params, tokens, baseline_token=None,
   return base
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric_static"))
-def _lm_grad_x_input(cfg, params, tokens, metric_static, metric_leaves):
-  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "precision"))
+def _lm_grad_x_input(cfg, params, tokens, metric_static, metric_leaves, precision):
+  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves), precision)
   return grad_x_input(f, token_embeddings(cfg, params, tokens))
 
 
-def lm_grad_x_input(cfg: TransformerConfig, params, tokens, metric: Metric) -> jax.Array:
-  """Gradient x input [p] of `metric` for tokens [p], on the `hook_embed` embeddings."""
-  return _lm_grad_x_input(cfg, params, tokens, *split_metric(metric))
+def lm_grad_x_input(cfg: TransformerConfig, params, tokens, metric: Metric,
+                    precision: Precision | str | None = None) -> jax.Array:
+  """Gradient x input [p] of `metric` for tokens [p], on the `hook_embed` embeddings, the
+  forward and backward under `precision` (module docstring; default float32)."""
+  return _lm_grad_x_input(cfg, params, tokens, *split_metric(metric), as_precision(precision))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "steps", "rule", "chunk"))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "steps", "rule", "chunk",
+                                             "precision"))
 def _lm_integrated_gradients(cfg, params, tokens, metric_static, metric_leaves, baseline_token,
-                             keep, steps, rule, chunk):
-  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves))
+                             keep, steps, rule, chunk, precision):
+  f = lm_embedding_fn(cfg, params, tokens, join_metric(metric_static, metric_leaves), precision)
   x = token_embeddings(cfg, params, tokens)
   base = lm_baseline(cfg, params, tokens, baseline_token, keep)
   return integrated_gradients(f, x, base, steps, rule, chunk)
@@ -150,13 +163,15 @@ def _lm_integrated_gradients(cfg, params, tokens, metric_static, metric_leaves, 
 
 def lm_integrated_gradients(cfg: TransformerConfig, params, tokens, metric: Metric,
                             baseline_token=None, keep=None, steps: int = 64,
-                            rule: Rule = Rule.MIDPOINT, chunk: int | None = None) -> jax.Array:
+                            rule: Rule = Rule.MIDPOINT, chunk: int | None = None,
+                            precision: Precision | str | None = None) -> jax.Array:
   """Integrated gradients [p] of `metric` for tokens [p], on the `hook_embed` embeddings.
 
   The baseline is `lm_baseline(cfg, params, tokens, baseline_token, keep)`; the attributions
   sum to about metric(input) - metric(baseline embeddings). Other arguments as in
   `integrated_gradients`. One compiled program serves every `LogitDiff` / `LogProb` metric of
-  the same shapes (`masking.split_metric`).
+  the same shapes (`masking.split_metric`). `precision`: the compute dtype of every forward
+  and backward along the path (module docstring; default float32).
   """
   return _lm_integrated_gradients(cfg, params, tokens, *split_metric(metric), baseline_token,
-                                  keep, steps, rule, chunk)
+                                  keep, steps, rule, chunk, as_precision(precision))

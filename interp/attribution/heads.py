@@ -20,6 +20,11 @@ where rms_i is the norm's divisor of the whole attention output at i. These cont
 over heads and sources to `hook_attn_out` (less the output bias b_O and a LayerNorm's bias,
 which belong to no head). Without post-norms the write is the head's `hook_result` itself.
 
+Precision (`interp.precision`): every function takes `precision=` (default float32, the
+unchanged program), the compute dtype of the forward whose patterns, values and hook_z are
+read; they are widened to float32 before anything here multiplies or sums them, and W_O is the
+float32 parameter, so every norm and weight returned is float32.
+
 Shapes: l layers, b batch, h query heads, p query positions, s source positions, e d_head.
 """
 
@@ -33,6 +38,7 @@ import jax.numpy as jnp
 
 from interp.models import transformer
 from interp.models.config import NormType, TransformerConfig
+from interp.precision import Precision
 
 
 class HeadEvidence(NamedTuple):
@@ -78,13 +84,13 @@ def _norm(x: jax.Array, gram: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
-def _layers(cfg: TransformerConfig, params, tokens):
+def _layers(cfg: TransformerConfig, params, tokens, precision=None):
   """Per layer: (pattern [b h p s], v [b s h e] repeated to query heads, gram [h e e],
-  post-norm divisor [b p], z [b p h e])."""
+  post-norm divisor [b p], z [b p h e]), all float32, from a forward under `precision`."""
   names = []
   for l in range(cfg.n_layers):
     names += [f"blocks.{l}.attn.hook_{k}" for k in ("pattern", "v", "z")]
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names)
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, precision=precision)
   for l in range(cfg.n_layers):
     pre = f"blocks.{l}.attn.hook_"
     pattern = cache[pre + "pattern"].astype(jnp.float32)
@@ -95,22 +101,24 @@ def _layers(cfg: TransformerConfig, params, tokens):
     yield pattern, v, gram, post_norm_divisor(cfg, params, l, z), z
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def attention_patterns(cfg: TransformerConfig, params, tokens) -> jax.Array:
-  """Attention weights [l b h p s] of tokens [b p]."""
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def attention_patterns(cfg: TransformerConfig, params, tokens,
+                       precision: Precision | str | None = None) -> jax.Array:
+  """Attention weights [l b h p s] of tokens [b p] (float32; the forward under `precision`)."""
   names = [f"blocks.{l}.attn.hook_pattern" for l in range(cfg.n_layers)]
-  _, cache = transformer.run_with_cache(cfg, params, tokens, names)
-  return jnp.stack([cache[n] for n in names])
+  _, cache = transformer.run_with_cache(cfg, params, tokens, names, precision=precision)
+  return jnp.stack([cache[n].astype(jnp.float32) for n in names])
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def write_norms(cfg: TransformerConfig, params, tokens) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def write_norms(cfg: TransformerConfig, params, tokens,
+                precision: Precision | str | None = None) -> jax.Array:
   """|a_ij v_j W_O^h| for every layer, head, query i and source j: [l b h p s].
 
   After the frozen post-norm on models that have one (module docstring).
   """
   out = []
-  for pattern, v, gram, divisor, _ in _layers(cfg, params, tokens):
+  for pattern, v, gram, divisor, _ in _layers(cfg, params, tokens, precision):
     value_norm = _norm(v, gram).transpose(0, 2, 1)  # [b h s]
     out.append(pattern * value_norm[:, :, None, :] / divisor[:, None, :, None])
   return jnp.stack(out)
@@ -123,8 +131,9 @@ def _mask(m, b: int, n: int, what: str) -> jax.Array:
   return jnp.broadcast_to(m, (b, n))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def head_evidence(cfg: TransformerConfig, params, tokens, sources, queries=None) -> HeadEvidence:
+@functools.partial(jax.jit, static_argnames=("cfg", "precision"))
+def head_evidence(cfg: TransformerConfig, params, tokens, sources, queries=None,
+                  precision: Precision | str | None = None) -> HeadEvidence:
   """How much each head attends to, and writes from, a set of source positions.
 
   Args:
@@ -132,6 +141,7 @@ def head_evidence(cfg: TransformerConfig, params, tokens, sources, queries=None)
     tokens: int [b p].
     sources: bool [s] or [b s], the source positions S (s = p).
     queries: bool [p] or [b p], the query positions averaged over (default: the last one).
+    precision: the forward's compute dtype (module docstring; default float32).
 
   Returns:
     HeadEvidence of [l h] arrays (see its docstring).
@@ -143,7 +153,7 @@ def head_evidence(cfg: TransformerConfig, params, tokens, sources, queries=None)
   qry = _mask(queries, b, p, "queries").astype(jnp.float32)
   mean = lambda x: jnp.einsum("bph,bp->h", x, qry) / qry.sum()  # x [b p h]
   attention, write, total = [], [], []
-  for pattern, v, gram, divisor, z in _layers(cfg, params, tokens):
+  for pattern, v, gram, divisor, z in _layers(cfg, params, tokens, precision):
     on_src = pattern * src[:, None, None, :]
     z_src = jnp.einsum("bhps,bshe->bphe", on_src, v)  # the part of hook_z read from S
     attention.append(mean(on_src.sum(-1).transpose(0, 2, 1)))

@@ -15,6 +15,10 @@ enter the compiled program as traced values (`split_metric`), so explaining many
 different answers reuses one program; any other callable is a static argument (hashed). A
 metric with a `position` field is read there only: the model unembeds that one position
 (`read_at`), which on Gemma's 262k vocabulary is most of a short prompt's cost.
+
+Precision (`interp.precision`): `masked_lm_value` takes `precision=` (default float32, the
+unchanged program), the compute dtype of every masked forward; the logits the metric reads and
+the values are float32.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 from interp.models import transformer
 from interp.models.config import TransformerConfig
+from interp.precision import Precision, as_precision
 
 Value = Callable[[jax.Array], jax.Array]
 Metric = Callable[[jax.Array], jax.Array]
@@ -117,33 +122,38 @@ def evaluate(value: Value, masks) -> np.ndarray:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "chunk"))
+@functools.partial(jax.jit, static_argnames=("cfg", "metric_static", "chunk", "precision"))
 def _masked_values(cfg, params, tokens, masks, metric_static, metric_leaves, baseline_token,
-                   keep, chunk):
+                   keep, chunk, precision):
   metric = join_metric(metric_static, metric_leaves)
   logits_at, metric = read_at(metric, tokens.shape[0])
 
   def one(mask):
     seq = jnp.where(mask | keep, tokens, baseline_token)
-    logits, _ = transformer.forward(cfg, params, seq[None], logits_at=logits_at)
+    logits, _ = transformer.forward(cfg, params, seq[None], logits_at=logits_at,
+                                    precision=precision)
     return metric(logits[0]).astype(jnp.float32)
   return jax.lax.map(one, masks, batch_size=chunk)
 
 
 def masked_values(cfg: TransformerConfig, params, tokens, masks, metric: Metric,
-                  baseline_token, keep, chunk: int) -> jax.Array:
+                  baseline_token, keep, chunk: int,
+                  precision: Precision | str | None = None) -> jax.Array:
   """`metric` of the model on `tokens` [p] under each of `masks` [n p]: float32 [n].
 
   Positions where neither the mask nor `keep` [p] is set read `baseline_token` (a scalar, or
   int [p] for a different replacement per position, e.g. a counterfactual prompt's). Runs
-  `chunk` sequences at a time (n must be a multiple of `chunk`; `masked_lm_value` pads).
+  `chunk` sequences at a time (n must be a multiple of `chunk`; `masked_lm_value` pads), each
+  forward under `precision` (default float32).
   """
   static, leaves = split_metric(metric)
-  return _masked_values(cfg, params, tokens, masks, static, leaves, baseline_token, keep, chunk)
+  return _masked_values(cfg, params, tokens, masks, static, leaves, baseline_token, keep, chunk,
+                        as_precision(precision))
 
 
 def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, baseline_token: int,
-                    keep=None, chunk: int = 64) -> Value:
+                    keep=None, chunk: int = 64,
+                    precision: Precision | str | None = None) -> Value:
   """A value function for `metric` of an LM on `tokens` with masked tokens replaced.
 
   Args:
@@ -157,6 +167,7 @@ def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, base
     keep: bool [p], positions never masked whatever the mask says (default none).
     chunk: forwards per vmapped step. The mask count is padded up to a multiple of `chunk`
       (with all-kept rows, discarded), so calls with similar counts reuse the compiled program.
+    precision: the forwards' compute dtype (module docstring; default float32).
 
   Returns:
     `value(masks bool [n p]) -> float32 [n]`.
@@ -169,6 +180,7 @@ def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, base
   if keep_arr.shape != (p,):
     raise ValueError(f"keep must be bool [{p}], got shape {keep_arr.shape}")
   baseline = jnp.asarray(baseline_token, jnp.int32)
+  precision = as_precision(precision)
 
   def value(masks):
     masks = jnp.asarray(masks, bool)
@@ -178,7 +190,8 @@ def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, base
     if n == 0:
       return jnp.zeros((0,), jnp.float32)
     padded = jnp.concatenate([masks, jnp.ones((-n % chunk, p), bool)])
-    return masked_values(cfg, params, tokens, padded, metric, baseline, keep_arr, chunk)[:n]
+    return masked_values(cfg, params, tokens, padded, metric, baseline, keep_arr, chunk,
+                         precision)[:n]
 
   return value
 
