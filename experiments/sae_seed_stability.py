@@ -8,6 +8,9 @@ Trains --seeds dictionaries per (architecture, width) on planted features (`inte
 each in <workdir>/<arch>_w<width>/seed<k>/ (a rerun resumes), matches every pair of seeds with
 the Hungarian assignment on decoder and on encoder cosine, and writes results.json and
 seed_stability.png (fraction shared vs width, a line per architecture and threshold).
+--precision (default auto: float32 on CPU, bfloat16 on GPU/TPU) is every training's
+`train_sae --precision`: the encoder and decoder products in the compute dtype, the dictionary
+state and metrics float32.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Dictionaries trained from different random seeds are known to be similar but not
 `run_seed_stability` trains K seeds of one configuration per (architecture, width) with
 `interp.sae.train.train_sae` (each in <workdir>/<arch>_w<width>/seed<k>/, so a rerun resumes),
 matches every pair of seeds, and writes results.json and seed_stability.png into the workdir.
+Its `precision` is each training's `TrainSAEConfig.precision` (`--precision` of `train_sae`:
+the encoder and decoder products in the compute dtype, parameters, optimizer state, losses and
+metrics float32); results.json records the resolved policy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from absl import logging
 from scipy.optimize import linear_sum_assignment
 
+from interp import precision as precision_lib
 from interp.parallel import mesh as mesh_lib
 from interp.parallel.mesh import DEFAULT_MESH
 from interp.sae import synthetic
@@ -115,6 +119,9 @@ class SeedStabilityConfig:
     k: TopK's latents per token.
     l1_coeff: ReLU's L1 weight (on inputs normalised to mean squared coordinate 1).
     mesh: `--mesh` for training.
+    precision: compute dtype of the dictionaries' encoder and decoder products in training
+      (`train_sae --precision`; parameters, optimizer state, losses and metrics stay float32):
+      auto = float32 on CPU and bfloat16 on GPU/TPU, or float32, or bfloat16.
   """
 
   workdir: str
@@ -134,8 +141,11 @@ class SeedStabilityConfig:
   k: int = 4
   l1_coeff: float = 2.0
   mesh: str = DEFAULT_MESH
+  precision: str = dataclasses.field(default=precision_lib.AUTO,
+                                     metadata={"choices": precision_lib.CHOICES})
 
   def __post_init__(self):
+    precision_lib.Precision.parse(self.precision)  # a bad value fails here, naming --precision
     set_ = lambda k, v: object.__setattr__(self, k, v)
     try:
       set_("architectures", tuple(Activation(a) for a in self.architectures))
@@ -175,7 +185,8 @@ def _train_one(config: SeedStabilityConfig, sae_cfg: SAEConfig, seed: int, store
       optimizer=OptimizerConfig(lr=config.lr, warmup_steps=min(50, config.num_steps // 10),
                                 grad_clip=0.0),
       checkpoint=CheckpointConfig(every_steps=config.num_steps, keep=1))
-  train_cfg = train_lib.TrainSAEConfig(sae=sae_cfg, run=run, batch_size=config.batch_size)
+  train_cfg = train_lib.TrainSAEConfig(sae=sae_cfg, run=run, batch_size=config.batch_size,
+                                       precision=config.precision)
   results, params = train_lib.train_sae(train_cfg, store, mesh)
   return results, {k: np.asarray(v) for k, v in params.items()}
 
@@ -234,6 +245,7 @@ def run_seed_stability(config: SeedStabilityConfig) -> dict:
       cos = np.max(cosine_matrix(truth, params["W_dec"]), -1)
       final = results.get("final") or {}
       runs.append({"architecture": arch.value, "width": width, "seed": seed,
+                   "precision": results.get("precision"),
                    **{k: final[k] for k in ("l0", "fvu", "dead") if k in final},
                    "truth_mean_max_cosine": float(cos.mean()),
                    "truth_recovered@0.9": float(np.mean(cos > 0.9))})
@@ -249,8 +261,9 @@ def run_seed_stability(config: SeedStabilityConfig) -> dict:
       values = np.array([c[key] for c in cell])
       row[key], row[key + "_std"] = float(values.mean()), float(values.std())
     summary.append(row)
-  results = {"config": config.to_dict(), "runs": runs, "pairs": pairs, "summary": summary,
-             "wall_s": round(time.time() - start, 2)}
+  results = {"config": config.to_dict(),
+             "precision": precision_lib.Precision.parse(config.precision).name, "runs": runs,
+             "pairs": pairs, "summary": summary, "wall_s": round(time.time() - start, 2)}
   run_folder.write_json(config.workdir, "results.json", results)
   fig = stability_figure(summary, config.thresholds)
   fig.savefig(os.path.join(config.workdir, "seed_stability.png"), dpi=110)
