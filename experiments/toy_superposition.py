@@ -12,6 +12,15 @@ Every instance of the family's sweep trains in one compiled program, sharded ove
 instances split over the cores. The run folder gets the figures (*.png), results.json and the
 train loop's records (`interp.toy.train`); re-running with the same --workdir resumes.
 Flags left at 0 keep the family's defaults (`interp.toy.<family>.DEFAULTS`).
+
+No --precision: the toys train and are measured in float32 on every backend. Their products
+are [batch, n] x [n, n] or [n, m] with m = 1 to 30 hidden units, too narrow for bfloat16 matrix
+units to pay (a step is bound by launch and memory traffic, not arithmetic). And the figures
+measure fine geometry (which features are represented, their interference, dimensionalities
+such as 1/2 or 2/5, phase boundaries), decided by the loss terms of features with importance
+down to 0.7^19 = 0.001 beside order-1 ones: bfloat16 rounds each product to 8 significant bits
+(2^-9 = 0.002 relative), the size of the terms that decide, so it would move the measurements
+it is meant to speed up.
 """
 
 from __future__ import annotations
