@@ -7,8 +7,9 @@ with its scale frozen from the clean run (`ln_final.hook_scale`), the logits are
 components, so each one's contribution to a target token's logit is a number, and the
 contributions plus the norm/unembedding biases add up to that logit (before any soft-capping).
 
-Precision (`interp.precision`): every function here takes `precision=` (default float32, the
-unchanged program). Under bfloat16 the forward that fills the cache runs in the compute dtype,
+Precision (`interp.precision`): `logit_lens`, `residual_decomposition`,
+`direct_logit_attribution` and `unembed` take `precision=` (default float32, the unchanged
+program). Under bfloat16 the forward that fills the cache runs in the compute dtype,
 the unembedding products read bfloat16 operands and sum in float32 (as the model's own
 unembedding does), and everything a reader adds up stays float32: the components are widened
 before they are summed or normalised, so the decomposition still adds up to the final residual
