@@ -148,9 +148,11 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
         workdir=tc_dir, mesh=config.mesh, num_steps=config.num_steps,
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=min(50, config.num_steps // 5),
                                   grad_clip=0.0))
+    # The transcoders train under the graph's policy too (`--precision`), so one flag sets the
+    # whole run's compute dtype.
     train_cfg = transcoder_train.TrainTranscoderConfig(
         transcoder=tc_cfg, run=run, batch_size=config.batch_size,
-        init_sample=min(1024, 4 * config.batch_size))
+        init_sample=min(1024, 4 * config.batch_size), precision=config.graph.precision)
     train_results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
     tc_params = jax.device_get(tc_params)
   tokens = _tokens(model, config.prompt)
@@ -203,8 +205,8 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
   results = {
       "prompt": config.prompt, "tokens": len(tokens), "scores": scores,
-      # What `auto` became here: the graph's forwards and backwards ran in this dtype (the
-      # transcoder's training, steering check and feature contexts run in float32).
+      # What `auto` became here: the graph's forwards and backwards and the transcoders'
+      # training ran in this dtype (the steering check and feature contexts run in float32).
       "precision": Precision.parse(config.graph.precision).name,
       "unpruned": {"nodes": graph.layout.n, "edges": int(np.count_nonzero(graph.adjacency)),
                    "active_features": int(len(graph.active["act"])),
