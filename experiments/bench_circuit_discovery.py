@@ -2,6 +2,7 @@ r"""Circuit discovery edge scoring: interp's EAP-IG against the same method with
 
   python experiments/bench_circuit_discovery.py --out runs/bench_circuit_discovery.json
   python experiments/bench_circuit_discovery.py --quick --out /tmp/bench_cd.json  # tiny, in-process
+  python experiments/bench_circuit_discovery.py --models=gemma3_270m --out /tmp/gemma.json
 
 Same random weights, prompts and Gauss-Legendre points on both sides, scores compared before
 timing; what is measured is defined in `interp.bench.discovery` (the sides in
@@ -20,7 +21,7 @@ from interp.choices import check_int
 
 flags.DEFINE_string("out", "runs/bench_circuit_discovery.json", "where the JSON report goes")
 flags.DEFINE_bool("quick", False, "tiny shapes, one timed repetition, in-process (smoke test)")
-flags.DEFINE_list("models", list(discovery.MODELS),
+flags.DEFINE_list("models", list(discovery.DEFAULT_MODELS),
                   f"models to run, from {list(discovery.MODELS)}")
 flags.DEFINE_integer("steps", 8, "EAP-IG integration points (Gauss-Legendre), both sides")
 flags.DEFINE_integer("reps", 5, "timed interp scoring calls per round (median reported)")

@@ -31,13 +31,16 @@ import tempfile
 import numpy as np
 from scipy import stats
 
-from interp.bench import discovery_sides, forward, harness, patching, patching_sides
+from interp.bench import discovery_gemma, discovery_sides, forward, harness, patching, patching_sides
 
 GOAL = 5.0  # TL scoring seconds over interp's, at least
 PARITY_TOLERANCE = 1e-3  # max |interp - TL| / max |TL| (float32 on both sides)
 
-MODELS = {"attn_only": patching.MODELS["attn_only"], "gpt2_small": patching.MODELS["gpt2_small"]}
-QUICK = patching.QUICK
+MODELS = {"attn_only": patching.MODELS["attn_only"], "gpt2_small": patching.MODELS["gpt2_small"],
+          "gemma3_270m": discovery_gemma.shape(forward.ModelShape)}
+DEFAULT_MODELS = ("attn_only", "gpt2_small")  # Gemma 3 270M's row takes minutes: ask for it
+QUICK = patching.QUICK  # no Gemma 3 here (building `transformers`' model is slow to import);
+# tests/test_bench_discovery_gemma.py checks its weight mapping on a tiny shape instead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +65,11 @@ CONFIG = DiscoveryBenchConfig
 
 def model_shapes(names, quick: bool) -> tuple[forward.ModelShape, ...]:
   """The named shapes; ValueError lists the valid names."""
-  return patching.model_shapes(names, quick)
+  table = QUICK if quick else MODELS
+  unknown = [m for m in names if m not in table]
+  if unknown:
+    raise ValueError(f"unknown {unknown}; valid: {sorted(table)}")
+  return tuple(table[m] for m in names)
 
 
 def worker(side: str, cfg: DiscoveryBenchConfig) -> dict:
@@ -107,7 +114,9 @@ def run(cfg: DiscoveryBenchConfig) -> dict:
     paths = []
     for spec in cfg.models:
       paths.append(os.path.join(tmp, f"{spec.name}.npz"))
-      np.savez(paths[-1], **patching_sides.random_weights(spec, cfg.seed))
+      weights = (discovery_gemma.random_weights if discovery_gemma.is_gemma(spec)
+                 else patching_sides.random_weights)
+      np.savez(paths[-1], **weights(spec, cfg.seed))
     cfg = dataclasses.replace(cfg, weights=tuple(paths))
     runs = {m.name: {patching.Side.INTERP: [], patching.Side.TL: []} for m in cfg.models}
     env = harness.worker_env(strip_device_count=True, TQDM_DISABLE="1")

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from interp.bench import measure
+from interp.bench import discovery_gemma, measure
 from interp.bench.measure import time_calls
 from interp.bench.patching_sides import interp_model_config, params_from_tl
 
@@ -61,8 +61,11 @@ def run_interp(spec, cfg, weights, data) -> dict:
   import jax.numpy as jnp
   from interp.discovery import forward, graph as graph_lib, scores as scores_lib, search
 
-  mcfg = interp_model_config(spec)
-  params = jax.tree.map(jnp.asarray, params_from_tl(spec, weights))
+  if discovery_gemma.is_gemma(spec):
+    mcfg, params = discovery_gemma.interp_config(spec), discovery_gemma.params_from_hf(spec, weights)
+  else:
+    mcfg, params = interp_model_config(spec), params_from_tl(spec, weights)
+  params = jax.tree.map(jnp.asarray, params)
   clean, corrupt = jnp.asarray(data["source"]), jnp.asarray(data["base"])
   metric = scores_lib.make_metric(scores_lib.MetricKind.LOGIT_DIFF, data["answers"])
   last = jnp.full((spec.batch, 1), spec.ctx - 1, jnp.int32)
@@ -95,10 +98,13 @@ def run_interp(spec, cfg, weights, data) -> dict:
 
 
 def run_tl(spec, cfg, weights, data) -> dict:
-  """The EAP-IG reference with TL hooks: `steps` hooked forwards and backwards per call."""
+  """The EAP-IG reference with TL hooks: `steps` hooked forwards and backwards per call (Gemma 3:
+  torch hooks on `transformers`' model, `interp.bench.discovery_gemma`)."""
   from importlib import metadata
 
   import torch
+  if discovery_gemma.is_gemma(spec):
+    return _run_gemma_reference(spec, cfg, weights, data)
 
   from interp.bench import forward_sides
   from interp.discovery.scores import gauss_legendre
@@ -170,3 +176,21 @@ def run_tl(spec, cfg, weights, data) -> dict:
           "receiver_hooks": recv_hooks, "loadavg": os.getloadavg(),
           "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                        "transformer_lens": metadata.version("transformer-lens")}}
+
+
+def _run_gemma_reference(spec, cfg, weights, data) -> dict:
+  from importlib import metadata
+
+  import torch
+  torch.set_num_threads(cfg.threads)
+  model = discovery_gemma.hf_model(spec, weights)
+  scores = discovery_gemma.reference_scorer(spec, model, weights, data, cfg.steps)
+  before = measure.peak()
+  values = scores()
+  times = time_calls(scores, lambda o: o, cfg.tl_reps)
+  return {"scores": values.tolist(), "seconds": times, "peak_rss_delta": _peak_delta(before),
+          "receiver_hooks": "pre-hooks on input_layernorm, pre_feedforward_layernorm, norm",
+          "reference": "transformers Gemma3ForCausalLM + torch hooks (eager attention, float32, "
+                       "full logits)", "loadavg": os.getloadavg(),
+          "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "transformers": metadata.version("transformers")}}
