@@ -1,5 +1,5 @@
 """The Gemma 3 row's weight mapping and reference: interp's Gemma 3 forward and EAP-IG scores
-equal `transformers`' Gemma 3 model (torch hooks) on a tiny random Gemma-3-shaped model."""
+equal `transformers`' Gemma 3 model (TL bridge hooks) on a tiny random Gemma-3-shaped model."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_interp_forward_matches_transformers_gemma3(tiny):
   np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4)
 
 
-def test_eap_ig_scores_match_the_torch_reference(tiny):
+def test_eap_ig_scores_match_the_tl_bridge_reference(tiny):
   weights, data = tiny
   cfg = types.SimpleNamespace(steps=3, reps=1, tl_reps=1, chunk=0, curve_points=4, threads=1)
   si = np.asarray(discovery_sides.run_interp(TINY, cfg, weights, data)["scores"])

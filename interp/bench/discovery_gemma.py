@@ -1,13 +1,14 @@
 """The Gemma 3 rows of `interp.bench.discovery`: random weights of Gemma 3's shapes, their
 mapping into interp's parameters, and the EAP-IG reference on `transformers`' Gemma 3 model.
 
-Reference: TransformerLens 4's `TransformerBridge` boots Gemma 3 from a hub checkpoint (config,
-tokenizer, weights); offline there is none, so the reference is the same EAP-IG written with
-plain torch forward hooks and autograd on `transformers.Gemma3ForCausalLM`, built from a local
-`Gemma3TextConfig` with eager attention, float32, and loaded with the shared random weights
-(never Gemma's weight file). It calls the model as a user would: logits for every position and
-the whole vocabulary (`logits_to_keep=0`), of which the metric reads two columns at the last
-position. interp's scorer unembeds only the position the metric reads (`logits_at`).
+Reference: the same EAP-IG with TransformerLens 4 hooks and torch autograd on a
+`TransformerBridge` (`tl_model`) over `transformers.Gemma3ForCausalLM`, built offline from a
+local `Gemma3TextConfig` (eager attention, float32) with the shared random weights (never Gemma's
+weight file); the bridge is booted with `hf_model=` and a stand-in tokenizer, and left in its
+default mode (raw HF numerics; its logits equal the HF model's exactly). It runs the model as a
+TL user would: logits for every position and the whole vocabulary, of which the metric reads
+two columns at the last position. interp's scorer unembeds only the position the metric reads
+(`logits_at`).
 
 Weights: one `.npz` keyed by the `transformers` state-dict names (`hf_weight_shapes`), mapped by
 `params_from_hf` (the mapping below; torch's Linear stores [out, in]):
@@ -135,20 +136,43 @@ def hf_model(spec, weights: dict[str, np.ndarray]):
   return model
 
 
+def tl_model(spec, weights: dict[str, np.ndarray]):
+  """TransformerLens 4's bridge over `hf_model`, booted offline (raw HF numerics, no
+  compatibility mode: no norm folding or weight centring, so the logits are `transformers'`)."""
+  import tempfile
+
+  from tokenizers import Tokenizer, models
+  from transformer_lens import TransformerBridge
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast
+  model = hf_model(spec, weights)
+  model.config.architectures = ["Gemma3ForCausalLM"]  # how the bridge picks its adapter
+  # The bridge wants a tokenizer that can be reloaded by path; the benchmark passes token ids,
+  # so a small word-level one stands in for Gemma's (never downloaded).
+  words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(4)}, unk_token="t0"))
+  with tempfile.TemporaryDirectory() as tmp:
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="t0", pad_token="t0",
+                            bos_token="t1", eos_token="t2").save_pretrained(tmp)
+    bridge = TransformerBridge.boot_transformers(
+        "google/gemma-3-270m", hf_model=model, load_weights=False,
+        tokenizer=AutoTokenizer.from_pretrained(tmp))
+  return bridge.eval()
+
+
 def reference_scorer(spec, model, weights, data, steps: int):
-  """fn() -> EAP-IG scores [n_up n_merged] on the `transformers` model with torch hooks."""
+  """fn() -> EAP-IG scores [n_up n_merged] with TL hooks on the bridge (`tl_model`)."""
   import torch
   from interp.discovery.scores import gauss_legendre
-  lm, L, h, e = model.model, spec.n_layers, spec.n_heads, d_head(spec)
+  L, h, e = spec.n_layers, spec.n_heads, d_head(spec)
   clean = torch.from_numpy(data["source"]).long()
   corrupt = torch.from_numpy(data["base"]).long()
   answers = torch.from_numpy(data["answers"]).long()
   rows = torch.arange(spec.batch)
-  w_o = [torch.from_numpy(weights[f"model.layers.{i}.self_attn.o_proj.weight"]).T.reshape(h, e, -1)
-         for i in range(L)]
-  eps = model.config.rms_norm_eps
-  recv = [m for layer in lm.layers for m in (layer.input_layernorm,
-                                             layer.pre_feedforward_layernorm)] + [lm.norm]
+  layer = lambda i, name: torch.from_numpy(weights[f"model.layers.{i}.{name}.weight"])
+  w_o = [layer(i, "self_attn.o_proj").T.reshape(h, e, -1) for i in range(L)]
+  gain = [1.0 + layer(i, "post_attention_layernorm") for i in range(L)]
+  eps = interp_config(spec).norm_eps  # the config both sides were built from
+  recv_hooks = [f"blocks.{i}.{n}.hook_in" for i in range(L) for n in ("ln1", "ln2")]
+  recv_hooks.append("ln_final.hook_in")
   up_layer = [-1] + [s for i in range(L) for s in [2 * i] * h + [2 * i + 1]]
   recv_layer = [s for i in range(L) for s in (2 * i, 2 * i + 1)] + [2 * L]
   valid = torch.tensor(np.asarray(up_layer)[:, None] < np.asarray(recv_layer)[None, :])
@@ -157,34 +181,17 @@ def reference_scorer(spec, model, weights, data, steps: int):
     last = logits[:, -1]
     return (last[rows, answers[:, 0]] - last[rows, answers[:, 1]]).mean()
 
-  def hooked(tokens, hooks):
-    handles = [fn(mod, hook) for fn, mod, hook in hooks]
-    try:
-      return model(input_ids=tokens).logits
-    finally:
-      for handle in handles:
-        handle.remove()
-
-  fwd = lambda mod, hook: mod.register_forward_hook(hook)
-  pre = lambda mod, hook: mod.register_forward_pre_hook(hook)
-
   def outputs(tokens):
     """Upstream outputs [n_up b p d] as interp's graph defines them (module docstring)."""
-    got = {}
-    keep = lambda key: (lambda mod, args, out=None: got.__setitem__(key, args[0] if out is None
-                                                                      else out))
-    hooks = [(fwd, lm.embed_tokens, keep("embed"))]
-    for i, layer in enumerate(lm.layers):
-      hooks += [(pre, layer.self_attn.o_proj, keep(f"z{i}")),
-                (fwd, layer.post_feedforward_layernorm, keep(f"mlp{i}"))]
-    hooked(tokens, hooks)
-    outs = [got["embed"]]
-    for i, layer in enumerate(lm.layers):
-      z = got[f"z{i}"].reshape(*got[f"z{i}"].shape[:2], h, e)
-      r = torch.einsum("bphe,hed->hbpd", z, w_o[i])
+    names = ["hook_embed"] + [f"blocks.{i}.{n}" for i in range(L)
+                              for n in ("attn.hook_z", "hook_mlp_out")]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    outs = [cache["hook_embed"]]
+    for i in range(L):
+      r = torch.einsum("bphe,hed->hbpd", cache[f"blocks.{i}.attn.hook_z"], w_o[i])
       scale = torch.rsqrt(r.sum(0).pow(2).mean(-1, keepdim=True) + eps)
-      outs += list(r * scale * (1.0 + layer.post_attention_layernorm.weight))
-      outs.append(got[f"mlp{i}"])
+      outs += list(r * scale * gain[i])
+      outs.append(cache[f"blocks.{i}.hook_mlp_out"])  # after the MLP's post-norm
     return torch.stack(outs)
 
   alphas, weights_k = gauss_legendre(steps)
@@ -192,19 +199,23 @@ def reference_scorer(spec, model, weights, data, steps: int):
   def scores():
     with torch.no_grad():
       diff = outputs(clean) - outputs(corrupt)
-      e_clean, e_corr = lm.embed_tokens(clean), lm.embed_tokens(corrupt)
+      _, cache = model.run_with_cache(clean, names_filter="hook_embed")
+      e_clean = cache["hook_embed"]
+      _, cache = model.run_with_cache(corrupt, names_filter="hook_embed")
+      e_corr = cache["hook_embed"]
     total = None
     for a, w in zip(alphas, weights_k):
       stored = []
-
-      def branch(mod, args):
-        y = args[0].clone()  # its gradient is the gradient through this branch only
-        stored.append(y)
-        return (y,)
       # A leaf that requires grad: the weights do not, so the graph starts here.
-      mix = lambda mod, args, out, a=float(a): (e_corr + a * (e_clean - e_corr)).requires_grad_()
+      mix = lambda x, hook, a=float(a): (e_corr + a * (e_clean - e_corr)).requires_grad_()
+
+      def keep(x, hook):
+        y = x.clone()  # its gradient is the gradient through this branch only
+        stored.append(y)
+        return y
       with torch.enable_grad():
-        logits = hooked(clean, [(fwd, lm.embed_tokens, mix)] + [(pre, m, branch) for m in recv])
+        logits = model.run_with_hooks(
+            clean, fwd_hooks=[("hook_embed", mix)] + [(n, keep) for n in recv_hooks])
         grads = torch.autograd.grad(metric(logits), stored)
       g = torch.stack([float(w) * x for x in grads])
       total = g if total is None else total + g

@@ -183,14 +183,14 @@ def _run_gemma_reference(spec, cfg, weights, data) -> dict:
 
   import torch
   torch.set_num_threads(cfg.threads)
-  model = discovery_gemma.hf_model(spec, weights)
+  model = discovery_gemma.tl_model(spec, weights)
   scores = discovery_gemma.reference_scorer(spec, model, weights, data, cfg.steps)
   before = measure.peak()
   values = scores()
   times = time_calls(scores, lambda o: o, cfg.tl_reps)
   return {"scores": values.tolist(), "seconds": times, "peak_rss_delta": _peak_delta(before),
-          "receiver_hooks": "pre-hooks on input_layernorm, pre_feedforward_layernorm, norm",
-          "reference": "transformers Gemma3ForCausalLM + torch hooks (eager attention, float32, "
-                       "full logits)", "loadavg": os.getloadavg(),
+          "reference": "TransformerBridge over transformers' Gemma3ForCausalLM (eager attention, "
+                       "float32, default mode, full logits)", "loadavg": os.getloadavg(),
           "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "transformers": metadata.version("transformers")}}
+                       "transformers": metadata.version("transformers"),
+                       "transformer_lens": metadata.version("transformer-lens")}}
