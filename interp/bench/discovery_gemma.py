@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from interp.bench import eap_ig_torch
+
 GLOBAL_EVERY = 6  # five sliding-window layers, then a global one
 SLIDING_WINDOW = 512  # longer than the benchmark's prompts: every layer sees the whole prompt
 
@@ -203,23 +205,8 @@ def reference_scorer(spec, model, weights, data, steps: int):
       e_clean = cache["hook_embed"]
       _, cache = model.run_with_cache(corrupt, names_filter="hook_embed")
       e_corr = cache["hook_embed"]
-    total = None
-    for a, w in zip(alphas, weights_k):
-      stored = []
-      # A leaf that requires grad: the weights do not, so the graph starts here.
-      mix = lambda x, hook, a=float(a): (e_corr + a * (e_clean - e_corr)).requires_grad_()
-
-      def keep(x, hook):
-        y = x.clone()  # its gradient is the gradient through this branch only
-        stored.append(y)
-        return y
-      with torch.enable_grad():
-        logits = model.run_with_hooks(
-            clean, fwd_hooks=[("hook_embed", mix)] + [(n, keep) for n in recv_hooks])
-        grads = torch.autograd.grad(metric(logits), stored)
-      g = torch.stack([float(w) * x for x in grads])
-      total = g if total is None else total + g
-    return (torch.einsum("ubpd,rbpd->ur", diff, total) * valid).double().numpy()
+    return eap_ig_torch.scores(model, clean, recv_hooks, metric, diff, e_clean, e_corr, valid,
+                               alphas, weights_k)
 
   return scores
 

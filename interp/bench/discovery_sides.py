@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from interp.bench import discovery_gemma, measure
+from interp.bench import discovery_gemma, eap_ig_torch, measure
 from interp.bench.measure import time_calls
 from interp.bench.patching_sides import interp_model_config, params_from_tl
 
@@ -152,22 +152,8 @@ def run_tl(spec, cfg, weights, data) -> dict:
     with torch.no_grad():
       diff = outputs(clean) - outputs(corrupt)
       e_clean, e_corr = model.embed(clean), model.embed(corrupt)
-    total = None
-    for a, w in zip(alphas, weights_k):
-      stored = []
-      embed_hook = lambda x, hook, a=float(a): e_corr + a * (e_clean - e_corr)
-
-      def keep(x, hook):
-        y = x.clone()  # its gradient is the gradient through this branch only
-        stored.append(y)
-        return y
-      with torch.enable_grad():
-        logits = model.run_with_hooks(
-            clean, fwd_hooks=[("hook_embed", embed_hook)] + [(n, keep) for n in recv_hooks])
-        grads = torch.autograd.grad(metric(logits), stored)
-      g = torch.stack([float(w) * x for x in grads])
-      total = g if total is None else total + g
-    return (torch.einsum("ubpd,rbpd->ur", diff, total) * valid).double().numpy()
+    return eap_ig_torch.scores(model, clean, recv_hooks, metric, diff, e_clean, e_corr, valid,
+                               alphas, weights_k)
 
   before = measure.peak()
   values = scores()
