@@ -157,6 +157,24 @@ def _unembed(cfg, params, x, logits_at, prec=FLOAT32):
   return logits
 
 
+def _attention(graph: EdgeGraph, local, base, p, x, prec):
+  """One layer's heads from its attention receivers' inputs x [n_attn b p d] (q, k, v rows when
+  split): the per-head outputs [h b p d] and the bias the layer adds to the residual after them
+  (the post-norm's share and b_O; 0 where neither exists)."""
+  cfg, h = graph.cfg, graph.cfg.n_heads
+  if graph.split_qkv:
+    xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
+  else:
+    xq = xk = xv = x
+  r = _heads(graph, local, base, p, xq, xk, xv, prec)
+  bias = 0.0
+  if cfg.post_norms:
+    r, bias = _post_norm_heads(cfg, p["ln1_post"], r)
+  if cfg.attn_bias:
+    bias = bias + p["attn"]["b_O"]
+  return r, bias
+
+
 def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits_at=None,
         embed_out=None, precision=None):
   """The edge-patched forward.
@@ -205,18 +223,9 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
     outs, bias = carry
     layer, local, base, p = xs
     u0, r0 = 1 + layer * per_up, layer * per_recv
-    x = inputs(outs, bias, r0, n_attn)
-    if graph.split_qkv:
-      xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
-    else:
-      xq = xk = xv = x
-    r = _heads(graph, local, base, p, xq, xk, xv, prec)
-    if cfg.post_norms:
-      r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
-      bias = bias + post_bias
+    r, attn_bias = _attention(graph, local, base, p, inputs(outs, bias, r0, n_attn), prec)
+    bias = bias + attn_bias
     outs = jax.lax.dynamic_update_slice_in_dim(outs, r, u0, 0)
-    if cfg.attn_bias:
-      bias = bias + p["attn"]["b_O"]
     if cfg.has_mlp:
       m = _mlp(cfg, p, prec=prec, x=inputs(outs, bias, r0 + n_attn, 1)[0])
       outs = jax.lax.dynamic_update_slice_in_dim(outs, m[None], u0 + h, 0)
@@ -275,17 +284,9 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   def layer_fn(carry, xs):
     resid, src, bias = carry
     local, base, p, src_l, d_l = xs
-    x = mix(resid, src, bias)[None] + d_l[:n_attn]
-    if graph.split_qkv:
-      xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
-    else:
-      xq = xk = xv = x
-    r = _heads(graph, local, base, p, xq, xk, xv, prec)
-    if cfg.post_norms:
-      r, post_bias = _post_norm_heads(cfg, p["ln1_post"], r)
-      bias = bias + post_bias
-    if cfg.attn_bias:
-      bias = bias + p["attn"]["b_O"]
+    r, attn_bias = _attention(graph, local, base, p, mix(resid, src, bias)[None] + d_l[:n_attn],
+                              prec)
+    bias = bias + attn_bias
     resid, src = resid + r.sum(0), src + src_l[:h].sum(0)
     ys = r
     if cfg.has_mlp:
