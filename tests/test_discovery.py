@@ -66,6 +66,12 @@ def test_edge_forward_matches_the_model_and_patches_to_the_source(name):
     run = jax.jit(lambda m: forward.run(g, params, clean, source, m))
     logits, outs = run(jnp.ones((g.n_up, g.n_recv)))
     np.testing.assert_allclose(logits, ref_clean, atol=2e-5 * np.abs(ref_clean).max())
+    # Only some vocabulary columns (what a logit-difference metric reads): the same logits.
+    cols = jnp.stack([clean[:, 0], corrupt[:, 1], clean[:, 2]], 1)
+    picked = jax.jit(lambda m: forward.run(g, params, clean, source, m, columns=cols))(
+        jnp.ones((g.n_up, g.n_recv)))[0]
+    want = jnp.take_along_axis(logits, jnp.broadcast_to(cols[:, None], (B, P, 3)), axis=2)
+    np.testing.assert_allclose(picked, want, atol=1e-5 * np.abs(ref_clean).max())
     patched, _ = run(jnp.zeros((g.n_up, g.n_recv)))
     np.testing.assert_allclose(patched, ref_corrupt, atol=2e-5 * np.abs(ref_corrupt).max())
     # The nodes' outputs sum to the residual stream the model unembeds.

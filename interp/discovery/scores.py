@@ -29,6 +29,7 @@ on [0, 1] (exact for a polynomial of degree 2 steps - 1):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from typing import Callable
@@ -57,6 +58,32 @@ class MetricKind(str, enum.Enum):
   KL = "kl"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ColumnMetric:
+  """A metric that reads only some vocabulary columns of the logits: the edge forward then
+  unembeds just those (`forward.run(columns=...)`), not the whole vocabulary.
+
+  Called on full logits [b k v] it is the metric; `on_columns` takes the logits of `columns`
+  (int [b c]) only, [b k c].
+  """
+  columns: jax.Array
+  on_columns: Callable[[jax.Array], jax.Array]
+
+  def __call__(self, logits):
+    index = jnp.broadcast_to(self.columns[:, None, :], logits.shape[:2] + self.columns.shape[1:])
+    return self.on_columns(jnp.take_along_axis(logits, index, axis=2))
+
+
+def columns_of(metric: Metric):
+  """The vocabulary columns a metric reads (int [b c]), or None when it needs every logit."""
+  return metric.columns if isinstance(metric, ColumnMetric) else None
+
+
+def apply_metric(metric: Metric, logits) -> jax.Array:
+  """The metric of logits from a forward run with `columns=columns_of(metric)`."""
+  return metric.on_columns(logits) if isinstance(metric, ColumnMetric) else metric(logits)
+
+
 def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
   """A metric over logits [b k v] (last read position).
 
@@ -76,10 +103,9 @@ def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
     return lambda logits: jnp.take_along_axis(jax.nn.softmax(logits[:, -1], -1),
                                               answers[:, :1], 1).mean()
 
-  def logit_diff(logits):
-    picked = jnp.take_along_axis(logits[:, -1], answers, axis=1)
-    return (picked[:, 0] - picked[:, 1]).mean()
-  return logit_diff
+  def logit_diff(picked):  # the logits of (correct, wrong): [b k 2]
+    return (picked[:, -1, 0] - picked[:, -1, 1]).mean()
+  return ColumnMetric(answers, logit_diff)
 
 
 def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None,
@@ -91,8 +117,8 @@ def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=No
 
   def f(d):
     logits, outs = forward.run_uniform(graph, params, tokens, source, alpha, d, logits_at,
-                                       embed_out, precision)
-    return metric(logits), outs
+                                       embed_out, precision, columns_of(metric))
+    return apply_metric(metric, logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
   return value, outs, g
 
@@ -184,6 +210,7 @@ def _integrate(term, alphas, weights, chunk):
 
 def _edge_scores(graph, params, clean, source, logits_at, corrupt, *, metric, method, steps,
                  chunk, precision):
+  params = forward.prepare(graph.cfg, params, precision)  # once, not at every point
   if method == Method.EAP:
     _, outs, g = _grads(graph, params, clean, source, metric, None, logits_at,
                         precision=precision)

@@ -31,6 +31,7 @@ import numpy as np
 
 from interp.choices import choice
 from interp.discovery import forward
+from interp.discovery import scores as scores_lib
 from interp.discovery.graph import EdgeGraph
 
 
@@ -86,10 +87,14 @@ def make_evaluator(graph: EdgeGraph, params, tokens, source, metric, logits_at=N
   """
   def one(args, mask):
     p, t, src, at = args
-    return metric(forward.run(graph, p, t, src, mask, logits_at=at)[0])
+    logits = forward.run(graph, p, t, src, mask, logits_at=at,
+                         columns=scores_lib.columns_of(metric))[0]
+    return scores_lib.apply_metric(metric, logits)
 
   @jax.jit
   def evaluate_all(args, masks):
+    p, t, src, at = args
+    args = (forward.prepare(graph.cfg, p), t, src, at)  # once, not per mask
     return jax.lax.map(functools.partial(one, args), masks.astype(jnp.float32), batch_size=chunk)
 
   args = (params, tokens, source, logits_at)

@@ -78,12 +78,15 @@ class Norm(nn.Module):
     return hk(self.hook + ".hook_normalized", y) if self.hook else y
 
 
-def rope(x, base: float):
-  """Rotary embedding (rotate-half convention of transformers' Llama/Gemma) on [b p n e]."""
+def rope(x, base: float, pos_axis: int = 1):
+  """Rotary embedding (rotate-half convention of transformers' Llama/Gemma) on [b p n e], or on
+  any layout whose last axis is the head dimension and `pos_axis` the position."""
   e = x.shape[-1]
   inv = 1.0 / (base ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))
-  ang = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * inv[None, :]
-  ang = jnp.concatenate([ang, ang], -1)[None, :, None, :]
+  ang = jnp.arange(x.shape[pos_axis], dtype=jnp.float32)[:, None] * inv[None, :]
+  shape = [1] * x.ndim
+  shape[pos_axis], shape[-1] = x.shape[pos_axis], e
+  ang = jnp.concatenate([ang, ang], -1).reshape(shape)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], -1)
   return (x * jnp.cos(ang) + rotated * jnp.sin(ang)).astype(x.dtype)
