@@ -16,7 +16,7 @@ import os
 from absl import app, flags
 
 from interp import usage
-from interp.bench import discovery, harness
+from interp.bench import discovery, discovery_gemma, harness
 from interp.choices import check_int
 
 flags.DEFINE_string("out", "runs/bench_circuit_discovery.json", "where the JSON report goes")
@@ -28,7 +28,10 @@ flags.DEFINE_integer("reps", 5, "timed interp scoring calls per round (median re
 flags.DEFINE_integer("tl_reps", 3, "timed TL scoring calls per round")
 flags.DEFINE_integer("rounds", 1, "worker pairs per model, TL and interp alternately")
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "torch intra-op threads (= cores)")
-flags.DEFINE_integer("chunk", 0, "interp: integration points per batch (0: all at once)")
+flags.DEFINE_integer("chunk", 0, "interp: integration points per batch (0: one at a time)")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                  "both sides' compute dtype; bfloat16 is for --models=gemma3_270m only "
+                  "(the GPT-2-shaped TL references run float32)")
 flags.DEFINE_integer("curve_points", 24, "edge counts on interp's faithfulness curve")
 flags.DEFINE_integer("seed", 0, "seed of the shared weights and prompts")
 
@@ -41,11 +44,14 @@ def config_from_flags(f) -> discovery.DiscoveryBenchConfig:
   for name in ("steps", "reps", "tl_reps", "rounds", "threads", "curve_points"):
     check_int(name, getattr(f, name), minimum=1)
   check_int("chunk", f.chunk, minimum=0)
+  if f.precision != "float32" and any(not discovery_gemma.is_gemma(m) for m in models):
+    raise app.UsageError(f"--precision={f.precision}: only --models=gemma3_270m has a "
+                         "bfloat16 reference; run the other models in float32")
   q = f.quick
   return discovery.DiscoveryBenchConfig(
       out=f.out, models=models, steps=f.steps, reps=1 if q else f.reps,
       tl_reps=1 if q else f.tl_reps, rounds=1 if q else f.rounds, threads=f.threads,
-      chunk=f.chunk, curve_points=f.curve_points, seed=f.seed, quick=q)
+      chunk=f.chunk, curve_points=f.curve_points, seed=f.seed, quick=q, precision=f.precision)
 
 
 def main(argv):

@@ -138,15 +138,17 @@ def hf_model(spec, weights: dict[str, np.ndarray]):
   return model
 
 
-def tl_model(spec, weights: dict[str, np.ndarray]):
+def tl_model(spec, weights: dict[str, np.ndarray], dtype: str = "float32"):
   """TransformerLens 4's bridge over `hf_model`, booted offline (raw HF numerics, no
-  compatibility mode: no norm folding or weight centring, so the logits are `transformers'`)."""
+  compatibility mode: no norm folding or weight centring, so the logits are `transformers'`),
+  its weights in `dtype` (float32 or bfloat16)."""
   import tempfile
 
   from tokenizers import Tokenizer, models
   from transformer_lens import TransformerBridge
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
-  model = hf_model(spec, weights)
+  import torch
+  model = hf_model(spec, weights).to(getattr(torch, dtype))
   model.config.architectures = ["Gemma3ForCausalLM"]  # how the bridge picks its adapter
   # The bridge wants a tokenizer that can be reloaded by path; the benchmark passes token ids,
   # so a small word-level one stands in for Gemma's (never downloaded).
@@ -170,8 +172,9 @@ def reference_scorer(spec, model, weights, data, steps: int):
   answers = torch.from_numpy(data["answers"]).long()
   rows = torch.arange(spec.batch)
   layer = lambda i, name: torch.from_numpy(weights[f"model.layers.{i}.{name}.weight"])
-  w_o = [layer(i, "self_attn.o_proj").T.reshape(h, e, -1) for i in range(L)]
-  gain = [1.0 + layer(i, "post_attention_layernorm") for i in range(L)]
+  dtype = next(model.parameters()).dtype  # the reference's own outputs are in the model's dtype
+  w_o = [layer(i, "self_attn.o_proj").T.reshape(h, e, -1).to(dtype) for i in range(L)]
+  gain = [(1.0 + layer(i, "post_attention_layernorm")).to(dtype) for i in range(L)]
   eps = interp_config(spec).norm_eps  # the config both sides were built from
   recv_hooks = [f"blocks.{i}.{n}.hook_in" for i in range(L) for n in ("ln1", "ln2")]
   recv_hooks.append("ln_final.hook_in")

@@ -73,8 +73,9 @@ def run_interp(spec, cfg, weights, data) -> dict:
   before = measure.peak()
   source = forward.outputs(graph, params, corrupt)
   # The scorer `edge_scores` caches and calls, compiled ahead so compile time is reported apart.
+  precision = getattr(cfg, "precision", "float32")
   fn = scores_lib.compiled_scorer(graph, metric, scores_lib.Method.EAP_IG_INPUTS, cfg.steps,
-                                  cfg.chunk or None)
+                                  cfg.chunk or None, precision)
   args = (params, clean, source, last, corrupt)
   t0 = time.perf_counter()
   compiled = fn.lower(*args).compile()
@@ -83,7 +84,8 @@ def run_interp(spec, cfg, weights, data) -> dict:
   values = np.asarray(call())
   times = time_calls(call, jax.block_until_ready, cfg.reps)
   peak = _peak_delta(before)
-  evaluate = search.make_evaluator(graph, params, clean, source, metric, last, cfg.chunk or None)
+  evaluate = search.make_evaluator(graph, params, clean, source, metric, last, cfg.chunk or None,
+                                   precision)
   counts = search.curve_counts(graph.n_edges, cfg.curve_points)
   curve = lambda: search.faithfulness_curve(graph, evaluate, values, counts)
   t0 = time.perf_counter()
@@ -94,7 +96,8 @@ def run_interp(spec, cfg, weights, data) -> dict:
           "seconds": times, "compile_seconds": compile_s, "peak_rss_delta": peak,
           "curve_seconds": curve_times, "curve_first_call_seconds": curve_first,
           "curve_points": len(counts), "curve_normalised": result["normalised"],
-          "loadavg": os.getloadavg(), "versions": {"jax": jax.__version__}}
+          "loadavg": os.getloadavg(), "versions": {"jax": jax.__version__},
+          "precision": str(precision)}
 
 
 def run_tl(spec, cfg, weights, data) -> dict:
@@ -169,14 +172,16 @@ def _run_gemma_reference(spec, cfg, weights, data) -> dict:
 
   import torch
   torch.set_num_threads(cfg.threads)
-  model = discovery_gemma.tl_model(spec, weights)
+  precision = getattr(cfg, "precision", "float32")
+  model = discovery_gemma.tl_model(spec, weights, precision)
   scores = discovery_gemma.reference_scorer(spec, model, weights, data, cfg.steps)
   before = measure.peak()
   values = scores()
   times = time_calls(scores, lambda o: o, cfg.tl_reps)
   return {"scores": values.tolist(), "seconds": times, "peak_rss_delta": _peak_delta(before),
           "reference": "TransformerBridge over transformers' Gemma3ForCausalLM (eager attention, "
-                       "float32, default mode, full logits)", "loadavg": os.getloadavg(),
+                       f"{precision}, default mode, full logits)", "loadavg": os.getloadavg(),
+          "precision": precision,
           "versions": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                        "transformers": metadata.version("transformers"),
                        "transformer_lens": metadata.version("transformer-lens")}}

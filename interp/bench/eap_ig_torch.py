@@ -43,6 +43,6 @@ def scores(model, clean, recv_hooks, metric, diff, e_clean, e_corr, valid, alpha
       logits = model.run_with_hooks(
           clean, fwd_hooks=[("hook_embed", mix)] + [(n, keep) for n in recv_hooks])
       grads = torch.autograd.grad(metric(logits), stored)
-    g = torch.stack([float(w) * x for x in grads])
+    g = torch.stack([float(w) * x.float() for x in grads])  # summed in float32
     total = g if total is None else total + g
-  return (torch.einsum("ubpd,rbpd->ur", diff, total) * valid).double().numpy()
+  return (torch.einsum("ubpd,rbpd->ur", diff.float(), total) * valid).double().numpy()

@@ -79,22 +79,24 @@ def greedy(graph: EdgeGraph, scores, n: int, rank: Rank = Rank.ABS) -> np.ndarra
 
 
 def make_evaluator(graph: EdgeGraph, params, tokens, source, metric, logits_at=None,
-                   chunk: int | None = None):
+                   chunk: int | None = None, precision=None):
   """A compiled function masks [n n_up n_recv] -> metric [n], one edge-patched run per mask.
 
   The parameters and activations are arguments of the compiled function, not constants in it
   (closing over them makes XLA constant-fold a model's worth of arrays at every compile).
+  `chunk` masks run together (vmapped); `precision` is the edge forward's policy (default
+  float32).
   """
   def one(args, mask):
     p, t, src, at = args
-    logits = forward.run(graph, p, t, src, mask, logits_at=at,
+    logits = forward.run(graph, p, t, src, mask, logits_at=at, precision=precision,
                          columns=scores_lib.columns_of(metric))[0]
     return scores_lib.apply_metric(metric, logits)
 
   @jax.jit
   def evaluate_all(args, masks):
     p, t, src, at = args
-    args = (forward.prepare(graph.cfg, p), t, src, at)  # once, not per mask
+    args = (forward.prepare(graph.cfg, p, precision), t, src, at)  # once, not per mask
     return jax.lax.map(functools.partial(one, args), masks.astype(jnp.float32), batch_size=chunk)
 
   args = (params, tokens, source, logits_at)
