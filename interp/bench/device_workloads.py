@@ -62,7 +62,7 @@ def forward_cache(name: str, precision: str, sizes: Sizes) -> dict:
   mcfg = model_config(spec, sizes.forward_ctx)
   names = forward_sides.captured_names(hooks_lib.hook_names(mcfg))
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
-  params, shardings = sharded.init(mcfg, jax.random.key(0), mesh)
+  params, shardings = forward_sides.random_params(mcfg, mesh)  # shared by both precisions
   rows = np.random.default_rng(0).integers(0, spec.vocab,
                                            (sizes.forward_batch, sizes.forward_ctx), np.int32)
   tokens = mesh_lib.global_batch(mesh, rows)
@@ -94,7 +94,9 @@ def graph_build(length: str, precision: str, sizes: Sizes) -> dict:
     raise Unavailable("bf16: graphs are built in float32")
   n = int(length)
   mcfg = model_config(sizes.graph_model, max(n, 16))
-  params = jax.jit(lambda: transformer.init_params(mcfg, jax.random.key(0)))()
+  # Lengths up to 16 share one model (and its compiled init) in --quick's single worker.
+  params, _ = forward_sides.random_params(mcfg, mesh_lib.make_mesh(
+      mesh_lib.MeshConfig.parse("data:1,model:1")))
   tc_cfg = tc.TranscoderConfig(n_layers=mcfg.n_layers, d_model=mcfg.d_model,
                                d_latent=sizes.graph_d_latent, k=sizes.graph_k)
   tc_params = tc.init(tc_cfg, jax.random.key(1))

@@ -10,6 +10,7 @@ are not imported here because `forward` imports this module.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import statistics
@@ -25,6 +26,18 @@ def captured_names(names, skip_scores: bool = False) -> list[str]:
   attn = "q|k|v|pattern|z" if skip_scores else "q|k|v|attn_scores|pattern|z"
   pat = re.compile(rf"blocks\.\d+\.(hook_resid_(pre|mid|post)|hook_attn_out|attn\.hook_({attn}))$")
   return [n for n in names if pat.match(n)]
+
+
+@functools.lru_cache(maxsize=1)
+def random_params(mcfg, mesh, seed: int = 0):
+  """`sharded.init(mcfg, jax.random.key(seed), mesh)`: (params, shardings), the last call's
+  kept. A worker that measures one model several times (--quick's single worker: a side and
+  then the pair; the device check's precisions and graph lengths) compiles the init once
+  (about 3 s on CPU, most of a tiny model's set-up); a worker with one item pays the same as
+  before. Nothing donates these parameters, so sharing them is safe."""
+  import jax
+  from interp.models import sharded
+  return sharded.init(mcfg, jax.random.key(seed), mesh)
 
 
 def interp_config(spec):
@@ -72,7 +85,7 @@ def interp_runner(spec, cfg) -> Runner:
   mcfg = interp_config(spec)
   names = captured_names(hooks.hook_names(mcfg), cfg.skip_scores)
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(cfg.mesh))
-  params, shardings = sharded.init(mcfg, jax.random.key(0), mesh)
+  params, shardings = random_params(mcfg, mesh)
   tokens = mesh_lib.global_batch(
       mesh, np.random.default_rng(0).integers(0, spec.vocab, (spec.batch, spec.ctx), np.int32))
   jax.block_until_ready((params, tokens))
