@@ -35,10 +35,17 @@ PLANTED = ["--source=planted", "--activation=topk", "--k=4", "--d_sae=256", "--b
            "--dead_steps=5", "--seed=1"]
 
 
-def run(workdir, *flags, devices=1, timeout=300):
+# For a smoke run on a tiny model, where XLA's CPU compiles are most of the time: skip the
+# expensive LLVM passes (never for runs compared bit for bit with another process's).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def run(workdir, *flags, devices=1, timeout=300, fast_compile=False):
+  env = environment(devices)
+  if fast_compile:
+    env["XLA_FLAGS"] += " " + FAST_COMPILE
   proc = subprocess.run([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
-                        env=environment(devices), capture_output=True, text=True,
-                        timeout=timeout)
+                        env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
 
@@ -112,7 +119,8 @@ def test_binary_on_a_toy_model(tiny_lm_run, tmp_path):
   workdir = tmp_path / "sae"
   run(workdir, f"--source=toy:{lm_dir}", "--hook=blocks.0.hook_resid_post", "--expansion=4",
       "--activation=topk", "--k=8", "--lr=3e-3", "--batch_size=256", "--num_steps=40", "--context_length=32",
-      "--model_batch_size=8", "--buffer_batches=4", "--eval_sequences=16", "--init_sample=256")
+      "--model_batch_size=8", "--buffer_batches=4", "--eval_sequences=16", "--init_sample=256",
+      fast_compile=True)
   results = json.loads((workdir / "results.json").read_text())
   summary = results["summary"]
   assert set(summary) >= {"l0", "fvu", "ce_loss_recovered"}
