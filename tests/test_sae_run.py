@@ -35,15 +35,21 @@ PLANTED = ["--source=planted", "--activation=topk", "--k=4", "--d_sae=256", "--b
            "--dead_steps=5", "--seed=1"]
 
 
-# For a smoke run on a tiny model, where XLA's CPU compiles are most of the time: skip the
-# expensive LLVM passes (never for runs compared bit for bit with another process's).
+# For runs on tiny models, where XLA's CPU compiles are most of the time: skip the expensive
+# LLVM passes. Runs compared bit for bit must all use the same flags (and never this when
+# compared with a run in the test's own process, which keeps the default).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
-def run(workdir, *flags, devices=1, timeout=300, fast_compile=False):
+def fast_environment(devices: int, fast_compile: bool) -> dict:
   env = environment(devices)
   if fast_compile:
     env["XLA_FLAGS"] += " " + FAST_COMPILE
+  return env
+
+
+def run(workdir, *flags, devices=1, timeout=300, fast_compile=False):
+  env = fast_environment(devices, fast_compile)
   proc = subprocess.run([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -58,17 +64,17 @@ def rows(workdir) -> dict[int, dict]:
 def test_kill_and_resume_is_bit_identical(tmp_path):
   flags = (*PLANTED, "--num_steps=120", "--checkpoint_every=20")
   reference = tmp_path / "reference"
-  run(reference, *flags)
+  run(reference, *flags, fast_compile=True)  # all three runs compile alike
   workdir = tmp_path / "run"
   proc = subprocess.Popen([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
-                          env=environment(1), stdout=subprocess.DEVNULL,
+                          env=fast_environment(1, True), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   wait_for_checkpoint(proc, workdir, after=0)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = latest(workdir)[0]
   assert killed_at < 120 and not (workdir / "results.json").exists()
-  out = run(workdir, *flags).stderr
+  out = run(workdir, *flags, fast_compile=True).stderr
   assert f"resuming SAE training at step {killed_at} of 120" in out
   step, state, _ = latest(workdir)
   _, ref_state, _ = latest(reference)
