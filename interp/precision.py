@@ -105,23 +105,19 @@ class Precision:
     """Floating leaves of `tree` in the output dtype (float32)."""
     return _cast_floating(tree, self.output_dtype)
 
-  def matmul(self, a, b, *, output: bool = False, widen: bool = True):
+  def matmul(self, a, b, *, output: bool = False):
     """`a @ b` summed in float32, returned in the compute dtype (the output dtype if `output`).
 
     Rounding once at the end, instead of after every partial sum, is what keeps a long
     bfloat16 contraction (d_model or d_mlp terms) within one bfloat16 ulp of the exact result.
-    `widen=False` keeps bfloat16 operands on the CPU too (see `_widen_on_cpu`): for callers
-    whose products are all in the layouts the CPU's bfloat16 kernels take.
     """
-    if widen:
-      a, b = _widen_on_cpu(a, b)
+    a, b = _widen_on_cpu(a, b)
     out = jnp.matmul(a, b, preferred_element_type=jnp.float32)
     return out.astype(self.output_dtype if output else self.compute_dtype)
 
-  def einsum(self, spec: str, a, b, *, output: bool = False, widen: bool = True):
+  def einsum(self, spec: str, a, b, *, output: bool = False):
     """`jnp.einsum(spec, a, b)` summed in float32, returned as `matmul` returns."""
-    if widen:
-      a, b = _widen_on_cpu(a, b)
+    a, b = _widen_on_cpu(a, b)
     out = jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
     return out.astype(self.output_dtype if output else self.compute_dtype)
 
@@ -149,8 +145,8 @@ def _widen_on_cpu(a, b):
   The cost: where the CPU has bfloat16 matrix units, its native kernels are 3-5x faster than
   the widened float32 product (measured on this project's Xeon with AMX, jax 0.10.2: a
   [256 640] x [640 2048] product 2.2 ms native, 11.6 ms widened; head-batched
-  `nbpd,nde->nbpe` 1.6 vs 5.8 ms), so a caller whose every product has its batch axes leading
-  both operands passes `widen=False`.
+  `nbpd,nde->nbpe` 1.6 vs 5.8 ms). The circuit-discovery edge forward, whose every product has
+  its batch axes leading both operands, keeps its operands narrow (`interp.discovery.forward`).
   """
   if jax.default_backend() != "cpu":
     return a, b
