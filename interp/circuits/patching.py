@@ -41,10 +41,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from interp.choices import choice
+from interp.circuits import suffix_sweep
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
-from interp.precision import Precision
+from interp.precision import Precision, as_precision
 
 Metric = Callable[[jax.Array], jax.Array]
 
@@ -140,8 +141,13 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
   """
   kind = choice(Kind, kind, "kind")
   _check_pair(base_tokens, source_tokens)
-  positions = default_positions(base_tokens) if positions is None else positions
   names = hook_names(cfg, kind)
+  n_sites = cfg.n_layers * (cfg.n_heads if kind == Kind.HEADS else base_tokens.shape[1])
+  if ((positions is None or kind == Kind.HEADS) and mesh is None
+      and (chunk is None or chunk >= n_sites) and suffix_sweep.supported(cfg)):
+    return _suffix_patching(cfg, params, base_tokens, source_tokens, metric, kind, logits_at,
+                            precision)
+  positions = default_positions(base_tokens) if positions is None else positions
   source = _stack(cfg, params, source_tokens, names, precision)
   resid = [f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)]
   # The base run's residual stream: a site in layer L leaves layers < L as they were.
@@ -166,6 +172,54 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
     return map_sites(one, jnp.arange(n_index, dtype=jnp.int32), chunk, mesh)
 
   return jnp.stack([sweep_layer(layer) for layer in range(cfg.n_layers)])
+
+
+def _suffix_patching(cfg, params, base_tokens, source_tokens, metric, kind, logits_at,
+                     precision):
+  """`activation_patching` through `suffix_sweep`: each site computes only the rows and layers
+  its patch can change (positions are the token positions 0..p-1 of every prompt)."""
+  prec = as_precision(precision)
+  b, ctx = base_tokens.shape
+  n = cfg.n_layers
+  if logits_at is None:
+    logits_at = jnp.broadcast_to(jnp.arange(ctx, dtype=jnp.int32), (b, ctx))
+  logits_at = jnp.asarray(logits_at, jnp.int32)
+  resid = [f"blocks.{layer}.hook_resid_pre" for layer in range(n)]
+  final = f"blocks.{n - 1}.hook_resid_post"
+  extra = {Kind.MLP_OUT: [f"blocks.{layer}.hook_resid_mid" for layer in range(n)],
+           Kind.HEADS: hook_names(cfg, Kind.HEADS)}.get(kind, [])
+  _, base = transformer.run_with_cache(cfg, params, base_tokens, resid + [final] + extra,
+                                       precision=precision)
+  names = hook_names(cfg, kind)
+  _, src = transformer.run_with_cache(cfg, params, source_tokens, names, precision=precision)
+  base_resid = [base[r] for r in resid]
+
+  def at(rows, p, value):
+    """rows[:, p:] of one run [b ctx d] as a group of one site, row p replaced by value [b d]."""
+    return rows[None, :, p:].at[:, :, 0].set(value[None])
+
+  def entries(layer, blk):
+    nxt = base_resid[layer + 1] if layer + 1 < n else base[final]
+    if kind == Kind.RESID:
+      return [(p, at(base_resid[layer], p, src[names[layer]][:, p]), [(layer, p)])
+              for p in range(ctx)], []
+    if kind == Kind.HEADS:  # the layer's attention is the base run's, one head's z swapped
+      sel = jnp.eye(cfg.n_heads, dtype=bool)[:, None, None, :, None]
+      z = jnp.where(sel, src[names[layer]][None], base[extra[layer]][None])
+      post = blk.mlp_add(base_resid[layer][None] + blk.attn_out(z))
+      return [], [(0, post, [(layer, h) for h in range(cfg.n_heads)])]
+    if kind == Kind.ATTN_OUT:  # each position's row is its own site: the MLP on all at once
+      post = blk.mlp_add(base_resid[layer] + src[names[layer]])
+    else:
+      post = base[extra[layer]] + src[names[layer]]
+    return [], [(p, at(nxt, p, post[:, p]), [(layer, p)]) for p in range(ctx)]
+
+  labels, values = suffix_sweep.sweep(cfg, prec, transformer.cast_params(params, prec),
+                                      base_tokens, logits_at, metric, base_resid, base[final],
+                                      entries)
+  n_index = cfg.n_heads if kind == Kind.HEADS else ctx
+  order = np.argsort([layer * n_index + index for layer, index in labels])
+  return values[order].reshape((n, n_index) + values.shape[1:])
 
 
 def patch_one(cfg: TransformerConfig, params, base_tokens, source_tokens, metric: Metric,
