@@ -17,10 +17,15 @@ Vocabulary:
                (all positions when None). Unembedding only the read positions matters on
                Gemma, whose 262k-token unembedding dominates a short prompt.
 
-Activation patching runs, per layer, one `jax.vmap` over a traced site index, `chunk` sites at
-a time under `lax.map`, starting from the base run's residual stream at that layer (earlier
-layers are not recomputed); path patching vmaps over every sender at once; with a mesh, each chunk's sites are split over its `data` axis (the model is
-replicated), so a sweep over thousands of sites spreads over the devices without a Python loop.
+Activation patching with the default positions (column j = token j of every prompt), no mesh
+and no chunk smaller than the sweep runs `suffix_sweep`: a site at (layer l, position p)
+recomputes only positions >= p of layers >= l, reading the base run's keys and values for the
+prefix, with every site of a layer in one set of products. Otherwise (role-aligned positions, a
+chunk, a mesh, smeared keys) it runs, per layer, one `jax.vmap` over a traced site index,
+`chunk` sites at a time under `lax.map`, starting from the base run's residual stream at that
+layer (earlier layers are not recomputed); with a mesh, each chunk's sites are split over its
+`data` axis (the model is replicated), so a sweep over thousands of sites spreads over the
+devices without a Python loop. Path patching vmaps over every sender at once.
 Path patching (Wang et al., 2022) and attribution patching (Nanda, 2023; a first-order Taylor
 expansion, one forward and one backward pass for all sites) are defined at their functions.
 
@@ -132,7 +137,8 @@ def activation_patching(cfg: TransformerConfig, params, base_tokens, source_toke
     metric: metric(logits) -> scalar (or any fixed-shape array).
     kind: the site kind; positions: [b n_pos] role-aligned columns for position kinds.
     logits_at: [b k] positions to unembed (None: all).
-    chunk: sites per vmapped batch (bounds memory); mesh: split each chunk over `data`.
+    chunk: sites per vmapped batch (bounds memory; below the sweep's site count it selects the
+      general path); mesh: split each chunk over `data`.
     precision: the compute dtype of both runs (`interp.precision`; default float32); the
       metric still reads float32 logits.
 
