@@ -24,8 +24,8 @@ flags.DEFINE_integer("reps", 5, "timed interp sweeps per kind and round (median 
 flags.DEFINE_integer("tl_reps", 1, "timed TL sweeps per kind and round (each is slow)")
 flags.DEFINE_integer("rounds", 1, "worker pairs per model, TL and interp alternately")
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "torch intra-op threads (= cores)")
-flags.DEFINE_integer("chunk", 0, "interp: sites per vmapped batch (0: every site at once, the suffix "
-                     "sweep; fewer than a kind's sites runs the general vmapped path)")
+flags.DEFINE_integer("chunk", 0, "interp: sites per vmapped batch (0: every site at once, "
+                     "the suffix sweep; fewer than a kind's sites: the general vmapped path)")
 flags.DEFINE_integer("seed", 0, "seed of the shared weights and prompts")
 
 
