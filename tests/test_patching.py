@@ -38,14 +38,9 @@ def test_vmapped_sweep_equals_each_site_alone(setup, kind):
     alone = patching.patch_one(CFG, params, base, source, metric, kind, layer, index,
                                positions=positions, logits_at=end)
     np.testing.assert_allclose(sweep[layer, index], alone, rtol=1e-5, atol=1e-5)
-  # Default positions, no chunk: the suffix sweep. Columns 1 and 2 above are positions 2 and 6
-  # of every prompt, so both sweeps patch the same sites there (every head for `heads`).
-  reads = jnp.array([[6, 3], [5, 2], [6, 0]])  # two read rows, some before a site's position
-  fast = patching.activation_patching(CFG, params, base, source, metric, kind, logits_at=end)
-  if kind == "heads":
-    np.testing.assert_allclose(fast, sweep, rtol=1e-5, atol=1e-5)
-  else:
-    np.testing.assert_allclose(fast[:, jnp.array([2, 6])], sweep[:, 1:], rtol=1e-5, atol=1e-5)
+  # Default positions, no chunk: the suffix sweep, read at two rows, some before a site's
+  # position (those rows are the base run's).
+  reads = jnp.array([[6, 3], [5, 2], [6, 0]])
   two = patching.activation_patching(CFG, params, base, source, metric, kind, logits_at=reads)
   for layer, index in [(0, 3), (1, 2), (2, 5 if kind != "heads" else 1)]:
     alone = patching.patch_one(CFG, params, base, source, metric, kind, layer, index,
