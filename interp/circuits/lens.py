@@ -59,9 +59,7 @@ def unembed(cfg: TransformerConfig, params, x,
     logits = prec.matmul(prec.cast_compute(x), prec.cast_compute(w_u), output=True)
   if cfg.unembed_bias:
     logits = logits + params["unembed"]["b_U"]
-  if cfg.final_logit_softcap:
-    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
-  return logits
+  return transformer.softcap_logits(cfg, logits)
 
 
 def resid_names(cfg: TransformerConfig) -> list[str]:

@@ -92,11 +92,7 @@ class _Block:
     if g != h:
       k, v = jnp.repeat(k, h // g, axis=-2), jnp.repeat(v, h // g, axis=-2)
     scores = self.prec.einsum("nbphe,nbshe->nbhps", q * cfg.query_scale, k, output=True)
-    kpos = jnp.arange(k.shape[2])
-    qp = qpos[..., :, None] if qpos.ndim == 2 else qpos[:, None]
-    mask = kpos <= qp
-    if cfg.is_local(self.layer):
-      mask = mask & (qp - kpos < cfg.sliding_window)
+    mask = transformer.attention_mask(cfg, self.layer, qpos, jnp.arange(k.shape[2]))
     mask = mask[:, None] if qpos.ndim == 2 else mask  # [b, 1, q, s] or [q, s]
     scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
     pattern = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
@@ -230,7 +226,4 @@ def _unembed(cfg: TransformerConfig, prec: Precision, params, x):
                                                 method=transformer.Embed.attend)
   else:
     logits = transformer.Unembed(cfg, prec).apply({"params": params["unembed"]}, x)
-  logits = logits.astype(jnp.float32)
-  if cfg.final_logit_softcap:
-    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
-  return logits
+  return transformer.softcap_logits(cfg, logits.astype(jnp.float32))

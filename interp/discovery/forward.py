@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from interp.discovery.graph import EdgeGraph
 from interp.models.config import Activation, MLPType, NormType, PositionalType
-from interp.models.transformer import rope
+from interp.models.transformer import rope, softcap_logits
 from interp.precision import FLOAT32, as_precision
 
 F32 = jnp.float32
@@ -196,9 +196,7 @@ def _unembed(cfg, params, x, logits_at, prec=FLOAT32, columns=None):
     logits = _mm(prec, "bkd,dv->bkv", x, params["unembed"]["W_U"].astype(x.dtype), output=True)
     if cfg.unembed_bias:
       logits = logits + params["unembed"]["b_U"].astype(logits.dtype)
-  if cfg.final_logit_softcap:
-    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
-  return logits
+  return softcap_logits(cfg, logits)
 
 
 def _attention(graph: EdgeGraph, local, base, p, x, prec):

@@ -92,6 +92,23 @@ def rope(x, base: float, pos_axis: int = 1):
   return (x * jnp.cos(ang) + rotated * jnp.sin(ang)).astype(x.dtype)
 
 
+def attention_mask(cfg: TransformerConfig, layer: int, qpos, kpos):
+  """Which keys each query reads: causal, and within the sliding window on local layers.
+
+  qpos [..., q] and kpos [s] are positions; returns bool [..., q, s]."""
+  mask = kpos <= qpos[..., None]
+  if cfg.is_local(layer):
+    mask = mask & (qpos[..., None] - kpos < cfg.sliding_window)
+  return mask
+
+
+def softcap_logits(cfg: TransformerConfig, logits):
+  """Gemma's tanh soft-capping of the final logits (unchanged when the config has none)."""
+  if cfg.final_logit_softcap:
+    logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+  return logits
+
+
 class Attention(nn.Module):
   cfg: TransformerConfig
   layer: int
@@ -130,10 +147,8 @@ class Attention(nn.Module):
     # Scores stay float32 from the accumulator: the softmax reads them unrounded.
     scores = self.prec.einsum("bphe,bshe->bhps", q * cfg.query_scale, k, output=True)
     pos = jnp.arange(n)
-    mask = pos[None, :] <= pos[:, None]
-    if cfg.is_local(self.layer):
-      mask = mask & (pos[:, None] - pos[None, :] < cfg.sliding_window)
-    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    scores = jnp.where(attention_mask(cfg, self.layer, pos, pos), scores,
+                       jnp.finfo(scores.dtype).min)
     scores = hk(pre + "hook_attn_scores", constrain(scores, (B, "heads", P, "seq_kv")))
     pattern = hk(pre + "hook_pattern", jax.nn.softmax(scores, axis=-1).astype(x.dtype))
     z = hk(pre + "hook_z", self.prec.einsum("bhps,bshe->bphe", pattern, v))
@@ -241,9 +256,8 @@ class Transformer(nn.Module):
       logits = embed.attend(x)
     else:
       logits = Unembed(cfg, self.prec, name="unembed")(x)
-    logits = logits.astype(jnp.float32)  # the float32 accumulator, never rounded to bf16
-    if cfg.final_logit_softcap:
-      logits = cfg.final_logit_softcap * jnp.tanh(logits / cfg.final_logit_softcap)
+    # The float32 accumulator, never rounded to bf16.
+    logits = softcap_logits(cfg, logits.astype(jnp.float32))
     return constrain(logits, (B, P, "vocab"))
 
 
