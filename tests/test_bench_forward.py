@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from interp.bench import table
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_forward.py")
@@ -26,9 +27,7 @@ def _has(module: str) -> bool:
 def test_quick_run_reports_both_sides(tmp_path):
   out = tmp_path / "runs" / "bench.json"  # the binary creates the missing folder
   # tests/__init__.py fakes 8 CPU devices; the benchmark should see the machine as it is.
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                              if not f.startswith("--xla_force_host_platform_device_count"))
+  env = subproc.environment(devices=0)
   proc = subprocess.run([sys.executable, BINARY, "--quick", f"--out={out}"], cwd=ROOT, env=env,
                         timeout=240, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-4000:]

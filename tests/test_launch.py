@@ -24,6 +24,7 @@ from interp.models import config as model_config
 from interp.train import lm
 from interp.train.checkpoint import CheckpointConfig, CheckpointMismatchError
 from interp.train.optim import OptimizerConfig
+from tests import subproc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -54,9 +55,10 @@ def max_diff(a: dict, b: dict, steps) -> float:
   return max(abs(a[s][k] - b[s][k]) for s in steps for k in ("loss", "accuracy", "grad_norm"))
 
 
-def launcher(*args, timeout=300, **kw):
+def launcher(*args, timeout=300, env=None, **kw):
   cmd = [sys.executable, *map(str, args)]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                        env=env or subproc.environment(), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_two_processes_match_one_then_resume_resharded_on_one(request, tmp_path)
          "--timeout_s=240", "--", sys.executable, BINARY, f"--workdir={workdir}", *TINY,
          "--mesh=data:-1", f"--num_steps={HALF}", f"--checkpoint_every={HALF}"]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+                          text=True, env=subproc.environment())
   reference = request.getfixturevalue("reference")  # computed while the processes start up
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-4000:]
@@ -113,8 +115,8 @@ def test_sweep_runs_skips_finished_and_gathers(tmp_path):
           "--plot_metric=final.loss", "--plot_x=data", "--", sys.executable, BINARY,
           "--n_layers=1", "--d_model=16", "--n_heads=1", "--n_ctx=16", "--d_mlp=0",
           "--batch_size=4", "--num_steps=3", "--log_every=1", "--checkpoint_every=3"]
-  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  env = subproc.environment(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   proc = launcher(*args, env=env)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert "0 finished already (skipped); 4 to run on local, 2 at a time" in proc.stdout
@@ -296,8 +298,10 @@ def in_groups(groups) -> list[int]:
 
 def test_sigkill_of_one_process_stops_the_other_and_the_rerun_is_bit_identical(tmp_path):
   steps, run = 6, tmp_path / "run"
-  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the rerun reuses the programs
+  # The rerun reuses the programs; the reference runs in this process, so no fast compile.
+  env = subproc.environment(fast_compile=False,
+                            JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   proc = subprocess.Popen(two_process_command(run, steps), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   pids_file, folder = run / "logs" / "pids.json", run / "checkpoints"
@@ -392,7 +396,7 @@ def test_compile_only_reports_per_device_memory(tmp_path):
 
   proc = launcher(BINARY, "--compile_only", "--mesh=data:2,model:4", "--d_model=64",
                   "--n_heads=4", "--batch_size=8", "--device_memory_gb=0.001",
-                  env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                  env=subproc.environment(devices=8, fast_compile=False))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "mesh data=2 x model=4 (8 cpu devices)" in proc.stdout
   assert "does NOT fit" in proc.stdout, proc.stdout

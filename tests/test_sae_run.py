@@ -35,21 +35,10 @@ PLANTED = ["--source=planted", "--activation=topk", "--k=4", "--d_sae=256", "--b
            "--dead_steps=5", "--seed=1"]
 
 
-# For runs on tiny models, where XLA's CPU compiles are most of the time: skip the expensive
-# LLVM passes. Runs compared bit for bit must all use the same flags (and never this when
-# compared with a run in the test's own process, which keeps the default).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
-def fast_environment(devices: int, fast_compile: bool) -> dict:
-  env = environment(devices)
-  if fast_compile:
-    env["XLA_FLAGS"] += " " + FAST_COMPILE
-  return env
-
-
+# Runs on tiny models compile fast (tests/subproc.py) unless compared with a run in the test's
+# own process; runs compared bit for bit all use the same flags.
 def run(workdir, *flags, devices=1, timeout=300, fast_compile=False):
-  env = fast_environment(devices, fast_compile)
+  env = environment(devices, fast_compile=fast_compile)
   proc = subprocess.run([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -67,7 +56,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   run(reference, *flags, fast_compile=True)  # all three runs compile alike
   workdir = tmp_path / "run"
   proc = subprocess.Popen([sys.executable, BINARY, f"--workdir={workdir}", *flags], cwd=ROOT,
-                          env=fast_environment(1, True), stdout=subprocess.DEVNULL,
+                          env=environment(1), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   wait_for_checkpoint(proc, workdir, after=0)
   proc.send_signal(signal.SIGKILL)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from interp.sae import matching
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +106,7 @@ def test_binary_smoke(tmp_path):
          f"--workdir={tmp_path / 'run'}", "--widths=16", "--architectures=relu,topk",
          "--seeds=2", "--d=8", "--n_features=16", "--batch_size=64", "--num_steps=5",
          "--precision=bfloat16"]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subproc.environment(devices=0)
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| relu | 16 |" in out.stdout and "| topk | 16 |" in out.stdout

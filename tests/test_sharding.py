@@ -12,6 +12,7 @@ import pytest
 from interp.models import config, sharded, transformer
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
+from tests import subproc
 from tests import multiprocess_forward as worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +93,8 @@ def test_two_processes_give_the_same_logits(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2",
          "--devices_per_process=4", f"--logdir={tmp_path / 'logs'}", "--timeout_s=300", "--",
          sys.executable, "-m", "tests.multiprocess_forward", str(out), "data:4,model:2"]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=360)
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=360,
+                        env=subproc.environment())
   assert proc.returncode == 0, proc.stderr[-3000:]
   log = (tmp_path / "logs" / "process_0.log").read_text()
   assert "devices=8 processes=2" in log, log

@@ -19,6 +19,7 @@ import pytest
 from interp.toy import analytic, data, experiment, geometry, measures, model, train
 from interp.toy import sweep as sweep_lib
 from interp.train.checkpoint import CheckpointConfig, CheckpointMismatchError
+from tests import subproc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ONE = jax.devices()[:1]
@@ -242,7 +243,7 @@ def test_family_quick_runs_write_figures(tmp_path, family):
 def test_binary_smoke_and_resume(tmp_path):
   cmd = [sys.executable, str(ROOT / "experiments" / "toy_superposition.py"), "--family=intro",
          f"--workdir={tmp_path}", "--quick", "--cpu_devices=2"]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subproc.environment(devices=0)
   first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert first.returncode == 0, first.stderr[-3000:]
   results = json.load(open(tmp_path / "results.json"))

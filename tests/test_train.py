@@ -28,6 +28,7 @@ from interp.train import metrics as metrics_lib
 from interp.train import state as state_lib
 from interp.train.checkpoint import CheckpointConfig
 from interp.train.optim import OptimizerConfig
+from tests import subproc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BINARY = str(ROOT / "experiments" / "train_lm.py")
@@ -42,9 +43,8 @@ def command(workdir, *flags):
   return [sys.executable, BINARY, f"--workdir={workdir}", *TINY, *flags]
 
 
-def environment(devices: int, cache_dir=None) -> dict:
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+def environment(devices: int, cache_dir=None, fast_compile: bool = True) -> dict:
+  env = subproc.environment(devices, fast_compile=fast_compile, drop_jax=True)
   if cache_dir is not None:
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
