@@ -225,9 +225,10 @@ def test_integrated_gradients_are_complete_on_a_transformer(models, name, rule, 
   f = jax.jit(gradients.lm_embedding_fn(cfg, params, TOKENS, METRIC))
   x = gradients.token_embeddings(cfg, params, TOKENS)
   base = gradients.lm_baseline(cfg, params, TOKENS, baseline_token, keep)
-  # The embedding edit reproduces the unedited forward.
+  # The embedding edit reproduces the unedited forward (two programs: float32 rounding apart,
+  # 1.3e-5 relative as the suite compiles, tests/__init__.py).
   np.testing.assert_allclose(f(x), METRIC(forward(cfg, params, TOKENS[None])[0][0]),
-                             rtol=1e-5)
+                             rtol=5e-5)
   delta = float(f(x) - f(base))
   assert abs(float(ig.sum()) - delta) < 1e-3 * abs(delta), (float(ig.sum()), delta)
   assert float(ig[0]) == 0.0

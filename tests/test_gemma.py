@@ -140,8 +140,10 @@ def test_sliding_window_matches_transformers(gemma, hf_gemma, prompt_ids, ours_f
   assert np.abs(ours_full[2] - ours[1]).max() > 1.0
   # An 8-token window over 60 tokens sums fewer, larger attention terms than full attention:
   # float32 rounding against transformers reached 1.45e-3 here (2 cores, loaded), 1.6e-4 on
-  # the 22-token prompt; top-1 and top-5 agreement above stay exact.
-  _compare(ours, theirs, f"sliding window {WINDOW}", tol=2e-3)
+  # the 22-token prompt; compiled as the suite compiles (tests/__init__.py: LLVM level 1), whose
+  # reductions round differently, 2.4e-3 (of logits up to 59). Top-1 and top-5 agreement above
+  # stay exact.
+  _compare(ours, theirs, f"sliding window {WINDOW}", tol=3e-3)
 
 
 def test_greedy_matches_transformers(gemma, hf_gemma, prompt_ids):
