@@ -3,8 +3,8 @@ sharding tests can compare a 1-device mesh with 8-device meshes in one process.
 
 The suite also compiles at LLVM optimisation level 1 instead of XLA's default 3 (XLA's own
 graph passes are the same): at the tests' sizes most seconds are XLA:CPU compiles, and this cuts
-the suite by about a tenth (787 s -> 709 s on a quiet 2-core CPU). Results differ from the
-default build's by float32 rounding only (reductions are vectorised differently).
+the two-process suite by about a tenth (787 s -> 703-737 s on a quiet 2-core CPU). Results
+differ from the default build's by float32 rounding only (reductions are vectorised differently).
 INTERP_TEST_XLA_OPT=3 (or an XLA_FLAGS that sets the level) runs it with the default build.
 """
 

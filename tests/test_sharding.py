@@ -12,8 +12,8 @@ import pytest
 from interp.models import config, sharded, transformer
 from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
-from tests import subproc
 from tests import multiprocess_forward as worker
+from tests import subproc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
