@@ -2,11 +2,11 @@
 sharding tests can compare a 1-device mesh with 8-device meshes in one process.
 
 The suite also compiles at XLA:CPU's backend optimisation level 1 instead of the default 3: at
-the tests' sizes most seconds are XLA:CPU compiles, and this cuts
-the two-process suite by about a tenth (787 s -> 703-737 s on a quiet 2-core CPU). Results
-differ from the default build's by float32 rounding only (measured: 2.4e-3 on Gemma logits
-up to 59, where the default build reads 1.5e-3 against transformers).
-INTERP_TEST_XLA_OPT=3 (or an XLA_FLAGS that sets the level) runs it with the default build.
+the tests' sizes most seconds are XLA:CPU compiles, and this cuts the two-process suite by about
+a tenth (787 s -> 703-737 s on a quiet 2-core CPU). Results differ from the default build's by
+float32 rounding only (measured: 2.4e-3 on Gemma logits up to 59, where the default build reads
+1.5e-3 against transformers). INTERP_TEST_XLA_OPT=3 (or an XLA_FLAGS that sets the level) runs
+it with the default build.
 """
 
 import os

@@ -2,10 +2,10 @@
 
 Those processes are asserted on what they compute, and at the tests' tiny sizes most of their
 seconds are XLA:CPU compiles, so by default they compile without LLVM's optimisations
-(`FAST_COMPILE`). Their numbers then differ from the test
-process's (tests/__init__.py: LLVM level 1) by float32 rounding only: a test that compares a
-subprocess with a run in its own process, bit for bit or closer than that rounding, passes
-`fast_compile=False`, and the child compiles as the test process does.
+(`FAST_COMPILE`). Their numbers then differ from the test process's (tests/__init__.py: level 1)
+by float32 rounding only: a test that compares a subprocess with a run in its own process, bit
+for bit or closer than that rounding, passes `fast_compile=False`, and the child compiles as the
+test process does.
 """
 
 from __future__ import annotations
