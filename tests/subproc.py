@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 
-FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+from interp.bench import harness
+
+FAST_COMPILE = tuple(harness.FAST_COMPILE_XLA_FLAGS.split())
 DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 

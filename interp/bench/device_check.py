@@ -186,11 +186,6 @@ def jobs(section: Section, cfg: DeviceCheckConfig) -> list[tuple[str, tuple[str,
   return [("ours", tuple(f"lm/{p}" for p in precs))]
 
 
-# --quick's numbers are not measurements and XLA's CPU compiles dominate its time: skip the
-# expensive optimisation passes (about half the compile time of a train step).
-QUICK_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
 def worker_env(side: str, quick: bool) -> dict[str, str]:
   """A job's environment. JAX would otherwise take 75% of the accelerator's memory at start-up
   and hold it until exit: growing on demand leaves the device to the next worker (a torch
@@ -198,7 +193,8 @@ def worker_env(side: str, quick: bool) -> dict[str, str]:
   longest graph use nearly all of it. peak_bytes_in_use counts allocations either way."""
   if side != "ours":
     return harness.worker_env()
-  return harness.worker_env(xla_flags=QUICK_XLA_FLAGS if quick else "",
+  # --quick's numbers are not timings: compile fast.
+  return harness.worker_env(xla_flags=harness.FAST_COMPILE_XLA_FLAGS if quick else "",
                             XLA_PYTHON_CLIENT_PREALLOCATE="false",
                             XLA_PYTHON_CLIENT_MEM_FRACTION="0.95")
 

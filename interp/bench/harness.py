@@ -42,6 +42,11 @@ from interp.bench import measure  # its sibling: no JAX, torch or other interp i
 # The folder holding the `interp` package this module belongs to: workers import the same one.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DEVICE_COUNT = "--xla_force_host_platform_device_count"
+# For processes whose numbers are not timings (a --quick run, a test's child): XLA:CPU's compiles
+# dominate at tiny sizes, and these skip LLVM's optimisation passes (about half the compile time
+# of a train step).
+FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
+                          "--xla_llvm_disable_expensive_passes=true")
 
 # Pseudo-sides a worker may run besides a workload's own sides.
 PAIR = "pair"  # both sides in one process, calls alternating: paired timings only
