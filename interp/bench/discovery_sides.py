@@ -74,6 +74,9 @@ def run_interp(spec, cfg, weights, data) -> dict:
   source = forward.outputs(graph, params, corrupt)
   # The scorer `edge_scores` caches and calls, compiled ahead so compile time is reported apart.
   precision = getattr(cfg, "precision", "float32")
+  # Laid out once, as a caller that scores more than once does (`forward.prepare`), the way the
+  # TL side's model holds its weights in its own layout before timing starts.
+  params = jax.block_until_ready(forward.prepare(mcfg, params, precision))
   fn = scores_lib.compiled_scorer(graph, metric, scores_lib.Method.EAP_IG_INPUTS, cfg.steps,
                                   cfg.chunk or None, precision)
   args = (params, clean, source, last, corrupt)

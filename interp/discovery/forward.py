@@ -28,6 +28,7 @@ float32; logits are float32. The default (float32) runs exactly the float32 prog
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,33 @@ from interp.models.transformer import rope, softcap_logits
 from interp.precision import FLOAT32, as_precision
 
 F32 = jnp.float32
+
+
+# XLA:CPU hands elementwise and reduction fusions, not only dots, to its YNNPACK library by
+# default. On the edge forward's backward pass those (per-head norm VJPs, sums over heads) ran
+# several times slower than XLA's own loops: at the GPT-2 small shape (EAP-IG, m = 8, 4 x 16
+# tokens, 2 cores) the call took 2.5 s with every fusion kind there and 1.8 s with dots only.
+# The option is CPU-only and experimental, so it is asked for only on the CPU, only where the
+# user's XLA_FLAGS does not set it, and only if this XLA accepts it (`compiler_options`).
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.cache
+def compiler_options() -> dict | None:
+  """What the discovery programs pass to `jax.jit(compiler_options=...)`: None, or on the CPU
+  the option above (after checking once that this XLA knows it)."""
+  if jax.default_backend() != "cpu" or "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(jnp.float32(0)).compile()
+  except Exception:  # noqa: BLE001 (an XLA without the option: compile as XLA chooses)
+    return None
+  return dict(_CPU_OPTIONS)
+
+
+def jit(fn, **kwargs):
+  """`jax.jit` with `compiler_options()`."""
+  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
 def _mm(prec, spec, a, b, output=False):
@@ -99,25 +127,25 @@ def _act(kind, x):
   return jax.nn.gelu(x, approximate=(kind == Activation.GELU_TANH))
 
 
-def _post_norm_heads(cfg, p, r):
-  """Gemma's attention post-norm split over heads: r [h b p d] -> outputs [h b p d], bias [d]."""
-  dtype, r = r.dtype, r.astype(F32)
-  if cfg.norm == NormType.LAYERNORM:
-    r = r - r.mean(-1, keepdims=True)
-  total = r.sum(0)
+def _post_norm_heads(cfg, p, r, total):
+  """Gemma's attention post-norm split over heads: the heads' outputs r [h b p d] (or None) and
+  their sum `total` [b p d] -> (outputs [h b p d] or None, their sum [b p d], bias [d])."""
+  dtype, gain = total.dtype, cfg.norm_offset + p["w"].astype(F32)
+  center = ((lambda x: x - x.mean(-1, keepdims=True)) if cfg.norm == NormType.LAYERNORM
+            else (lambda x: x))
+  total = center(total.astype(F32))
   scale = jnp.sqrt(jnp.mean(total * total, -1, keepdims=True) + cfg.norm_eps)
-  out = (r / scale * (cfg.norm_offset + p["w"].astype(F32))).astype(dtype)
+  out = None if r is None else (center(r.astype(F32)) / scale * gain).astype(dtype)
   bias = p["b"] if cfg.norm == NormType.LAYERNORM else jnp.zeros_like(p["w"])
-  return out, bias
+  return out, (total / scale * gain).astype(dtype), bias
 
 
 def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv, prec=FLOAT32):
-  """Per-head attention outputs [h b p d] (before any post-norm) from per-receiver inputs.
+  """Per-head attention patterns' mixes z [h b p e] (before W_O) from per-receiver inputs.
 
   xq [h b p d]; xk, xv [g b p d] (one per K/V head) or [h b p d] when q/k/v are not split.
   Head-major throughout (`prepare`'s weight layout), so every product batches over (head,
-  prompt) with no transposes. local (bool) and base (the RoPE base) are traced: every layer
-  runs as one scanned body.
+  prompt) with no transposes. local (bool) and base (the RoPE base) are the layer's, static.
   """
   cfg = graph.cfg
   h, g = cfg.n_heads, cfg.n_kv_heads
@@ -128,9 +156,15 @@ def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv, prec=FLOAT32):
   # unsplit: each query head reads its own input through its K/V head's weights
   w_k, w_v = rep(w_k), rep(w_v)
   ln = lambda x: _norm(cfg, p["ln1"], x) if "ln1" in p else x
-  q = _mm(prec, "nbpd,nde->nbpe", ln(xq), a["W_Q"])
-  k = _mm(prec, "nbpd,nde->nbpe", ln(xk), w_k)
-  v = _mm(prec, "nbpd,nde->nbpe", ln(xv), w_v)
+  # Unsplit, q, k and v read one input: normed once, so the backward pass runs one norm VJP on
+  # the summed cotangent, not three (each a per-head reduction over d_model; at the GPT-2 shape
+  # the three took ~0.6 s of a ~3.3 s EAP-IG call).
+  yq = ln(xq)
+  yk = yq if xk is xq else ln(xk)
+  yv = yq if xv is xq else ln(xv)
+  q = _mm(prec, "nbpd,nde->nbpe", yq, a["W_Q"])
+  k = _mm(prec, "nbpd,nde->nbpe", yk, w_k)
+  v = _mm(prec, "nbpd,nde->nbpe", yv, w_v)
   if cfg.attn_bias:
     per_head = lambda b: b[:, None, None, :]
     q, k, v = q + per_head(a["b_Q"]), k + per_head(rep(a["b_K"])), v + per_head(rep(a["b_V"]))
@@ -147,11 +181,10 @@ def _heads(graph: EdgeGraph, local, base, p, xq, xk, xv, prec=FLOAT32):
   scores = _mm(prec, "nbpe,nbse->nbps", q * cfg.query_scale, k, output=True)  # float32
   pos = jnp.arange(n)
   causal = pos[None, :] <= pos[:, None]
-  if cfg.sliding_window is not None:
-    causal = causal & (~local | (pos[:, None] - pos[None, :] < cfg.sliding_window))
+  if cfg.sliding_window is not None and local:
+    causal = causal & (pos[:, None] - pos[None, :] < cfg.sliding_window)
   scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
-  z = _mm(prec, "nbps,nbse->nbpe", jax.nn.softmax(scores, -1).astype(v.dtype), v)
-  return _mm(prec, "nbpe,ned->nbpd", z, a["W_O"])
+  return _mm(prec, "nbps,nbse->nbpe", jax.nn.softmax(scores, -1).astype(v.dtype), v)
 
 
 def _mlp(cfg, p, x, prec=FLOAT32):
@@ -199,49 +232,63 @@ def _unembed(cfg, params, x, logits_at, prec=FLOAT32, columns=None):
   return softcap_logits(cfg, logits)
 
 
-def _attention(graph: EdgeGraph, local, base, p, x, prec):
+def _attention(graph: EdgeGraph, local, base, p, x, prec, per_head=True):
   """One layer's heads from its attention receivers' inputs x [n_attn b p d] (q, k, v rows when
-  split): the per-head outputs [h b p d] and the bias the layer adds to the residual after them
-  (the post-norm's share and b_O; 0 where neither exists)."""
+  split): the per-head outputs [h b p d] (None unless `per_head`), their sum [b p d], and the
+  bias the layer adds to the residual after them (the post-norm's share and b_O; 0 where
+  neither exists).
+
+  The sum is one product contracting heads and head dimension together, not a sum of the
+  per-head products: h products with an inner dimension of d_head, each writing a d_model-wide
+  output, then a reduction over heads, cost ~0.3 s of a ~2.5 s EAP-IG call at the GPT-2 shape.
+  A caller that needs only the residual stream (EAP-IG's points along the inputs) asks for no
+  per-head outputs, and XLA drops their product."""
   cfg, h = graph.cfg, graph.cfg.n_heads
   if graph.split_qkv:
     xq, xk, xv = x[:h], x[h:h + cfg.n_kv_heads], x[h + cfg.n_kv_heads:]
   else:
     xq = xk = xv = x
-  r = _heads(graph, local, base, p, xq, xk, xv, prec)
+  z = _heads(graph, local, base, p, xq, xk, xv, prec)
+  w_o = p["attn"]["W_O"]
+  r = _mm(prec, "nbpe,ned->nbpd", z, w_o) if per_head else None
+  total = _mm(prec, "nbpe,ned->bpd", z, w_o)
   bias = 0.0
   if cfg.post_norms:
-    r, bias = _post_norm_heads(cfg, p["ln1_post"], r)
+    r, total, bias = _post_norm_heads(cfg, p["ln1_post"], r, total)
   if cfg.attn_bias:
     bias = bias + p["attn"]["b_O"]
-  return r, bias
+  return r, total, bias
 
 
 def prepare(cfg, params, precision=None) -> dict:
   """The parameters as the edge forward reads them (`run` and `run_uniform` take either).
 
-  Floating leaves in the policy's compute dtype; the blocks stacked on a leading layer axis
-  under "blocks" (the scanned body's per-layer slices); W_Q, W_K and W_V head-major [L n d e],
-  so that each head's product and its gradient batch over (head, prompt) without transposing a
-  weight. Measured on Gemma 3 270M's shapes (EAP-IG, one integration point, 16 x 16 tokens,
-  2 CPU cores): stacking inside every call took ~0.5 s and per-layer weight transposes in the
-  backward pass ~0.9 s of a ~4 s point; a caller that scores many times prepares once.
-  Already prepared parameters are returned unchanged.
+  Floating leaves in the policy's compute dtype; the blocks as a list under "layers", one dict
+  per layer, with W_Q, W_K and W_V head-major [n d e], so that each head's product and its
+  gradient batch over (head, prompt) without transposing a weight. The layers are a Python
+  loop, not a scan over stacked weights: a scanned body slices (copies) each layer's weights
+  out of the stack at every call, forward and backward, inside every integration point. At the
+  GPT-2 small shape (EAP-IG, m = 8, 4 x 16 tokens, 2 CPU cores) those copies took ~0.75 s of a
+  ~3.3 s call; the price is compile time that grows with depth (2 s -> ~7 s there).
+  A caller that scores many times prepares once (the transposes, and the casts under a
+  low-precision policy). Already prepared parameters are returned unchanged.
   """
-  if "blocks" in params:
+  if "layers" in params:
     return params
   prec = as_precision(precision)
   # The vocabulary tables stay as given: only the rows a run reads (its tokens, the metric's
   # columns) are cast, not a 262k x 640 table per call (~0.4 s on the CPU).
   tables = {k: params[k] for k in ("embed", "unembed") if k in params}
   params = params if prec.is_float32 else {**prec.cast_compute(params), **tables}
-  blocks = jax.tree.map(lambda *xs: jnp.stack(xs),
-                        *[params[f"blocks_{i}"] for i in range(cfg.n_layers)])
-  attn = dict(blocks["attn"])
-  for name in ("W_Q", "W_K", "W_V"):
-    attn[name] = jnp.moveaxis(attn[name], 2, 1)  # [L d n e] -> [L n d e]
+  layers = []
+  for i in range(cfg.n_layers):
+    block = dict(params[f"blocks_{i}"])
+    attn = dict(block["attn"])
+    for name in ("W_Q", "W_K", "W_V"):
+      attn[name] = jnp.moveaxis(attn[name], 1, 0)  # [d n e] -> [n d e]
+    layers.append({**block, "attn": attn})
   rest = {k: v for k, v in params.items() if not k.startswith("blocks_")}
-  return {**rest, "blocks": {**blocks, "attn": attn}}
+  return {**rest, "layers": layers}
 
 
 def _start(graph: EdgeGraph, params, tokens, embed_out, precision):
@@ -252,13 +299,10 @@ def _start(graph: EdgeGraph, params, tokens, embed_out, precision):
   return prec, params, x0.astype(prec.compute_dtype)
 
 
-def _layer_kinds(cfg):
-  """Per layer: whether it is a local (sliding-window) layer, and its RoPE base."""
-  layers = range(cfg.n_layers)
-  local = jnp.array([cfg.is_local(i) for i in layers])
-  base = jnp.array([cfg.rope_local_base if cfg.is_local(i) else cfg.rope_base for i in layers],
-                   jnp.float32)
-  return local, base
+def _layer_kind(cfg, layer):
+  """(whether `layer` is a local (sliding-window) layer, its RoPE base)."""
+  local = cfg.is_local(layer)
+  return local, (cfg.rope_local_base if local else cfg.rope_base)
 
 
 def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits_at=None,
@@ -298,33 +342,25 @@ def run(graph: EdgeGraph, params, tokens, source, mask=None, deltas=None, logits
   def inputs(outs, bias, r0, n_recv):
     """Inputs [n_recv b p d] of receivers r0.. (later nodes' edges are invalid, so reading
     every upstream row is exact)."""
-    k = jax.lax.dynamic_slice_in_dim(keep, r0, n_recv, 1)
-    w = jax.lax.dynamic_slice_in_dim(swap, r0, n_recv, 1)
+    k, w = keep[:, r0:r0 + n_recv], swap[:, r0:r0 + n_recv]
     x = jnp.einsum("ur,ubpd->rbpd", k, outs) + jnp.einsum("ur,ubpd->rbpd", w, source) + bias
-    return x if deltas is None else x + jax.lax.dynamic_slice_in_dim(deltas, r0, n_recv, 0)
+    return x if deltas is None else x + deltas[r0:r0 + n_recv]
 
-  def layer_fn(carry, xs):
-    # One body for every layer (a scan), so compile time does not grow with depth.
-    outs, bias = carry
-    layer, local, base, p = xs
+  for layer, p in enumerate(params["layers"]):  # unrolled: see `prepare`
     u0, r0 = 1 + layer * per_up, layer * per_recv
-    r, attn_bias = _attention(graph, local, base, p, inputs(outs, bias, r0, n_attn), prec)
+    local, base = _layer_kind(cfg, layer)
+    r, _, attn_bias = _attention(graph, local, base, p, inputs(outs, bias, r0, n_attn), prec)
     bias = bias + attn_bias
-    outs = jax.lax.dynamic_update_slice_in_dim(outs, r, u0, 0)
+    outs = outs.at[u0:u0 + h].set(r)
     if cfg.has_mlp:
       m = _mlp(cfg, p, prec=prec, x=inputs(outs, bias, r0 + n_attn, 1)[0])
-      outs = jax.lax.dynamic_update_slice_in_dim(outs, m[None], u0 + h, 0)
-    return (outs, bias), None
-
-  local, base = _layer_kinds(cfg)
-  (outs, bias), _ = jax.lax.scan(layer_fn, (outs, bias),
-                                 (jnp.arange(cfg.n_layers), local, base, params["blocks"]))
+      outs = outs.at[u0 + h].set(m)
   final = inputs(outs, bias, graph.n_recv - 1, 1)[0]
   return _unembed(cfg, params, final, logits_at, prec, columns), outs
 
 
 def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=None,
-                logits_at=None, embed_out=None, precision=None, columns=None):
+                logits_at=None, embed_out=None, precision=None, columns=None, per_head=True):
   """`run` with the same mask value `alpha` on every valid edge (None: 1), computed as the
   model's own forward: the fast path of EAP and EAP-IG, which only ever use such masks.
 
@@ -336,11 +372,16 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   Measured at the GPT-2 small shape (12 layers, 157 upstream nodes, 4 x 16 tokens, EAP-IG
   m = 8, 2 shared CPU cores): the scoring call went from 18-21 s through `run` to 3.5-5 s
   through this, and XLA's temporaries from 845 MiB to 792 MiB (585 MiB once the integration
-  points are summed in a scan, `scores._integrate`). The rest is not yet broken down; the
-  largest candidate is the per-head copies of the residual stream the backward pass keeps
-  (each head's input is its own receiver, so its own [h b p d] norm inputs).
+  points are summed in a scan, `scores._integrate`). Then (XLA profile of the EAP-IG call
+  along the inputs, same shape, quiet machine) 3.25 s -> 1.69 s: unrolled layers without
+  weight copies (`prepare`), one norm per layer's shared head input (`_heads`), the heads'
+  sum as one product (`_attention`) and dot-only library fusions (`compiler_options`). Of
+  what is left, ~1.3 s is the matrix products, forward and backward: the per-head ones (each
+  head's input is its own receiver) run below the merged products' rate.
 
-  Args and Returns: as `run`, with `alpha` a scalar (traced or not) instead of `mask`.
+  Args and Returns: as `run`, with `alpha` a scalar (traced or not) instead of `mask`, and
+  `per_head=False` to skip the upstream outputs (returned as None) where only the logits and
+  their gradients are needed.
   """
   cfg = graph.cfg
   prec, params, x0 = _start(graph, params, tokens, embed_out, precision)
@@ -359,26 +400,22 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   def mix(resid, src, bias):
     return resid + bias if alpha is None else alpha * resid + (1 - alpha) * src + bias
 
-  def layer_fn(carry, xs):
-    resid, src, bias = carry
-    local, base, p, src_l, d_l = xs
-    r, attn_bias = _attention(graph, local, base, p, mix(resid, src, bias)[None] + d_l[:n_attn],
-                              prec)
+  resid, src, bias = x0, source[0], jnp.zeros((d,), x0.dtype)
+  ys = [x0[None]]
+  for layer, p in enumerate(params["layers"]):  # unrolled: see `prepare`
+    local, base = _layer_kind(cfg, layer)
+    src_l, d_l = src_layers[layer], d_layers[layer]
+    r, total, attn_bias = _attention(graph, local, base, p,
+                                     mix(resid, src, bias)[None] + d_l[:n_attn], prec, per_head)
     bias = bias + attn_bias
-    resid, src = resid + r.sum(0), src + src_l[:h].sum(0)
-    ys = r
+    resid, src = resid + total, src + src_l[:h].sum(0)
+    ys.append(r)
     if cfg.has_mlp:
       m = _mlp(cfg, p, prec=prec, x=mix(resid, src, bias) + d_l[n_attn])
       resid, src = resid + m, src + src_l[h]
-      ys = jnp.concatenate([r, m[None]], 0)
-    return (resid, src, bias), ys
-
-  local, base = _layer_kinds(cfg)
-  carry = (x0, source[0], jnp.zeros((d,), x0.dtype))
-  (resid, src, bias), ys = jax.lax.scan(layer_fn, carry, (local, base, params["blocks"],
-                                                           src_layers, d_layers))
+      ys.append(m[None])
   final = mix(resid, src, bias) + deltas[-1]
-  outs = jnp.concatenate([x0[None], ys.reshape((L * per_up, b, n, d))], 0)
+  outs = jnp.concatenate(ys, 0) if per_head else None
   return _unembed(cfg, params, final, logits_at, prec, columns), outs
 
 
@@ -386,5 +423,5 @@ def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:
   """Every upstream node's output [n_up b p d] on `tokens` (an unpatched run)."""
   zeros = jnp.zeros((graph.n_up, 1, tokens.shape[1], graph.cfg.d_model), jnp.float32)
   first = jnp.zeros((tokens.shape[0], 1), jnp.int32)  # the logits are not needed: one position
-  return jax.jit(lambda p, t, z, at: run_uniform(graph, p, t, z, logits_at=at)[1])(
+  return jit(lambda p, t, z, at: run_uniform(graph, p, t, z, logits_at=at)[1])(
       params, tokens, zeros, first)

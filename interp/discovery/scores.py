@@ -109,15 +109,16 @@ def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
 
 
 def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None,
-           precision=None):
+           precision=None, per_head=True):
   """(metric, outs, d metric / d in_r [n_recv b p d]) with every edge's mask at `alpha`
-  (None: 1), by `forward.run_uniform` (the model's own forward, no per-edge sums)."""
+  (None: 1), by `forward.run_uniform` (the model's own forward, no per-edge sums); outs is
+  None unless `per_head`."""
   dtype = as_precision(precision).compute_dtype
   deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), dtype)
 
   def f(d):
     logits, outs = forward.run_uniform(graph, params, tokens, source, alpha, d, logits_at,
-                                       embed_out, precision, columns_of(metric))
+                                       embed_out, precision, columns_of(metric), per_head)
     return apply_metric(metric, logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
   return value, outs, g
@@ -184,8 +185,8 @@ def compiled_scorer(graph: EdgeGraph, metric: Metric, method: Method, steps: int
   hit = _SCORERS.get(key)
   if hit is not None and hit[0] is graph and hit[1] is metric:
     return hit[2]
-  fn = jax.jit(functools.partial(_edge_scores, graph, metric=metric, method=method, steps=steps,
-                                 chunk=chunk, precision=precision))
+  fn = forward.jit(functools.partial(_edge_scores, graph, metric=metric, method=method,
+                                     steps=steps, chunk=chunk, precision=precision))
   if len(_SCORERS) >= _MAX_SCORERS:
     _SCORERS.pop(next(iter(_SCORERS)))
   _SCORERS[key] = (graph, metric, fn)
@@ -229,7 +230,7 @@ def _edge_scores(graph, params, clean, source, logits_at, corrupt, *, metric, me
   def grad_at(a, w):
     x = e_corr + a * (e_clean - e_corr)
     return w * _grads(graph, params, clean, source, metric, None, logits_at, x,
-                        precision)[2]
+                      precision, per_head=False)[2]
   g = _integrate(grad_at, alphas, weights, chunk)
   clean_outs = forward.run_uniform(graph, params, clean, source, logits_at=logits_at,
                                    precision=precision)[1]

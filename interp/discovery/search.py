@@ -93,7 +93,7 @@ def make_evaluator(graph: EdgeGraph, params, tokens, source, metric, logits_at=N
                          columns=scores_lib.columns_of(metric))[0]
     return scores_lib.apply_metric(metric, logits)
 
-  @jax.jit
+  @forward.jit
   def evaluate_all(args, masks):
     p, t, src, at = args
     args = (forward.prepare(graph.cfg, p, precision), t, src, at)  # once, not per mask
