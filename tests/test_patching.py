@@ -149,3 +149,28 @@ def test_metrics_and_errors(setup):
     patching.activation_patching(CFG, params, base, source, metric, "bogus")
   with pytest.raises(ValueError, match="outside the model"):
     patching.path_patching(CFG, params, base, source, metric, receivers=((5, 0, "q"),))
+
+
+@pytest.mark.parametrize("tied,bias,softcap", [(True, False, 30.0), (False, True, None)])
+def test_column_logits_are_the_full_logits_columns(tied, bias, softcap):
+  """A logit-difference sweep unembeds only the answers' columns (`interp.circuits.metrics`):
+  they must be the full unembedding's columns, bias and softcap included."""
+  from interp.circuits import metrics
+  from interp.precision import FLOAT32
+  cfg = TransformerConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, d_head=8, n_ctx=16,
+                          d_mlp=64, tied_embeddings=tied, unembed_bias=bias,
+                          final_logit_softcap=softcap, init_std=0.3)
+  params = transformer.init_params(cfg, jax.random.key(0))
+  if bias:
+    params["unembed"]["b_U"] = jax.random.normal(jax.random.key(2), (cfg.vocab_size,))
+  x = jax.random.normal(jax.random.key(1), (5, 3, 2, cfg.d_model))  # [n b k d], already normed
+  full = (x @ params["embed"]["W_E"].T if tied else x @ params["unembed"]["W_U"]
+          + (params["unembed"]["b_U"] if bias else 0))
+  full = transformer.softcap_logits(cfg, full)
+  columns = jnp.array([[1, 2], [39, 0], [7, 7]])
+  got = metrics.column_logits(cfg, FLOAT32, params, x, columns)
+  want = jnp.take_along_axis(full, jnp.broadcast_to(columns[None, :, None], (5, 3, 2, 2)), -1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  metric = patching.logit_diff(columns)
+  np.testing.assert_allclose(jax.vmap(metric)(full), jax.vmap(metric.on_columns)(got),
+                             rtol=1e-5, atol=1e-5)

@@ -46,7 +46,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from interp.choices import choice
-from interp.circuits import suffix_sweep
+from interp.circuits import metrics, suffix_sweep
 from interp.models import transformer
 from interp.models.config import TransformerConfig
 from interp.models.hooks import Hooks
@@ -385,11 +385,10 @@ def logit_diff(answers: jax.Array) -> Metric:
 
   `answers` is int [b 2]: (correct, wrong) token ids per prompt.
   """
-  def metric(logits):
-    last = logits[:, -1]
-    picked = jnp.take_along_axis(last, answers, axis=1)
-    return (picked[:, 0] - picked[:, 1]).mean()
-  return metric
+  def on_columns(picked):  # the logits of (correct, wrong): [b k 2]
+    return (picked[:, -1, 0] - picked[:, -1, 1]).mean()
+  # A ColumnMetric: the suffix sweep unembeds only these two columns (`interp.circuits.metrics`).
+  return metrics.ColumnMetric(jnp.asarray(answers), on_columns)
 
 
 def kl_from(reference_logits: jax.Array) -> Metric:

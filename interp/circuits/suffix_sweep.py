@@ -27,11 +27,13 @@ position's, which the caller routes to the general path).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from interp.circuits import metrics
 from interp.models import transformer
 from interp.models.config import NormType, PositionalType, TransformerConfig
 from interp.models.hooks import HookContext
@@ -203,8 +205,12 @@ def sweep(cfg: TransformerConfig, prec: Precision, params, base_tokens, logits_a
   base_read = jnp.take_along_axis(base_final, logits_at[:, :, None], axis=1)
   outs = [jnp.where((logits_at >= s)[None, :, :, None], x, base_read[None]) for s, x, _ in finals]
   labels = [lab for _, _, labs in finals for lab in labs]
-  logits = _rowwise(lambda x: _unembed(cfg, prec, params, x), outs)
-  values = jax.vmap(metric)(jnp.concatenate(logits))
+  columns = metrics.columns_of(metric)
+  if columns is None:
+    logits = jnp.concatenate(_rowwise(lambda x: _unembed(cfg, prec, params, x), outs))
+  else:  # only the vocabulary columns the metric reads, per prompt (`interp.circuits.metrics`)
+    logits = _unembed(cfg, prec, params, jnp.concatenate(outs), columns)
+  values = jax.vmap(functools.partial(metrics.apply_metric, metric))(logits)
   return labels, values
 
 
@@ -217,10 +223,13 @@ def _qkv_groups(blk: _Block, rows):
           for part in y]
 
 
-def _unembed(cfg: TransformerConfig, prec: Precision, params, x):
-  """Logits (float32) of final-residual rows, as `transformer.Transformer` computes them."""
+def _unembed(cfg: TransformerConfig, prec: Precision, params, x, columns=None):
+  """Logits (float32) of final-residual rows, as `transformer.Transformer` computes them; with
+  `columns` int [b c], x is [n b k d] and only each prompt's columns are computed."""
   if cfg.norm != NormType.NONE:
     x = transformer.Norm(cfg).apply({"params": params["ln_final"]}, x, _NO_HOOKS)
+  if columns is not None:
+    return metrics.column_logits(cfg, prec, params, x, columns)
   if cfg.tied_embeddings:
     logits = transformer.Embed(cfg, prec).apply({"params": params["embed"]}, x,
                                                 method=transformer.Embed.attend)

@@ -29,7 +29,6 @@ on [0, 1] (exact for a polynomial of degree 2 steps - 1):
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 from typing import Callable
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp.choices import choice
+from interp.circuits.metrics import ColumnMetric, apply_metric, columns_of
 from interp.discovery import forward
 from interp.discovery.graph import EdgeGraph
 from interp.precision import Precision, as_precision
@@ -56,32 +56,6 @@ class MetricKind(str, enum.Enum):
   LOGIT_DIFF = "logit_diff"
   PROB = "prob"
   KL = "kl"
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ColumnMetric:
-  """A metric that reads only some vocabulary columns of the logits: the edge forward then
-  unembeds just those (`forward.run(columns=...)`), not the whole vocabulary.
-
-  Called on full logits [b k v] it is the metric; `on_columns` takes the logits of `columns`
-  (int [b c]) only, [b k c].
-  """
-  columns: jax.Array
-  on_columns: Callable[[jax.Array], jax.Array]
-
-  def __call__(self, logits):
-    index = jnp.broadcast_to(self.columns[:, None, :], logits.shape[:2] + self.columns.shape[1:])
-    return self.on_columns(jnp.take_along_axis(logits, index, axis=2))
-
-
-def columns_of(metric: Metric):
-  """The vocabulary columns a metric reads (int [b c]), or None when it needs every logit."""
-  return metric.columns if isinstance(metric, ColumnMetric) else None
-
-
-def apply_metric(metric: Metric, logits) -> jax.Array:
-  """The metric of logits from a forward run with `columns=columns_of(metric)`."""
-  return metric.on_columns(logits) if isinstance(metric, ColumnMetric) else metric(logits)
 
 
 def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
