@@ -379,9 +379,9 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   what is left, ~1.3 s is the matrix products, forward and backward: the per-head ones (each
   head's input is its own receiver) run below the merged products' rate.
 
-  Args and Returns: as `run`, with `alpha` a scalar (traced or not) instead of `mask`, and
-  `per_head=False` to skip the upstream outputs (returned as None) where only the logits and
-  their gradients are needed.
+  Args and Returns: as `run`, with `alpha` a scalar (traced or not) instead of `mask`,
+  `deltas` also as `layer_deltas`' per-layer list, and `per_head=False` to skip the upstream
+  outputs (returned as None) where only the logits and their gradients are needed.
   """
   cfg = graph.cfg
   prec, params, x0 = _start(graph, params, tokens, embed_out, precision)
@@ -393,9 +393,13 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
   src_layers = source[1:].reshape((L, per_up) + source.shape[1:])
   if deltas is None:
     deltas = jnp.zeros((graph.n_recv, 1, 1, d), x0.dtype)
-  deltas = deltas.astype(x0.dtype)
+  if isinstance(deltas, (list, tuple)):  # already per layer (`layer_deltas`)
+    d_layers, d_final = [x.astype(x0.dtype) for x in deltas[:-1]], deltas[-1].astype(x0.dtype)
+  else:
+    deltas = deltas.astype(x0.dtype)
+    d_layers = [deltas[i * per_recv:(i + 1) * per_recv] for i in range(L)]
+    d_final = deltas[-1]
   alpha = None if alpha is None else jnp.asarray(alpha, x0.dtype)
-  d_layers = deltas[:-1].reshape((L, per_recv) + deltas.shape[1:])
 
   def mix(resid, src, bias):
     return resid + bias if alpha is None else alpha * resid + (1 - alpha) * src + bias
@@ -414,9 +418,23 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
       m = _mlp(cfg, p, prec=prec, x=mix(resid, src, bias) + d_l[n_attn])
       resid, src = resid + m, src + src_l[h]
       ys.append(m[None])
-  final = mix(resid, src, bias) + deltas[-1]
+  final = mix(resid, src, bias) + d_final
   outs = jnp.concatenate(ys, 0) if per_head else None
   return _unembed(cfg, params, final, logits_at, prec, columns), outs
+
+
+def layer_deltas(graph: EdgeGraph, tokens, dtype) -> list:
+  """Zero receiver probes as `run_uniform` reads them: one [per_layer_recv b p d] array per
+  layer, then the logits' [b p d]; `jnp.concatenate(layer_deltas_like)` (with the last one
+  given a leading axis) is the [n_recv b p d] layout.
+
+  Why a list: differentiating through slices of one [n_recv b p d] array makes its gradient a
+  sum of n_recv zero-padded full-size pieces; in bfloat16 (a convert between the pad and the
+  add) XLA did not turn that into a concatenation, and on Gemma 3 270M's shapes (EAP-IG,
+  16 x 16 tokens) those sums took 2.0 s of a 4.8 s call."""
+  shape = tokens.shape + (graph.cfg.d_model,)
+  return ([jnp.zeros((graph.per_layer_recv,) + shape, dtype) for _ in range(graph.cfg.n_layers)]
+          + [jnp.zeros(shape, dtype)])
 
 
 def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:

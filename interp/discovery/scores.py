@@ -87,15 +87,14 @@ def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=No
   """(metric, outs, d metric / d in_r [n_recv b p d]) with every edge's mask at `alpha`
   (None: 1), by `forward.run_uniform` (the model's own forward, no per-edge sums); outs is
   None unless `per_head`."""
-  dtype = as_precision(precision).compute_dtype
-  deltas = jnp.zeros((graph.n_recv,) + tokens.shape + (graph.cfg.d_model,), dtype)
+  deltas = forward.layer_deltas(graph, tokens, as_precision(precision).compute_dtype)
 
   def f(d):
     logits, outs = forward.run_uniform(graph, params, tokens, source, alpha, d, logits_at,
                                        embed_out, precision, columns_of(metric), per_head)
     return apply_metric(metric, logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
-  return value, outs, g
+  return value, outs, jnp.concatenate(g[:-1] + [g[-1][None]], 0)
 
 
 def _contract(graph, diff, grad):
