@@ -269,7 +269,7 @@ def prepare(cfg, params, precision=None) -> dict:
   loop, not a scan over stacked weights: a scanned body slices (copies) each layer's weights
   out of the stack at every call, forward and backward, inside every integration point. At the
   GPT-2 small shape (EAP-IG, m = 8, 4 x 16 tokens, 2 CPU cores) those copies took ~0.75 s of a
-  ~3.3 s call; the price is compile time that grows with depth (2 s -> ~7 s there).
+  ~3.3 s call; the price is compile time that grows with depth (2.0 s -> 3.8 s there).
   A caller that scores many times prepares once (the transposes, and the casts under a
   low-precision policy). Already prepared parameters are returned unchanged.
   """
