@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp.choices import choice
-from interp.circuits.metrics import ColumnMetric, apply_metric, columns_of
+from interp.circuits import patching
+from interp.circuits.metrics import apply_metric, columns_of
 from interp.discovery import forward
 from interp.discovery.graph import EdgeGraph
 from interp.precision import Precision, as_precision
@@ -69,17 +70,12 @@ def make_metric(kind: MetricKind, answers=None, clean_logits=None) -> Metric:
   """
   kind = choice(MetricKind, kind, "metric")
   if kind == MetricKind.KL:
-    ref = jax.nn.log_softmax(clean_logits[:, -1], -1)
-    return lambda logits: (jnp.exp(ref) * (ref - jax.nn.log_softmax(logits[:, -1], -1))
-                           ).sum(-1).mean()
+    return patching.kl_from(clean_logits)
   answers = jnp.asarray(answers)
   if kind == MetricKind.PROB:
     return lambda logits: jnp.take_along_axis(jax.nn.softmax(logits[:, -1], -1),
                                               answers[:, :1], 1).mean()
-
-  def logit_diff(picked):  # the logits of (correct, wrong): [b k 2]
-    return (picked[:, -1, 0] - picked[:, -1, 1]).mean()
-  return ColumnMetric(answers, logit_diff)
+  return patching.logit_diff(answers)  # a ColumnMetric: two unembedding columns per prompt
 
 
 def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=None,
