@@ -425,8 +425,8 @@ def run_uniform(graph: EdgeGraph, params, tokens, source, alpha=None, deltas=Non
 
 def layer_deltas(graph: EdgeGraph, tokens, dtype) -> list:
   """Zero receiver probes as `run_uniform` reads them: one [per_layer_recv b p d] array per
-  layer, then the logits' [b p d]; `jnp.concatenate(layer_deltas_like)` (with the last one
-  given a leading axis) is the [n_recv b p d] layout.
+  layer, then the logits' [b p d] (`stack_deltas` turns such a list, or its gradient, into the
+  [n_recv b p d] layout).
 
   Why a list: differentiating through slices of one [n_recv b p d] array makes its gradient a
   sum of n_recv zero-padded full-size pieces; in bfloat16 (a convert between the pad and the
@@ -435,6 +435,11 @@ def layer_deltas(graph: EdgeGraph, tokens, dtype) -> list:
   shape = tokens.shape + (graph.cfg.d_model,)
   return ([jnp.zeros((graph.per_layer_recv,) + shape, dtype) for _ in range(graph.cfg.n_layers)]
           + [jnp.zeros(shape, dtype)])
+
+
+def stack_deltas(per_layer) -> jax.Array:
+  """`layer_deltas`' per-layer list (or a gradient with its structure) as one [n_recv b p d]."""
+  return jnp.concatenate(list(per_layer[:-1]) + [per_layer[-1][None]], 0)
 
 
 def outputs(graph: EdgeGraph, params, tokens) -> jax.Array:

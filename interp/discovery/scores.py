@@ -90,7 +90,7 @@ def _grads(graph, params, tokens, source, metric, alpha, logits_at, embed_out=No
                                        embed_out, precision, columns_of(metric), per_head)
     return apply_metric(metric, logits), outs
   (value, outs), g = jax.value_and_grad(f, has_aux=True)(deltas)
-  return value, outs, jnp.concatenate(g[:-1] + [g[-1][None]], 0)
+  return value, outs, forward.stack_deltas(g)
 
 
 def _contract(graph, diff, grad):
