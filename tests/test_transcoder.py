@@ -6,6 +6,7 @@ trained for 300 steps on the bundled corpus; transcoders read 8192 of its tokens
 
 import dataclasses
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,18 @@ def test_shapes_and_layer_decode():
     assert all(len(axes[k]) == params[k].ndim for k in params) and "latent" in axes["W_dec"]
   with pytest.raises(ValueError, match="--kind='mlt' is not one of"):
     tc.TranscoderConfig(kind="mlt")
+
+
+def test_topk_keeps_the_k_largest_without_a_sort():
+  """The per-layer TopK rule keeps exactly what a sort would, and on CPU compiles to XLA's TopK
+  (a slice of top_k's values became a full sort there, 26x slower at the graph entry's shape)."""
+  cfg = tc.TranscoderConfig(kind="plt", n_layers=3, d_model=8, d_latent=64, k=4)
+  pre = jax.random.normal(jax.random.key(1), (16, 3, 64))
+  f = jax.jit(lambda p: tc.activate(cfg, {}, p))
+  cut = np.sort(np.asarray(pre), -1)[..., -4:-3]
+  np.testing.assert_array_equal(np.asarray(f(pre)), np.where(pre >= cut, np.maximum(pre, 0), 0))
+  if jax.default_backend() == "cpu":
+    assert not re.search(r"\bsort\(", f.lower(pre).compile().as_text())
 
 
 def _mlp_as_transcoder(model_cfg, params, kind):

@@ -230,7 +230,9 @@ def _rule(cfg: TranscoderConfig, pre: jax.Array, theta) -> jax.Array:
     return activation_rules.jumprelu(pre, theta, cfg.jumprelu_bandwidth)
   # Per-layer top k as a dense mask: at our widths the gather XLA makes of a sharded latent
   # axis is cheap; `interp.sae.sparse_sharded` is the route for very wide dictionaries.
-  cut = jax.lax.stop_gradient(jax.lax.top_k(pre, cfg.k)[0][..., -1:])
+  # The cut is the min of the k values, not their last slice: XLA:CPU rewrites a slice of
+  # top_k's values into a full sort (0.93 s against 0.036 s at [512, 18, 1024], k 16).
+  cut = jax.lax.stop_gradient(jnp.min(jax.lax.top_k(pre, cfg.k)[0], -1, keepdims=True))
   return jnp.where(pre >= cut, jax.nn.relu(pre), 0.0)
 
 
