@@ -85,6 +85,23 @@ def test_every_activation_of_a_refill_is_served_exactly_once():
   assert not np.array_equal(store.permutation(1), store.permutation(2))
 
 
+def test_reuse_serves_each_load_twice_reshuffled_and_runs_the_model_half_as_often():
+  store = _store(reuse=2)
+  assert store.chunks_of(2) == store.chunks_of(3) == [2, 3] and store.describe()["reuse"] == 2
+  calls = []
+  chunk = store.source.chunk
+  store.source.chunk = lambda t: calls.append(t) or chunk(t)
+  served = [np.concatenate([np.asarray(store.batch(s)) for s in range(8 * r, 8 * r + 8)])
+            for r in (2, 3)]
+  assert calls == [2, 3]  # refill 3 reshuffles refill 2's load
+  buffer = np.concatenate([np.asarray(chunk(t)) for t in (2, 3)])
+  for r, rows in zip((2, 3), served):
+    np.testing.assert_array_equal(rows, buffer[store.permutation(r)])
+  assert "reuse" not in _store().describe()  # older run folders' data.json still match
+  with pytest.raises(ValueError, match="--buffer_reuse=0 must be an integer >= 1"):
+    _store(reuse=0)
+
+
 def test_batches_are_a_pure_function_of_the_step_on_any_mesh():
   store = _store()
   steps = (0, 5, 13, 7)  # 13 before 7: going back rebuilds refill 0

@@ -54,19 +54,25 @@ class ActivationStore:
   """
 
   def __init__(self, source, batch_size: int, *, buffer_chunks: int = 1, seed: int = 0,
-               serve_dtype=jnp.float32):
+               serve_dtype=jnp.float32, reuse: int = 1):
     """Args:
       source: a chunked source (`ModelActivations`, `ArraySource`, `CachedActivations`).
       batch_size: rows per SAE batch (a multiple of the data axis).
       buffer_chunks: chunks per refill (model batches, or cache shards).
       seed: the shuffle (and epoch order) seed.
       serve_dtype: the dtype of the batches (the dictionary's compute dtype, or float32).
+      reuse: refills that share one load of chunks, each with its own shuffle: every row is
+        served `reuse` times and the source (a model's forward) runs 1/reuse as often. For
+        a short run whose harvest costs as much as its steps (the figure suite's transcoders).
     """
     self.source, self.mesh, self.seed, self.batch_size = source, source.mesh, seed, batch_size
     self.serve_dtype = np.dtype(serve_dtype)
     sources.check_batch_size(batch_size, self.mesh)
     if buffer_chunks <= 0:
       raise ValueError(f"--buffer_batches={buffer_chunks} must be positive")
+    if not (isinstance(reuse, int) and reuse >= 1):
+      raise ValueError(f"--buffer_reuse={reuse!r} must be an integer >= 1")
+    self.reuse = reuse
     finite = source.n_chunks is not None
     self.buffer_chunks = min(buffer_chunks, source.n_chunks) if finite else buffer_chunks
     self.rows_per_refill = self.buffer_chunks * source.rows_per_chunk
@@ -102,8 +108,8 @@ class ActivationStore:
     return step // self.batches_per_refill
 
   def chunks_of(self, refill: int) -> list[int]:
-    """The source chunks refill r shuffles together."""
-    bc = self.buffer_chunks
+    """The source chunks refill r shuffles together (the same for `reuse` refills in a row)."""
+    bc, refill = self.buffer_chunks, refill // self.reuse
     if self.refills_per_epoch is None:
       return list(range(refill * bc, (refill + 1) * bc))
     epoch, q = divmod(refill, self.refills_per_epoch)
@@ -164,7 +170,9 @@ class ActivationStore:
             "buffer_chunks": self.buffer_chunks, "rows_per_refill": self.rows_per_refill,
             "batches_per_refill": self.batches_per_refill,
             "unused_rows_per_refill": self.unused_per_refill,
-            "refills_per_epoch": self.refills_per_epoch, "seed": self.seed, "source": source}
+            "refills_per_epoch": self.refills_per_epoch, "seed": self.seed, "source": source,
+            # Only when set, so run folders written before it existed still resume.
+            **({"reuse": self.reuse} if self.reuse != 1 else {})}
 
 
 # Programs shared by every store of the same shapes (a sweep or evaluation builds many stores).
@@ -217,16 +225,17 @@ class ModelStore(ActivationStore):
                batch_size: int, context_length: int = 128, model_batch_size: int = 8,
                buffer_batches: int = 16, seed: int = 0, drop_bos: bool | None = None,
                dtype=jnp.float32, param_shardings=None, model_name: str = "transformer",
-               precision=None, serve_dtype=jnp.float32):
-    """Refill r runs token batches r*buffer_batches ... (r+1)*buffer_batches - 1 of
-    `model_batch_size` windows each (see `ModelActivations` for the other arguments; `dtype`
-    is the stored dtype, `serve_dtype` the batches')."""
+               precision=None, serve_dtype=jnp.float32, reuse: int = 1):
+    """Refill r runs token batches q*buffer_batches ... (q+1)*buffer_batches - 1 of
+    `model_batch_size` windows each, q = r // reuse (see `ModelActivations` for the other
+    arguments; `dtype` is the stored dtype, `serve_dtype` the batches')."""
     super().__init__(
         ModelActivations(cfg, params, mesh, sites, source, context_length=context_length,
                          batch_size=model_batch_size, seed=seed, drop_bos=drop_bos, dtype=dtype,
                          param_shardings=param_shardings, model_name=model_name,
                          precision=precision),
-        batch_size, buffer_chunks=buffer_batches, seed=seed, serve_dtype=serve_dtype)
+        batch_size, buffer_chunks=buffer_batches, seed=seed, serve_dtype=serve_dtype,
+        reuse=reuse)
 
 
 class ArrayStore(ActivationStore):
