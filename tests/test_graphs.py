@@ -113,6 +113,37 @@ def test_incoming_edges_plus_bias_equal_value(kind, gemma):
   np.testing.assert_allclose(g.values[:g.layout.n_features], pre, atol=1e-5)
 
 
+def test_held_bos_moves_its_outputs_into_the_bias_and_keeps_every_other_edge(gemma):
+  """circuit-tracer's zero_positions: position 0's features and error leave the graph, its MLP
+  outputs join the bias, and every remaining edge is the one the unheld graph has."""
+  cfg, params = gemma
+  c, p = _random_tc(cfg, "skip")
+  g0 = attribute.build(cfg, params, c, p, TOKENS)
+  g1 = attribute.build(cfg, params, c, p, TOKENS, attribute.GraphConfig(held_positions=1))
+  np.testing.assert_allclose(g1.adjacency[attribute.target_rows(g1)].sum(1) + g1.bias,
+                             g1.values, atol=2e-5)
+  info0, info1 = attribute.feature_info(g0), attribute.feature_info(g1)
+  assert info1["pos"].min() == 1 and g1.layout.n_features == (info0["pos"] > 0).sum()
+  L, f1, f0 = cfg.n_layers, g1.layout.n_features, g0.layout.n_features
+  err = lambda g, f: g.adjacency[:, f:f + L * P].reshape(-1, L, P)
+  assert not err(g1, f1)[:, :, 0].any()
+  # the logit rows: same edges from every error, embedding and kept feature
+  logit_rows = lambda g: slice(g.layout.n - g.layout.n_logits, None)
+  rows0, rows1 = logit_rows(g0), logit_rows(g1)
+  np.testing.assert_allclose(err(g1, f1)[rows1][:, :, 1:], err(g0, f0)[rows0][:, :, 1:], atol=1e-5)
+  np.testing.assert_allclose(g1.adjacency[rows1, f1 + L * P:f1 + L * P + P],
+                             g0.adjacency[rows0, f0 + L * P:f0 + L * P + P], atol=1e-5)
+  key = lambda i: tuple(int(i[k]) for k in ("layer", "pos", "feature"))
+  at0 = {key({k: v[j] for k, v in info0.items()}): j for j in range(f0)}
+  cols0 = [at0[key({k: v[j] for k, v in info1.items()})] for j in range(f1)]
+  np.testing.assert_allclose(g1.adjacency[rows1, :f1], g0.adjacency[rows0][:, cols0], atol=1e-5)
+  r = validate.attention_score_attribution(cfg, params, c, p, g1, 1, 2, P - 1, 3)
+  assert r["query"].sum() + r["query_bias"] == pytest.approx(r["score"], abs=1e-4)
+  assert r["key"].sum() + r["key_bias"] == pytest.approx(r["score"], abs=1e-4)
+  with pytest.raises(ValueError, match="--held_positions=.* holds every position"):
+    attribute.build(cfg, params, c, p, TOKENS[:1], attribute.GraphConfig(held_positions=1))
+
+
 def test_edges_plus_bias_gpt2_and_exact_scores(gpt2):
   cfg, params, c, p, g = gpt2
   assert float(jnp.abs(g.rep.error).max()) < 1e-5

@@ -54,6 +54,9 @@ class GraphConfig:
       viewer's sliders can go down to circuit-tracer's 0.8 / 0.98 defaults and below).
     precision: compute dtype of the forwards and backwards (edge weights stay float32): auto,
       float32 or bfloat16 (`interp.precision`).
+    held_positions: leading positions whose MLP outputs are held constant (no feature or
+      error nodes there; `graphs.linear.hold`): 1 holds a BOS token as circuit-tracer does, so
+      its scores compare with circuit-tracer's; 0 makes every position's outputs sources.
     head_nodes: Nodes given per-head attention data (0 = none). The strongest kept features
       and logits get the heads behind their input from other positions and those heads'
       score sources (`graphs.heads`; one linear pass per node, one per listed head).
@@ -70,6 +73,7 @@ class GraphConfig:
   # `--precision` defaults to auto.
   precision: str = dataclasses.field(default="float32", metadata={"choices": CHOICES})
   head_nodes: int = 30
+  held_positions: int = 0
 
   def __post_init__(self):
     Precision.parse(self.precision)  # a bad value fails here, naming --precision
@@ -77,6 +81,7 @@ class GraphConfig:
       if getattr(self, name) <= 0:
         raise ValueError(f"--{name}={getattr(self, name)} must be positive")
     choices.check_int("head_nodes", self.head_nodes, minimum=0)
+    choices.check_int("held_positions", self.held_positions, minimum=0)
     for name in ("logit_mass", "node_threshold", "edge_threshold"):
       if not 0.0 < getattr(self, name) <= 1.0:
         raise ValueError(f"--{name}={getattr(self, name)} must be in (0, 1]")
@@ -124,7 +129,11 @@ def build(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig, tc_
   tokens = np.asarray(tokens, np.int32)
   p, L = len(tokens), cfg.n_layers
   precision = Precision.parse(config.precision)
-  rep = gl.capture(cfg, params, tc_cfg, tc_params, tokens, precision)
+  if config.held_positions >= p:
+    raise ValueError(f"--held_positions={config.held_positions} holds every position of a "
+                     f"{p}-token prompt; hold fewer than {p}")
+  rep = gl.hold(gl.capture(cfg, params, tc_cfg, tc_params, tokens, precision),
+                config.held_positions)
   active = gl.active_features(rep)
   times["capture_s"] = time.perf_counter() - t0
   t0 = time.perf_counter()

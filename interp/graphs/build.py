@@ -13,7 +13,8 @@ Vocabulary (beyond `interp.graphs.linear`):
            features, final[last] for logits), plus a constant (b_enc; demeaned b_U).
   edge     weight of source s on target t = (s's output vector) . d t / d(residual where s
            writes); each target's row is one VJP of `linear_forward`.
-  bias     a target's value when every source is zero: b_enc, b_dec, attention and norm biases.
+  bias     a target's value when every source is zero: b_enc, b_dec, attention and norm biases
+           (and the MLP outputs of held positions, `graphs.linear.hold`).
            Row sum + bias = the target's value, exactly (the replacement model is affine).
 
 Rows are computed `chunk` targets at a time (`patching.map_sites`: vmapped, split over the
@@ -184,15 +185,13 @@ def edge_rows(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _bias_readouts(cfg, params, tc_cfg, tc_params, rep):
-  b_dec = tc_params["b_dec"] / tc_params["out_scale"][:, None]
-  mlp = jnp.broadcast_to(b_dec[:, None], rep.mlp.shape)
   return gl.linear_forward(cfg, params, tc_cfg, tc_params, rep.frozen,
-                           jnp.zeros_like(rep.embed), mlp)
+                           jnp.zeros_like(rep.embed), rep.bias_mlp)
 
 
 def target_bias(cfg: TransformerConfig, params: dict, tc_cfg: tc.TranscoderConfig,
                 tc_params: dict, rep: gl.Replacement, targets: Targets) -> np.ndarray:
-  """Each target's value with every source set to zero (only b_dec injected): [T]."""
+  """Each target's value with every source set to zero (only `rep.bias_mlp` injected): [T]."""
   x_in, final = _bias_readouts(cfg, params, tc_cfg, tc_params, rep)
   return _read(np.asarray(x_in), np.asarray(final), targets)
 

@@ -50,7 +50,14 @@ class GraphRunConfig:
     prompt: the text whose next token the graph explains.
     workdir: the run folder. transcoder_dir: load a transcoder run folder from here ("" =
       train one into workdir/transcoder).
-    transcoder: the dictionary to train; num_steps, batch_size, context_length: its training.
+    transcoder: the dictionary to train; num_steps, batch_size, context_length, lr (Adam's
+      peak rate after a warmup of num_steps / 5, at most 50 steps): its training.
+    hold_bos: hold the BOS position's MLP outputs constant when the tokenizer prepends one
+      (`GraphConfig.held_positions` at least 1): circuit-tracer's convention, under which
+      its replacement and completeness scores are defined; the BOS residual is the same for
+      every prompt, and transcoders trained without BOS rows (`drop_bos`) do not model it.
+    buffer_reuse: times each harvested activation is served (reshuffled each time): the
+      model's forward runs 1 / buffer_reuse as often (`interp.sae.store.ActivationStore`).
     graph: sizes and stored thresholds.
     n_steer, steer_factor: features steered in the real model for the agreement check.
     context_sequences, context_length: corpus windows scanned for feature contexts.
@@ -65,6 +72,9 @@ class GraphRunConfig:
   num_steps: int = 500
   batch_size: int = 1024
   context_length: int = 64
+  lr: float = 1e-3
+  buffer_reuse: int = 1
+  hold_bos: bool = True
   graph: attribute.GraphConfig = attribute.GraphConfig()
   n_steer: int = 5
   steer_factor: float = 0.0
@@ -73,7 +83,7 @@ class GraphRunConfig:
 
   def __post_init__(self):
     choices.numbers(self, positive=("num_steps", "batch_size", "context_length",
-                                    "context_sequences"),
+                                    "context_sequences", "lr", "buffer_reuse"),
                     non_negative=("n_steer",), finite=("steer_factor",))
     zoo.ModelSpec.parse(self.model)
 
@@ -143,10 +153,11 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
     tc_cfg = config.transcoder or tc.TranscoderConfig(n_layers=cfg.n_layers, d_model=cfg.d_model)
     store = transcoder_train.transcoder_store(
         cfg, params, mesh, source, batch_size=config.batch_size,
-        context_length=config.context_length, model_name=model.name)
+        context_length=config.context_length, model_name=model.name,
+        reuse=config.buffer_reuse)
     run = sae_train.DEFAULT_RUN.replace(
         workdir=tc_dir, mesh=config.mesh, num_steps=config.num_steps,
-        optimizer=OptimizerConfig(lr=1e-3, warmup_steps=min(50, config.num_steps // 5),
+        optimizer=OptimizerConfig(lr=config.lr, warmup_steps=min(50, config.num_steps // 5),
                                   grad_clip=0.0))
     # The transcoders train under the graph's policy too (`--precision`), so one flag sets the
     # whole run's compute dtype.
@@ -156,11 +167,14 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
     train_results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
     tc_params = jax.device_get(tc_params)
   tokens = _tokens(model, config.prompt)
+  g = config.graph
+  if config.hold_bos and model.tokenizer is not None and \
+      tokenized.bos_id(model.tokenizer) is not None:
+    g = dataclasses.replace(g, held_positions=max(g.held_positions, 1))
   t0 = time.perf_counter()
-  graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, config.graph, mesh)
+  graph = attribute.build(cfg, params, tc_cfg, tc_params, tokens, g, mesh)
   build_s = time.perf_counter() - t0
   scores = graph_prune.scores(graph.adjacency, graph.layout, graph.probs)
-  g = config.graph
   stored = graph_prune.prune(graph.adjacency, graph.layout, graph.probs, g.node_threshold,
                              g.edge_threshold)
   default = graph_prune.prune(graph.adjacency, graph.layout, graph.probs)
@@ -205,6 +219,7 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   count = lambda pr: {"nodes": int(pr.node_mask.sum()), "edges": int(pr.edge_mask.sum())}
   results = {
       "prompt": config.prompt, "tokens": len(tokens), "scores": scores,
+      "held_positions": g.held_positions,
       # What `auto` became here: the graph's forwards and backwards and the transcoders'
       # training ran in this dtype (the steering check and feature contexts run in float32).
       "precision": Precision.parse(config.graph.precision).name,

@@ -12,6 +12,10 @@ Vocabulary (shape letters as in `interp.models.config`; p = prompt length, L = n
   readout    what targets read: `x_in` [L p d] (every layer's MLP input, through ln2 at its
              frozen divisor) and `final` [p d] (ln_final's output).
   error      [L p d] real hook_mlp_out minus the transcoder's output at that layer.
+  held       leading positions whose MLP outputs are constants, not sources (`hold`): no
+             feature or error nodes there; their whole injection joins the bias. circuit-tracer
+             holds the BOS (its `zero_positions`): the first position's residual stream is the
+             same for every prompt, so its MLP outputs are constants of the model.
   active     features with a nonzero activation: numpy arrays layer, pos, feature, act [F],
              ordered by (layer, pos, feature).
 
@@ -67,6 +71,8 @@ class Replacement(NamedTuple):
   acts: jax.Array         # [L p n] feature activations
   final: jax.Array        # [p d] real ln_final output
   logits: jax.Array       # [v] real logits at the last position
+  bias_mlp: jax.Array     # [L p d] the `mlp` injection with every source zero: the decoder
+  #                         bias, and at held positions the whole injection (`hold`)
 
 
 def _names(cfg: TransformerConfig) -> tuple[str, ...]:
@@ -211,12 +217,25 @@ def _capture_impl(cfg, tc_cfg, params, tc_params, tokens, precision):
   predicted = jnp.swapaxes(predicted, 0, 1)
   skip = jnp.stack([skip_path(tc_cfg, tc_params, l, x_in[l]) for l in range(L)])
   final = c["ln_final.hook_normalized"] if normed else c[f"blocks.{L - 1}.hook_resid_post"]
+  b_dec = tc_params["b_dec"] / tc_params["out_scale"][:, None]
   return Replacement(frozen=fz, embed=embed, mlp=mlp_out - skip, x_in=x_in, mlp_out=mlp_out,
                      error=mlp_out - predicted, pre=jnp.swapaxes(pre, 0, 1),
-                     acts=jnp.swapaxes(acts, 0, 1), final=final, logits=logits[0, 0])
+                     acts=jnp.swapaxes(acts, 0, 1), final=final, logits=logits[0, 0],
+                     bias_mlp=jnp.broadcast_to(b_dec[:, None], mlp_out.shape))
 
 
 _capture = jax.jit(_capture_impl, static_argnums=(0, 1, 5))
+
+
+def hold(rep: Replacement, n: int) -> Replacement:
+  """`rep` with the MLP outputs of its first `n` positions held constant: no active features
+  and zero error there, their injection moved into `bias_mlp` (the injections, and so the
+  logits, are unchanged)."""
+  if n <= 0:
+    return rep
+  at = (jnp.arange(rep.mlp.shape[1]) < n)[None, :, None]
+  return rep._replace(acts=jnp.where(at, 0.0, rep.acts), error=jnp.where(at, 0.0, rep.error),
+                      bias_mlp=jnp.where(at, rep.mlp, rep.bias_mlp))
 
 
 def active_features(rep: Replacement) -> dict[str, np.ndarray]:

@@ -162,8 +162,7 @@ def attention_score_attribution(cfg: TransformerConfig, params, tc_cfg: tc.Trans
 def _score_parts(cfg, params, tc_cfg, tc_params, layer, counts, rep, f_pos, f_feat, f_act, head,
                  q_pos, k_pos):
   fz = rep.frozen
-  b_dec = tc_params["b_dec"] / tc_params["out_scale"][:, None]
-  zero_mlp = jnp.broadcast_to(b_dec[:, None], rep.mlp.shape)
+  zero_mlp = rep.bias_mlp  # every source zero: b_dec, and held positions' outputs
   resid = lambda e, m: gl.linear_forward(cfg, params, tc_cfg, tc_params, fz, e, m, upto=layer)
   q_of = lambda e, m: _qk(cfg, params, fz, resid(e, m), layer, head, "Q")[q_pos]
   k_of = lambda e, m: _qk(cfg, params, fz, resid(e, m), layer, head, "K")[k_pos]
@@ -174,7 +173,7 @@ def _score_parts(cfg, params, tc_cfg, tc_params, layer, counts, rep, f_pos, f_fe
   g_k = jax.grad(lambda e, m: s * q @ k_of(e, m), argnums=(0, 1))(rep.embed, rep.mlp)
   zero_e = jnp.zeros_like(rep.embed)
 
-  def scaled(eps):  # every source times (1 + eps); b_dec and the other biases fixed
+  def scaled(eps):  # every source times (1 + eps); bias_mlp and the other biases fixed
     e, m = rep.embed * (1 + eps), zero_mlp + (rep.mlp - zero_mlp) * (1 + eps)
     return s * q_of(e, m) @ k_of(e, m)
 
