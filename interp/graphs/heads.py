@@ -51,7 +51,8 @@ def source_injection(tc_cfg: tc.TranscoderConfig, tc_params: dict, graph: attrib
 
   The selected features' outputs plus the errors (the active features that are not nodes are
   left out, as the adjacency leaves them out); with every active feature selected, `mlp` equals
-  the replacement model's injection minus the decoder bias.
+  the replacement model's injection minus `rep.bias_mlp` (the decoder bias, and the whole
+  output of held positions).
   """
   rep, active = graph.rep, graph.active
   keep = np.zeros(len(active["act"]), np.float32)
