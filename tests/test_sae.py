@@ -158,7 +158,9 @@ def test_matryoshka_prefix_reconstructs_alone(tmp_path):
   assert fvu["nested"] < 0.5 and fvu["nested"] < 0.6 * fvu["plain"], fvu
 
 
-def test_topk_sparse_backward_equals_autodiff():
+@pytest.mark.parametrize("ratio", [1, 64])  # k 5 of 64 latents: 1 -> sparse rows, 64 -> dense
+def test_topk_sparse_backward_equals_autodiff(ratio, monkeypatch):
+  monkeypatch.setattr(activation_rules, "SPARSE_BACKWARD_MAX_RATIO", ratio)
   key = jax.random.split(jax.random.key(0), 4)
   x = jax.random.normal(key[0], (32, 16))
   w = jax.random.normal(key[1], (16, 64))

@@ -65,7 +65,9 @@ def topk_encode_centered(x_n, b_dec, w_enc, b_enc, k, prec: Precision = FLOAT32)
   the parameters are): their encoder columns and
   biases get a scatter-add, b_dec gets -(w_enc @ g_b_enc) (a matrix-vector product), and the
   per-token input gradient (a [B, k, d_in] gather) is formed only when x_n itself is
-  differentiated; otherwise XLA drops it.
+  differentiated; otherwise XLA drops it. With k above d_sae / `SPARSE_BACKWARD_MAX_RATIO`
+  (AuxK's d_in / 2 dead latents) the [B, k, d_in] rows cost more than two dense products, so
+  the backward scatters the gradients into a dense [B, d_sae] array and multiplies instead.
   """
   values, indices = jax.lax.top_k(matmul(prec, x_n - b_dec, w_enc) + b_enc, k)
   return jax.nn.relu(values), indices
@@ -76,11 +78,22 @@ def _topk_fwd(x_n, b_dec, w_enc, b_enc, k, prec):
   return (values, indices), (x_n, b_dec, w_enc, values, indices)
 
 
+# Measured on 2 CPU cores (x_n not differentiated; with it the dense side wins by more):
+# B 1,024, d_in 640, d_sae 5,120: k 32 sparse 0.036 s, dense 0.027 s; k 320 sparse 0.281 s,
+# dense 0.032 s. B 4,096, d_in 512, d_sae 8,192, k 32: sparse 0.100 s, dense 0.190 s.
+SPARSE_BACKWARD_MAX_RATIO = 64
+
+
 def _topk_bwd(k, prec, res, g):
-  del k, prec
+  del prec
   x_n, b_dec, w_enc, values, indices = res
   g_pre = jnp.where(values > 0, g[0], 0.0)                           # [B, k]
   d_sae, d_in = w_enc.shape[1], w_enc.shape[0]
+  if k * SPARSE_BACKWARD_MAX_RATIO > d_sae:
+    rows = jnp.arange(g_pre.shape[0])[:, None]
+    dense = jnp.zeros((g_pre.shape[0], d_sae), g_pre.dtype).at[rows, indices].set(g_pre)
+    g_b = dense.sum(0)
+    return dense @ w_enc.T, -(w_enc @ g_b), (x_n - b_dec).T @ dense, g_b
   flat = indices.reshape(-1)
   g_b = jnp.zeros((d_sae,), g_pre.dtype).at[flat].add(g_pre.reshape(-1))
   rows = (g_pre[..., None] * (x_n - b_dec)[..., None, :]).reshape(-1, d_in)  # [B * k, d_in]
