@@ -15,7 +15,8 @@
 TopK's encoder has a hand-written backward pass: autodiff of `lax.top_k` scatters the k
 gradients per token into a dense [batch, d_sae] array and then pays two dense matmuls for the
 encoder-weight and input gradients. Here both are formed from the k selected latents only
-(a scatter-add of k rows per token), so only the forward encoder matmul is dense.
+(a scatter-add of k rows per token), so only the forward encoder matmul is dense; for k large
+against d_sae (AuxK) it scatters into a dense array instead (`SPARSE_BACKWARD_MAX_RATIO`).
 JumpReLU's threshold gets its gradient from the rectangle-kernel estimator of width
 `bandwidth` (Rajamanoharan et al., 2024). `interp.sae.dictionary` and
 `interp.sae.transcoder` apply these rules.
