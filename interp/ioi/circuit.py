@@ -288,16 +288,19 @@ def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads,
   metric = patching.logit_diff(jnp.asarray(data.answers))
   end = jnp.asarray(data.end)
 
+  # The model's weights and the means are arguments, not closed-over constants: as constants,
+  # XLA:CPU spent ~45 s of Gemma 3 270M's suite entry folding them into the program.
   @jax.jit
-  def run(mask):
+  def run(params, tokens, means, mask):
     edits = {n: (lambda z, i=i: jnp.where(mask[i][None, None, :, None], z, means[i]))
              for i, n in enumerate(patching.hook_names(cfg, "heads"))}
-    return metric(transformer.forward(cfg, params, jnp.asarray(data.tokens), Hooks(edits=edits),
-                                      end, precision=precision)[0])
+    return metric(transformer.forward(cfg, params, tokens, Hooks(edits=edits), end,
+                                      precision=precision)[0])
 
-  model = float(run(jnp.ones_like(jnp.asarray(keep))))
-  circuit = float(run(jnp.asarray(keep)))
-  empty = float(run(jnp.zeros_like(jnp.asarray(keep))))
+  tokens = jnp.asarray(data.tokens)
+  model = float(run(params, tokens, means, jnp.ones_like(jnp.asarray(keep))))
+  circuit = float(run(params, tokens, means, jnp.asarray(keep)))
+  empty = float(run(params, tokens, means, jnp.zeros_like(jnp.asarray(keep))))
   return {"logit_diff_model": model, "logit_diff_circuit": circuit,
           "logit_diff_all_heads_ablated": empty, "faithfulness": circuit / model,
           "n_heads": int(keep.sum())}
