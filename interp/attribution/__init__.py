@@ -20,7 +20,8 @@ Vocabulary:
              attribute to it, so learned position embeddings are not attributed.
 
 Modules:
-  masking    value functions over token masks; occlusion (leave-one-out)
+  masking    value functions over token masks; occlusion (leave-one-out); `together`, which
+             evaluates the masks several methods ask for once each, in one call
   shapley    exact Shapley values (all 2^q coalitions) and KernelSHAP (Lundberg & Lee, 2017)
   lime       LIME (Ribeiro et al., 2016): a locally weighted linear surrogate
   gradients  gradient x input and integrated gradients (Sundararajan et al., 2017)

@@ -196,6 +196,40 @@ def masked_lm_value(cfg: TransformerConfig, params, tokens, metric: Metric, base
   return value
 
 
+def together(value: Value, *methods: Callable[[Value], object]) -> tuple:
+  """`tuple(method(value) for method in methods)`, with every distinct mask they ask for
+  evaluated once, in one `value` call.
+
+  Occlusion, KernelSHAP and LIME on one prompt ask for hundreds of masks, a third of them the
+  same (the kernel favours coalitions of size 1 and q - 1, LIME draws size 1 a q-th of the time,
+  and occlusion's leave-one-out masks are among both), and each call pads its count to the
+  forward's chunk. Each method runs twice: first on a value function that records its masks and
+  returns zeros (the fits are host arithmetic, cheap), then, once every unique mask has been
+  evaluated together, on a lookup of the results. So a method must ask for the same masks
+  whatever the values are (true of occlusion, exact Shapley, KernelSHAP and LIME here; not of
+  an adaptive sampler).
+  """
+  asked = []
+
+  def record(masks):
+    masks = np.asarray(masks, bool)
+    asked.append(masks)
+    return np.zeros(masks.shape[0], np.float32)
+
+  for method in methods:
+    method(record)
+  if not asked:
+    return tuple(method(value) for method in methods)
+  unique = np.unique(np.concatenate(asked), axis=0)
+  values = evaluate(value, unique)
+  memo = {row.tobytes(): v for row, v in zip(unique, values)}
+
+  def lookup(masks):
+    return np.array([memo[row.tobytes()] for row in np.asarray(masks, bool)], np.float64)
+
+  return tuple(method(lookup) for method in methods)
+
+
 def occlusion(value: Value, p: int, keep=None) -> np.ndarray:
   """Leave-one-out: f(all) - f(all but token i), for each player i (0 for kept positions).
 
