@@ -1,7 +1,7 @@
-"""The precision policy in every dictionary (`interp.precision`): each SAE rule recovers the
-planted features in bfloat16 as well as in float32 on the same seed; a transcoder and a CLT
-learn in bfloat16 as they do in float32; parameters and Adam's moments stay float32; bfloat16
-compiles to fewer temporary bytes; results and reports name the precision."""
+"""The precision policy in every dictionary (`interp.precision`): each SAE rule family
+recovers the planted features in bfloat16 as well as in float32 on the same seed; a transcoder
+and a CLT learn in bfloat16 as they do in float32; parameters and Adam's moments stay float32;
+bfloat16 compiles to fewer temporary bytes; results and reports name the precision."""
 
 from __future__ import annotations
 
@@ -51,8 +51,14 @@ def _recover(rule: str, precision):
   return cos, jax.device_get(metrics), state
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
-def test_every_rule_recovers_planted_features_in_bf16(rule):
+# Every rule family whose bf16 path differs: the L1 family (relu_weighted only reweights the
+# penalty), TopK, BatchTopK (its threshold; Matryoshka is BatchTopK with prefix losses, which
+# test_sae covers), JumpReLU's STE and Gated's gate. 35 s -> 25 s of the suite.
+BF16_RULES = ("batchtopk", "gated", "jumprelu", "relu", "topk")
+
+
+@pytest.mark.parametrize("rule", BF16_RULES)
+def test_each_rule_family_recovers_planted_features_in_bf16(rule):
   cos32, m32, _ = _recover(rule, FLOAT32)
   cos16, m16, state = _recover(rule, BFLOAT16)
   print(f"\n{rule}: mean max cosine float32 {cos32:.4f} bf16 {cos16:.4f}; "
