@@ -204,9 +204,8 @@ def head_causal_effects(cfg, params, prompts: Prompts, chunk: int = 8,
                         precision: Precision | str | None = None) -> dict:
   """Per head [l h], the drop of the batch metric under patching from the counterfactual:
   "total" (its hook_z everywhere) and "direct" (only its path to the logits; `chunk` senders
-  at a time). The clean run
-  and every patched run are under `precision` (default float32), so each effect is a
-  difference of two metrics of the same dtype."""
+  at a time). The clean run and every patched run are under `precision` (default float32),
+  so each effect is a difference of two metrics of the same dtype."""
   tokens, corrupt = jnp.asarray(prompts.tokens), jnp.asarray(prompts.corrupt)
   at = jnp.asarray(prompts.read)[:, None]
   metric = prompts.batch_metric()

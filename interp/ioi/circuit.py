@@ -288,8 +288,8 @@ def faithfulness(cfg: TransformerConfig, params, data: IOIData, heads,
   metric = patching.logit_diff(jnp.asarray(data.answers))
   end = jnp.asarray(data.end)
 
-  # The model's weights and the means are arguments, not closed-over constants: as constants,
-  # XLA:CPU spent ~45 s of Gemma 3 270M's suite entry folding them into the program.
+  # The model's weights and the means are arguments, not closed-over constants, which XLA
+  # folds into the program at compile time (Gemma 3 270M, 8 prompts: 47.9 s -> 8.3 s).
   @jax.jit
   def run(params, tokens, means, mask):
     edits = {n: (lambda z, i=i: jnp.where(mask[i][None, None, :, None], z, means[i]))
