@@ -179,6 +179,14 @@ def test_greedy_is_argmax_of_each_prefix():
   np.testing.assert_array_equal(generate.greedy(cfg, params, [prompt, prompt], 4),
                                 [out[:64], out[:64]])
   assert generate.greedy(cfg, params, prompt, 0).tolist() == prompt
+  # Rows of different prompt lengths in one call: each as it would run alone.
+  short = generate.greedy(cfg, params, prompt[:37], 5)
+  both = generate.greedy(cfg, params, [prompt, prompt[:37] + [0] * 23], 5, lengths=[60, 37])
+  np.testing.assert_array_equal(both[0], out[:65])
+  np.testing.assert_array_equal(both[1, :42], short)
+  assert both[1, 42:].tolist() == [0] * 23
+  with pytest.raises(ValueError, match="lengths must be"):
+    generate.greedy(cfg, params, [prompt], 2, lengths=[61])
 
 
 def test_tokenizer_matches_transformers(gemma_tokenizer, hf_gemma_tokenizer):

@@ -178,10 +178,10 @@ class _Maker:
 
 def generate_clamped(model_cfg: TransformerConfig, model_params, sae_cfg: SAEConfig,
                      sae_params, hook: str, tokens, n_new: int, latents, values,
-                     precision: Precision | str | None = None) -> np.ndarray:
+                     precision: Precision | str | None = None, lengths=None) -> np.ndarray:
   """Greedy continuation of `tokens` [p] or [b p] with the clamp applied at every position
-  (each step's forward under `precision`; None: float32)."""
+  (each step's forward under `precision`; None: float32); `lengths` as in `generate.greedy`."""
   args = (sae_params, jnp.atleast_1d(jnp.asarray(latents, jnp.int32)),
           jnp.atleast_1d(jnp.asarray(values, jnp.float32)))
   return generate.greedy(model_cfg, model_params, tokens, n_new, _Maker(sae_cfg, hook), args,
-                         precision)
+                         precision, lengths)

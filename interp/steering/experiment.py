@@ -181,20 +181,23 @@ def run(config: ClampConfig) -> dict:
 
 
 def _generations(config, model, hook, sae_cfg, sae, latent, max_act, prec) -> dict:
-  """Greedy continuations per prompt at each dose, and the rate of concept words in them."""
+  """Greedy continuations of every prompt at each dose (the prompts in one call per dose), and
+  the rate of concept words in them."""
   tok = model.tokenizer
   words = {w.lower() for w in config.concept_words}
+  ids, mask = _batch(tok, config.prompts)
+  lengths = mask.sum(1) + (tokenized.bos_id(tok) is not None)  # _batch's mask leaves BOS out
   out = {}
   for m in (0.0,) + tuple(config.generate_multiples):
     texts, hits, total = [], 0, 0
-    for prompt in config.prompts:
-      ids, _ = _batch(tok, [prompt])
-      if m == 0.0:
-        gen = generate.greedy(model.cfg, model.params, ids[0], config.n_new, precision=prec)
-      else:
-        gen = steering.generate_clamped(model.cfg, model.params, sae_cfg, sae, hook, ids[0],
-                                        config.n_new, [latent], [m * max_act], prec)
-      new = tok.decode([int(t) for t in gen[ids.shape[1]:]])
+    if m == 0.0:
+      gens = generate.greedy(model.cfg, model.params, ids, config.n_new, precision=prec,
+                             lengths=lengths)
+    else:
+      gens = steering.generate_clamped(model.cfg, model.params, sae_cfg, sae, hook, ids,
+                                       config.n_new, [latent], [m * max_act], prec, lengths)
+    for prompt, gen, n in zip(config.prompts, gens, lengths):
+      new = tok.decode([int(t) for t in gen[n:n + config.n_new]])
       texts.append(prompt + new)
       found = [w.strip(".,;:()'\"").lower() for w in new.split()]
       hits += sum(w in words for w in found)
