@@ -200,11 +200,22 @@ def test_induction_binary_checks_gemmas_token_range_before_training(tmp_path):
     (dict(grad_clip=float("inf")), "grad_clip=inf: must be a finite number >= 0 (0 = off)"),
     (dict(b1=1.0), "b1=1.0: must be in [0, 1)"),
     (dict(b2=float("nan")), "b2=nan: must be in [0, 1)"),
+    (dict(warmup_steps=20, decay_start=10, decay_end=50),
+     "--decay_start=10, --decay_end=50: need warmup_steps (20) <= decay_start < decay_end "
+     "(decay_end 0 = no decay)"),
 ])
 def test_optimizer_numbers_are_checked(kw, message):
   with pytest.raises(ValueError) as e:
     OptimizerConfig(**kw)
   assert str(e.value) == message
+
+
+def test_optimizer_schedule_warms_up_holds_and_decays_to_zero():
+  lr = OptimizerConfig(lr=2.0, warmup_steps=10, decay_start=100, decay_end=150).schedule()
+  got = [float(lr(s)) for s in (0, 5, 10, 99, 100, 125, 150, 400)]
+  assert got == pytest.approx([0.0, 1.0, 2.0, 2.0, 2.0, 1.0, 0.0, 0.0])
+  held = OptimizerConfig(lr=2.0, warmup_steps=10).schedule()
+  assert [float(held(s)) for s in (0, 5, 10, 10_000)] == pytest.approx([0.0, 1.0, 2.0, 2.0])
 
 
 @pytest.mark.parametrize("kw, message", [
