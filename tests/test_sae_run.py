@@ -131,6 +131,9 @@ def test_binary_on_a_toy_model(tiny_lm_run, tmp_path):
       200, 200 * 256)
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert summary["dead_fraction_train_window"] == [r for r in logged if "dead" in r][-1]["dead"]
+  # 40 steps x 256 = 10,240 tokens: only the 10k window (40 steps) fits in the run.
+  fired_ago = zoo.read_latest(str(workdir / "checkpoints"))[1]["params"]["fired_ago"]
+  assert summary["silent_fraction_by_tokens"] == {"10000": float(np.mean(fired_ago >= 40))}
   assert np.isfinite(summary["ce_loss_recovered"]) and summary["fvu"] < 1.0
   for name in ("eval.json", "dashboard.json", "dashboard.html", "density.png", "saelens/cfg.json"):
     assert (workdir / name).exists(), name

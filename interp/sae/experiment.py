@@ -11,7 +11,11 @@ Two dead fractions, measured on different things, each labelled with what it was
   dead_fraction_eval          latents that fired on none of the evaluated held-out tokens
                               (`dead_eval_tokens` of them; model sources only)
 On a short evaluation set the second is the larger: a latent of density 1e-4 that fires every
-few training steps has likely not fired on 2,048 evaluation tokens.
+few training steps has likely not fired on 2,048 evaluation tokens. So results.json also has
+  silent_fraction_by_tokens   {N: fraction of latents that fired on none of the last N training
+                              tokens} for N of 10k, 20k, 50k and 100k tokens (whole steps: the
+                              window is the steps that hold at least N tokens, at most the run),
+                              read from each latent's steps-since-firing counter at the end
   eval.json           every evaluation metric and the log-density histogram
   dashboard.json      the densest latents' dashboard data (`interp.sae.dashboard`)
   dashboard.html      the feature-dashboard page for it (`interp.viz.dashboard_html`)
@@ -165,6 +169,22 @@ def check_cache_dtype(cache_dir: str, activation_dtype: str) -> None:
                      f"--cache_dir")
 
 
+SILENT_WINDOWS = (10_000, 20_000, 50_000, 100_000)
+
+
+def silent_fractions(fired_ago: np.ndarray, batch_size: int, num_steps: int) -> dict[str, float]:
+  """{N: fraction of latents silent over the last N training tokens} for `SILENT_WINDOWS`, each
+  rounded up to whole steps of `batch_size`; windows longer than the run are left out.
+  `fired_ago` is the dictionary's per-latent count of steps since it last fired."""
+  fired_ago = np.asarray(fired_ago)
+  out = {}
+  for tokens in SILENT_WINDOWS:
+    steps = -(-tokens // batch_size)
+    if steps <= num_steps:
+      out[str(tokens)] = float(np.mean(fired_ago >= steps))
+  return out
+
+
 def _eval_tokens(src: SourceConfig, model: zoo.Model) -> np.ndarray:
   """Held-out sequences: token windows of a seed the training stream never uses."""
   tokens = tokenized.make_source(src.data, model.tokenizer, model.cfg.vocab_size)
@@ -185,7 +205,9 @@ def run(config: sae_train.TrainSAEConfig, src: SourceConfig,
   summary = {k: final.get(k) for k in ("l0", "fvu", "mse")}
   window = {"dead_fraction_train_window": final.get("dead"),
             "dead_train_window_steps": config.sae.dead_steps,
-            "dead_train_window_tokens": config.sae.dead_steps * config.batch_size}
+            "dead_train_window_tokens": config.sae.dead_steps * config.batch_size,
+            "silent_fraction_by_tokens": silent_fractions(
+                params["fired_ago"], config.batch_size, config.run.num_steps)}
   summary.update(window)
   primary = jax.process_index() == 0
   if model is not None and src.eval_sequences:
