@@ -15,8 +15,8 @@ from interp.bench import discovery, discovery_gemma, discovery_sides, forward, p
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                 reason="transformers (and torch) needed for the reference")
 
-# 6 layers: five sliding-window layers (RoPE base 10k), then a global one (base 1M).
-TINY = discovery_gemma.shape(forward.ModelShape, name="gemma3_tiny", d_model=32, n_layers=6,
+# 2 layers: a sliding-window layer (RoPE base 10k), then a global one (base 1M).
+TINY = discovery_gemma.shape(forward.ModelShape, name="gemma3_tiny", d_model=32, n_layers=2,
                              n_heads=4, d_mlp=64, vocab=64, ctx=6, batch=2)
 
 
@@ -40,6 +40,8 @@ def test_interp_forward_matches_transformers_gemma3(tiny):
                                jnp.asarray(data["source"]))[0]
   assert ref.shape == (2, 6, 64) and np.abs(ref).max() > 0.1  # not all zero
   np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4)
+  layer_types = model.config.layer_types
+  assert layer_types == ["sliding_attention", "full_attention"], layer_types
 
 
 def test_eap_ig_scores_match_the_tl_bridge_reference(tiny):
@@ -47,8 +49,8 @@ def test_eap_ig_scores_match_the_tl_bridge_reference(tiny):
   cfg = types.SimpleNamespace(steps=3, reps=1, tl_reps=1, chunk=0, curve_points=4, threads=1)
   si = np.asarray(discovery_sides.run_interp(TINY, cfg, weights, data)["scores"])
   st = np.asarray(discovery_sides.run_tl(TINY, cfg, weights, data)["scores"])
-  # embed + 6 layers x (4 heads + MLP) upstream; 6 x (attention, MLP) + logits merged receivers.
-  assert si.shape == st.shape == (1 + 6 * 5, 2 * 6 + 1)
+  # embed + 2 layers x (4 heads + MLP) upstream; 2 x (attention, MLP) + logits merged receivers.
+  assert si.shape == st.shape == (1 + 2 * 5, 2 * 2 + 1)
   assert np.abs(st).max() > 1e-3
   assert np.abs(si - st).max() <= discovery.PARITY_TOLERANCE * np.abs(st).max()
   # Both sides in bfloat16 (`--precision=bfloat16`): each rounds on its own, so parity is

@@ -52,12 +52,14 @@ def d_head(spec) -> int:
 
 
 def interp_config(spec):
-  """interp's Gemma 3 config at the shape's sizes (one K/V head, as Gemma 3 270M)."""
+  """interp's Gemma 3 config at the shape's sizes (one K/V head, as Gemma 3 270M). A model of
+  fewer than six layers makes its last layer the global one, so both kinds are in it."""
   from interp.models import config as mc
   return mc.gemma3_270m(vocab_size=spec.vocab, d_model=spec.d_model, n_layers=spec.n_layers,
                         n_heads=spec.n_heads, n_kv_heads=1, d_head=d_head(spec),
                         d_mlp=spec.d_mlp, n_ctx=max(spec.ctx, 32),
-                        sliding_window=SLIDING_WINDOW, global_every=GLOBAL_EVERY)
+                        sliding_window=SLIDING_WINDOW,
+                        global_every=min(GLOBAL_EVERY, spec.n_layers))
 
 
 def hf_config(spec):
