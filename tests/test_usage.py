@@ -4,6 +4,7 @@ The binaries' one-line report (`interp.usage.run`) is checked on two real binari
 themselves (mesh, run folder, damaged records, sweep files, context length) at library level.
 """
 
+import logging
 import os
 import pathlib
 import subprocess
@@ -86,6 +87,15 @@ def test_a_run_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
   monkeypatch.setattr(os, "access", lambda path, mode: False)  # root can write anywhere
   with pytest.raises(PermissionError, match=r"^--workdir=.*new: .* is not writable"):
     run_folder.check_writable(str(tmp_path / "new"))
+
+
+def test_resuming_with_the_same_tuple_flags_warns_of_nothing(tmp_path, caplog):
+  run_folder.record_flags(str(tmp_path), {"multiples": (0.0, 2.0), "lr": 0.1})
+  with caplog.at_level(logging.WARNING):
+    run_folder.record_flags(str(tmp_path), {"multiples": (0.0, 2.0), "lr": 0.1})
+    assert "changed flags" not in caplog.text  # the JSON list read back is the same tuple
+    run_folder.record_flags(str(tmp_path), {"multiples": (0.0, 4.0), "lr": 0.1})
+  assert "changed flags" in caplog.text and "multiples" in caplog.text
 
 
 def test_damaged_records_name_their_file_and_stay_on_disk(tmp_path):

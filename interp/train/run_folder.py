@@ -48,7 +48,8 @@ def record_flags(workdir: str, flags: dict) -> None:
   path = os.path.join(workdir, "flags.json")
   if os.path.exists(path):
     before = metrics_lib.flatten(jsonio.read_json(path))
-    after = metrics_lib.flatten(flags)
+    # As flags.json will hold them: a tuple reads back as a list and is the same flag.
+    after = metrics_lib.flatten(json.loads(json.dumps(flags)))
     changed = {k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())
                if before.get(k) != after.get(k)}
     if changed:
