@@ -32,13 +32,11 @@ figures: env
 # The whole test suite, on 8 simulated CPU devices (tests/__init__.py sets them); it ends with
 # the slowest files. PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-x --durations=20".
 # PYTEST_WORKERS pytest-xdist processes share the files (a file stays in one process, so its
-# module fixtures are built once); PYTEST_WORKERS=0 runs everything in this process. Files go
-# to the workers in collection order, which tests/conftest.py starts with the slowest files
-# (--no-loadscope-reorder keeps xdist from reordering them by test count instead).
+# module fixtures are built once); PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 test: env-dev
-	$(PY) -m pytest -q tests -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Every benchmark beside its peer, each in its own process: runs/bench/table.md (+ table.json).
 bench: env-dev

