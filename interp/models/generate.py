@@ -66,8 +66,7 @@ def greedy(cfg: TransformerConfig, params, tokens, n_new: int, make_edits=None,
   total = p + n_new
   size = -(-total // _BUCKET) * _BUCKET
   buf = np.full((b, size), _PAD, np.int32)
-  for r in range(b):
-    buf[r, :lengths[r]] = tokens[r, :lengths[r]]
+  buf[:, :p] = np.where(np.arange(p) < lengths[:, None], tokens, _PAD)
   out = _greedy_loop(cfg, make_edits, as_precision(precision), params, jnp.asarray(buf),
                      jnp.asarray(lengths), jnp.int32(n_new), edit_args)
   out = np.asarray(out)[:, :total]
