@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: env env-dev figures test bench device-check clean
+.PHONY: env env-dev figures dictionaries test bench device-check clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ env-dev: $(VENV)/.dev
 # The paper-figure suite on built-in offline defaults; report at runs/figures/report.md.
 figures: env
 	$(PY) experiments/figures.py --workdir=runs/figures
+
+# Optional, longer: the graph entry's transcoders trained 5x as long (about 25 minutes on a
+# 2-core CPU) into runs/figures/dictionaries; later `make figures` runs use them.
+dictionaries: env
+	$(PY) experiments/figures.py --workdir=runs/figures --dictionaries
 
 # The whole test suite, on 8 simulated CPU devices (tests/__init__.py sets them); it ends with
 # the slowest files. PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-x --durations=20".

@@ -130,6 +130,38 @@ def _write_dashboard(cfg, params, tc_cfg, tc_params, corpus, decode, model: str,
       f"{tc_cfg.kind.value.upper()} transcoder feature dashboard ({model})")
 
 
+def train_transcoders(config: GraphRunConfig, model: zoo.Model, folder: str, mesh=None,
+                      source=None, params=None) -> tuple[tc.TranscoderConfig, dict, dict]:
+  """Trains (or resumes, or reuses when finished) `config`'s transcoders into the run folder
+  `folder` on `model`'s activations over the built-in corpus; `mesh`, `source` and `params`
+  (the model's, on device) are made from `config` and `model` when not given.
+
+  Returns:
+    (config, params with scales folded, on the host, training results).
+  """
+  cfg = model.cfg
+  params = jax.tree.map(jax.numpy.asarray, model.params) if params is None else params
+  if mesh is None:
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(config.mesh))
+  if source is None:
+    source = tokenized.make_source("corpus", model.tokenizer, cfg.vocab_size)
+  tc_cfg = config.transcoder or tc.TranscoderConfig(n_layers=cfg.n_layers, d_model=cfg.d_model)
+  store = transcoder_train.transcoder_store(
+      cfg, params, mesh, source, batch_size=config.batch_size,
+      context_length=config.context_length, model_name=model.name, reuse=config.buffer_reuse)
+  run = sae_train.DEFAULT_RUN.replace(
+      workdir=folder, mesh=config.mesh, num_steps=config.num_steps,
+      optimizer=OptimizerConfig(lr=config.lr, warmup_steps=min(50, config.num_steps // 5),
+                                grad_clip=0.0))
+  # The transcoders train under the graph's policy too (`--precision`), so one flag sets the
+  # whole run's compute dtype.
+  train_cfg = transcoder_train.TrainTranscoderConfig(
+      transcoder=tc_cfg, run=run, batch_size=config.batch_size,
+      init_sample=min(1024, 4 * config.batch_size), precision=config.graph.precision)
+  results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
+  return tc_cfg, jax.device_get(tc_params), results
+
+
 def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   """Loads or trains the transcoder, builds, prunes, checks and writes the graph.
 
@@ -150,22 +182,8 @@ def run(config: GraphRunConfig, model: zoo.Model | None = None) -> dict:
   if config.transcoder_dir:
     tc_cfg, tc_params = load_transcoder(tc_dir)
   else:
-    tc_cfg = config.transcoder or tc.TranscoderConfig(n_layers=cfg.n_layers, d_model=cfg.d_model)
-    store = transcoder_train.transcoder_store(
-        cfg, params, mesh, source, batch_size=config.batch_size,
-        context_length=config.context_length, model_name=model.name,
-        reuse=config.buffer_reuse)
-    run = sae_train.DEFAULT_RUN.replace(
-        workdir=tc_dir, mesh=config.mesh, num_steps=config.num_steps,
-        optimizer=OptimizerConfig(lr=config.lr, warmup_steps=min(50, config.num_steps // 5),
-                                  grad_clip=0.0))
-    # The transcoders train under the graph's policy too (`--precision`), so one flag sets the
-    # whole run's compute dtype.
-    train_cfg = transcoder_train.TrainTranscoderConfig(
-        transcoder=tc_cfg, run=run, batch_size=config.batch_size,
-        init_sample=min(1024, 4 * config.batch_size), precision=config.graph.precision)
-    train_results, tc_params = transcoder_train.train_transcoder(train_cfg, store, mesh)
-    tc_params = jax.device_get(tc_params)
+    tc_cfg, tc_params, train_results = train_transcoders(config, model, tc_dir, mesh, source,
+                                                         params)
   tokens = _tokens(model, config.prompt)
   g = config.graph
   if config.hold_bos and model.tokenizer is not None and \

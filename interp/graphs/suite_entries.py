@@ -7,6 +7,10 @@ at lr 1e-3 0.354 / 0.208; lr 3e-3 0.396 / 0.247; skip transcoders (Paulo et al. 
 path beside the sparse one, so the error nodes carry less) at lr 1e-3 0.454 / 0.306 and at
 lr 3e-3 0.474 / 0.336, the one used. Serving each harvested token twice for 300 steps
 (`--buffer_reuse=2`) gave 0.472 / 0.347 at 1.2x the time.
+
+`make dictionaries` (`train_longer`) trains the same transcoders for `LONGER_STEPS` into
+`<suite workdir>/dictionaries/graph_gemma/`; once that run has finished, the entry builds its
+graph on those instead of training its own.
 """
 
 from __future__ import annotations
@@ -16,29 +20,83 @@ import os
 from interp import jsonio
 from interp.graphs import attribute
 from interp.graphs import experiment as graph_experiment
+from interp.models import zoo
 from interp.sae import transcoder as tc
 from interp.viz import browser
 from interp.viz.report import Registry, Section
 
 ENTRIES = Registry()
 
+# Steps of the suite's own transcoder training and of `make dictionaries`' longer one.
+STEPS, LONGER_STEPS = 200, 1000
+QUICK_STEPS, QUICK_LONGER_STEPS = 20, 40
+
+
+def longer_folder(workdir: str) -> str:
+  """The transcoder run folder `make dictionaries` writes for the entry whose run folder is
+  `workdir` (`<suite workdir>/graph_gemma`)."""
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)), "dictionaries", "graph_gemma",
+                      "transcoder")
+
+
+def finished_steps(folder: str, want: tc.TranscoderConfig) -> int | None:
+  """The step a transcoder run folder finished at; None while it is missing or unfinished, or
+  when it holds other transcoders than `want` (e.g. a --quick run's)."""
+  path = os.path.join(folder, "results.json")
+  if not os.path.exists(path):
+    return None
+  results = jsonio.read_json(path)
+  held = tc.TranscoderConfig.from_dict(
+      jsonio.read_json(os.path.join(folder, "transcoder_config.json")))
+  if results.get("status") != "completed" or held != want:
+    return None
+  return results["step"]
+
+
+def run_config(workdir: str, quick: bool, transcoder_dir: str = "",
+               num_steps: int | None = None) -> graph_experiment.GraphRunConfig:
+  """The entry's run: Gemma 3 270M, its skip transcoders trained here for `num_steps` (default
+  `STEPS`) or loaded from `transcoder_dir`."""
+  if num_steps is None:
+    num_steps = QUICK_STEPS if quick else STEPS
+  return graph_experiment.GraphRunConfig(
+      model="gemma3_270m", prompt="The capital of France is", workdir=workdir,
+      transcoder_dir=transcoder_dir, mesh="data:1,model:1",
+      transcoder=tc.TranscoderConfig(kind="skip", n_layers=18, d_model=640,
+                                     d_latent=256 if quick else 1024, k=16),
+      num_steps=num_steps, batch_size=256 if quick else 512, lr=3e-3,
+      graph=attribute.GraphConfig(max_feature_nodes=256 if quick else 1024),
+      context_sequences=8 if quick else 32)
+
+
+def train_longer(workdir: str, quick: bool) -> dict:
+  """`make dictionaries`: the entry's transcoders trained for `LONGER_STEPS` (same widths,
+  batch and rate) into `longer_folder`; a rerun resumes or, when finished, reuses them.
+  Returns the training results."""
+  folder = longer_folder(workdir)
+  cfg = run_config(workdir, quick, num_steps=QUICK_LONGER_STEPS if quick else LONGER_STEPS)
+  _, _, results = graph_experiment.train_transcoders(
+      cfg, zoo.load(zoo.ModelSpec.parse(cfg.model)), folder)
+  return results
+
 
 @ENTRIES.register("graph_gemma")
 def graph_gemma(workdir: str, quick: bool) -> Section:
-  prompt = "The capital of France is"
-  config = graph_experiment.GraphRunConfig(
-      model="gemma3_270m", prompt=prompt, workdir=workdir, mesh="data:1,model:1",
-      transcoder=tc.TranscoderConfig(kind="skip", n_layers=18, d_model=640,
-                                     d_latent=256 if quick else 1024, k=16),
-      num_steps=20 if quick else 200, batch_size=256 if quick else 512, lr=3e-3,
-      graph=attribute.GraphConfig(max_feature_nodes=256 if quick else 1024),
-      context_sequences=8 if quick else 32)
+  longer = longer_folder(workdir)
+  longer_steps = finished_steps(longer, run_config(workdir, quick).transcoder)
+  config = run_config(workdir, quick, transcoder_dir=longer if longer_steps else "")
+  prompt = config.prompt
   r = graph_experiment.run(config)
+  training = r["transcoder_training"]
+  if longer_steps:  # trained by `make dictionaries`, loaded here
+    training = jsonio.read_json(os.path.join(longer, "results.json"))["final"]
+  steps = longer_steps or config.num_steps
   s, st = r["scores"], r["steering"]
   top = ", ".join(f"{l['token']!r} {l['prob']:.2f}" for l in r["logits"][:3])
   rows = [("prompt; top next tokens", f"{prompt!r}; {top}", "' Paris'"),
-          ("transcoders: per-layer skip, TopK (k 16), training FVU per layer (mean of 18)",
-           f"{(r['transcoder_training'] or {}).get('fvu', float('nan')) / 18:.3f}", "-"),
+          (f"transcoders: per-layer skip, TopK (k 16), {steps} steps"
+           f"{' (make dictionaries)' if longer_steps else ''}; training FVU per layer (mean of 18)",
+           f"{(training or {}).get('fvu', float('nan')) / 18:.3f}", "-"),
           ("replacement score; completeness score (the BOS position held constant, as "
            "circuit-tracer does)", f"{s['replacement']:.3f}; {s['completeness']:.3f}",
            "1 for a perfect transcoder"),
