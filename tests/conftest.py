@@ -47,7 +47,7 @@ def pytest_configure(config):
     return  # a worker inherits the controller's variables
   config.interp_compile_cache = tempfile.mkdtemp(prefix="interp-tests-jax-cache-")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = config.interp_compile_cache
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_unconfigure(config):
