@@ -68,6 +68,6 @@ def test_graph_entry_uses_the_longer_transcoders_once_finished(tmp_path, monkeyp
   assert entry_config().transcoder_dir == ""
   write("completed", 1024)
   assert entry_config().transcoder_dir == folder
-  assert graph_entries.finished_steps(folder, cfg.transcoder) == graph_entries.LONGER_STEPS
+  assert graph_entries.finished_run(folder, cfg.transcoder)["step"] == graph_entries.LONGER_STEPS
   with pytest.raises(ValueError, match="no longer dictionaries for"):
     figures.train_dictionaries(str(tmp_path / "figs"), only=("lm_training",))

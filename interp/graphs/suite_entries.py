@@ -39,18 +39,16 @@ def longer_folder(workdir: str) -> str:
                       "transcoder")
 
 
-def finished_steps(folder: str, want: tc.TranscoderConfig) -> int | None:
-  """The step a transcoder run folder finished at; None while it is missing or unfinished, or
-  when it holds other transcoders than `want` (e.g. a --quick run's)."""
+def finished_run(folder: str, want: tc.TranscoderConfig) -> dict | None:
+  """The results of a transcoder run folder that finished training `want`; None while it is
+  missing or unfinished, or when it holds other transcoders (e.g. a --quick run's)."""
   path = os.path.join(folder, "results.json")
   if not os.path.exists(path):
     return None
   results = jsonio.read_json(path)
   held = tc.TranscoderConfig.from_dict(
       jsonio.read_json(os.path.join(folder, "transcoder_config.json")))
-  if results.get("status") != "completed" or held != want:
-    return None
-  return results["step"]
+  return results if results.get("status") == "completed" and held == want else None
 
 
 def run_config(workdir: str, quick: bool, transcoder_dir: str = "",
@@ -83,19 +81,18 @@ def train_longer(workdir: str, quick: bool) -> dict:
 @ENTRIES.register("graph_gemma")
 def graph_gemma(workdir: str, quick: bool) -> Section:
   longer = longer_folder(workdir)
-  longer_steps = finished_steps(longer, run_config(workdir, quick).transcoder)
-  config = run_config(workdir, quick, transcoder_dir=longer if longer_steps else "")
+  longer_run = finished_run(longer, run_config(workdir, quick).transcoder)
+  config = run_config(workdir, quick, transcoder_dir=longer if longer_run else "")
   prompt = config.prompt
   r = graph_experiment.run(config)
-  training = r["transcoder_training"]
-  if longer_steps:  # trained by `make dictionaries`, loaded here
-    training = jsonio.read_json(os.path.join(longer, "results.json"))["final"]
-  steps = longer_steps or config.num_steps
+  # Trained by `make dictionaries` and loaded here, or trained by this run.
+  training = longer_run["final"] if longer_run else r["transcoder_training"]
+  steps = longer_run["step"] if longer_run else config.num_steps
   s, st = r["scores"], r["steering"]
   top = ", ".join(f"{l['token']!r} {l['prob']:.2f}" for l in r["logits"][:3])
   rows = [("prompt; top next tokens", f"{prompt!r}; {top}", "' Paris'"),
           (f"transcoders: per-layer skip, TopK (k 16), {steps} steps"
-           f"{' (make dictionaries)' if longer_steps else ''}; training FVU per layer (mean of 18)",
+           f"{' (make dictionaries)' if longer_run else ''}; training FVU per layer (mean of 18)",
            f"{(training or {}).get('fvu', float('nan')) / 18:.3f}", "-"),
           ("replacement score; completeness score (the BOS position held constant, as "
            "circuit-tracer does)", f"{s['replacement']:.3f}; {s['completeness']:.3f}",
