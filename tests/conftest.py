@@ -36,37 +36,12 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"{seconds:8.1f}s {path}")
 
 
-# ----- The heaviest files first. pytest-xdist hands out whole files (--dist loadfile) in
-# collection order, by default reordered by how many tests a file holds; a file of few but long
-# tests (the device check's one subprocess run) then starts late and the other worker idles
-# while it finishes. Longest first, the rest in their usual order, keeps the tail short.
-# Seconds per file from `make test` (2026-12-06, 2 workers): they order the run, nothing else,
-# so a stale number costs balance, never correctness.
-
-FILE_SECONDS_HINT = {
-    "test_sae.py": 100, "test_gemma.py": 87, "test_precision.py": 84, "test_launch.py": 81,
-    "test_device_check.py": 69, "test_induction.py": 67, "test_discovery.py": 65,
-    "test_transcoder.py": 61, "test_sae_run.py": 60, "test_patching.py": 57, "test_toy.py": 49,
-    "test_attribution.py": 49, "test_circuit_precision.py": 40, "test_circuit_binaries.py": 38,
-    "test_train.py": 30, "test_evidence_precision.py": 25, "test_bench_discovery_gemma.py": 21,
-    "test_bench_sae.py": 20, "test_bench_forward.py": 18, "test_figures.py": 16,
-}
-
-
-def pytest_collection_modifyitems(config, items):
-  del config
-  weight = lambda item: FILE_SECONDS_HINT.get(item.path.name, 0)
-  items[:] = [item for _, item in sorted(enumerate(items), key=lambda p: (-weight(p[1]), p[0]))]
-
-
 # ----- One XLA compilation cache for the run: both xdist workers and every process a test starts
 # (binaries, launchers, benchmark workers) read and write it, so a program compiled by one is
 # loaded by the others. Made empty at the start, removed at the end: nothing carries over
 # between runs. INTERP_TEST_COMPILE_CACHE=0, or a JAX_COMPILATION_CACHE_DIR of your own, opts out.
 
 def pytest_configure(config):
-  if getattr(config.option, "loadscopereorder", None):  # xdist: keep the order made above
-    config.option.loadscopereorder = False
   if hasattr(config, "workerinput") or os.environ.get("INTERP_TEST_COMPILE_CACHE") == "0" \
       or "JAX_COMPILATION_CACHE_DIR" in os.environ:
     return  # a worker inherits the controller's variables
