@@ -22,6 +22,7 @@ if "--xla_backend_optimization_level" not in _flags:
   _flags += f" --xla_backend_optimization_level={_level}"
   if _level != "3":
     _flags += " --xla_llvm_disable_expensive_passes=true"
-    _flags += " " + harness.older_cpu_fusion_emitters()
+    if "--xla_cpu_use_fusion_emitters" not in _flags:
+      _flags += " " + harness.older_cpu_fusion_emitters()
 os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

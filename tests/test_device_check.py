@@ -3,6 +3,7 @@ devices) and the driver's isolation, deadline and flag checks."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from interp.bench import device_check, device_report
+from interp.bench import device_check, device_report, harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "experiments", "device_check.py")
@@ -197,3 +198,17 @@ def test_parity_is_relative_per_leaf_and_ignores_masked_scores():
   assert np.isclose(res["max_abs_diff"], 0.01) and np.isclose(res["rel_diff"], 0.5)
   whole = device_jax.compare(got, want, per_leaf=False)
   assert np.isclose(whole["rel_diff"], 0.01 / 2.0)
+
+
+def test_quick_workers_and_tests_compile_with_the_older_fusion_emitters_where_known(monkeypatch):
+  """Only on the jaxlib it was measured on: XLA stops a process on a flag it does not know."""
+  flag = "--xla_cpu_use_fusion_emitters=false"
+  known = importlib.metadata.version("jaxlib").startswith("0.10.")
+  assert (flag in os.environ["XLA_FLAGS"]) == known  # this test process (tests/__init__.py)
+  assert (flag in harness.FAST_COMPILE_XLA_FLAGS) == known
+  monkeypatch.setenv("XLA_FLAGS", "")  # a person's shell: timed workers compile as by default
+  assert (flag in device_check.worker_env("ours", quick=True)["XLA_FLAGS"]) == known
+  assert flag not in device_check.worker_env("ours", quick=False).get("XLA_FLAGS", "")
+  for version, want in (("0.10.2", flag), ("0.11.2", ""), ("0.9.0", "")):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name, v=version: v)
+    assert harness.older_cpu_fusion_emitters() == want, version

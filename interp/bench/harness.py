@@ -47,10 +47,11 @@ _DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 def older_cpu_fusion_emitters() -> str:
   """XLA_FLAGS that compile XLA:CPU's loop fusions with its older IR emitters instead of the
-  MLIR fusion emitters: faster compiles, the same results up to float rounding (measured on
-  jaxlib 0.10.2: the device check's --quick run 46.6 s -> 35.2 s; test files 11-22 % less wall
-  time). XLA stops a process on a flag it does not know, so this is empty on other jaxlib
-  versions until measured there."""
+  MLIR fusion emitters, for processes whose numbers are not timings. Measured on jaxlib 0.10.2:
+  faster compiles (the device check's --quick run 46.6 s -> 35.2 s, `make test` ~740 s -> ~600
+  s, every test passing as before) but slower code (the SAE benchmark's TopK step 8,548 ->
+  7,297 activations/s), so timed runs leave it out. XLA stops a process on a flag it does not
+  know, so this is empty on other jaxlib versions until measured there."""
   try:
     version = importlib.metadata.version("jaxlib")
   except importlib.metadata.PackageNotFoundError:
