@@ -182,6 +182,49 @@ def test_topk_sparse_backward_equals_autodiff(ratio, monkeypatch):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("norm,sharded", [("unit", False), ("weighted", False),
+                                         ("weighted", True)])
+def test_relu_sparse_cap_steps_are_the_dense_steps(norm, sharded):
+  """relu with sparse_cap: while every token has fewer positive codes than the cap, the step
+  takes the sparse path (sparse_step 1: the packed list, or per-token codes with the latents
+  sharded over model:2) and lands where the dense step does on one device; with a cap the
+  tokens reach, every step falls back to the dense one (sparse_step 0), the same numbers."""
+  one = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:1,model:1"))
+  store = synthetic.SyntheticStore(FEATURES, 256, one)
+
+  def run(cap, steps=4):
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse(
+        "data:2,model:2" if sharded and cap else "data:1,model:1"))
+    cfg = SAEConfig(d_in=64, d_sae=256, activation="relu", decoder_norm=norm, l1_coeff=1.0,
+                    sparse_cap=cap)
+    progs = sae_train.programs(cfg, OPT, mesh, 1024)
+    state = progs.init(jax.random.key(0), store.sample(1024))
+    params = dict(state.params, b_enc=state.params["b_enc"] - 2.0)  # L0 ~7 of 256, <= 35 a token
+    state = state.replace(params=jax.device_put(
+        params, jax.tree.map(lambda s: s.sharding, progs.target.params)))
+    kept, l0 = [], []
+    for i in range(steps):
+      state, metrics = progs.step(state, jax.device_put(store.batch(i), progs.batch))
+      kept.append(float(metrics.get("sparse_step", -1)))
+      l0.append(float(metrics["l0"]))
+    return jax.device_get(state.params), kept, l0
+
+  dense, kept, l0 = run(0)
+  assert kept == [-1] * 4 and 3 < max(l0) < 20, l0
+  for cap, sparse_steps in ((48, [1.0] * 4), (4, [0.0] * 4)):
+    params, kept, _ = run(cap)
+    assert kept == sparse_steps, (cap, kept)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+      np.testing.assert_allclose(params[name], dense[name], rtol=1e-4, atol=2e-6, err_msg=name)
+
+
+def test_sparse_cap_is_for_relu_and_at_most_d_sae():
+  with pytest.raises(ValueError, match="--sparse_cap=8 applies to --activation=relu"):
+    SAEConfig(d_in=8, d_sae=16, activation="topk", k=2, sparse_cap=8)
+  with pytest.raises(ValueError, match="--sparse_cap=17 must be at most --d_sae=16"):
+    SAEConfig(d_in=8, d_sae=16, sparse_cap=17)
+
+
 def test_kth_largest_is_exact():
   x = jax.nn.relu(jax.random.normal(jax.random.key(1), (37, 91)))
   ranked = np.sort(np.asarray(x).ravel())[::-1]

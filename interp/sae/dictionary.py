@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from interp.precision import FLOAT32, Precision, as_precision
 from interp.sae import sparse_sharded
-from interp.sae.activation_rules import (batch_topk, jumprelu, matmul, step_fn,
+from interp.sae.activation_rules import (batch_topk, jumprelu, matmul, relu_compact, step_fn,
                                          topk_encode_centered)
 from interp.sae.config import Activation, DeadMitigation, DecoderNorm, SAEConfig
 
@@ -60,6 +60,15 @@ class Sparse(NamedTuple):
   """Per-token sparse codes: values [..., k] >= 0 at latent indices [..., k]."""
   values: jax.Array
   indices: jax.Array
+
+
+class Packed(NamedTuple):
+  """A batch's codes as one list (`activation_rules.relu_compact`): values [C] >= 0 of token
+  rows [C] at latent cols [C]; unused slots hold 0. batch: the tokens [B]."""
+  values: jax.Array
+  rows: jax.Array
+  cols: jax.Array
+  batch: int
 
 
 def trainable_names(cfg: SAEConfig) -> tuple[str, ...]:
@@ -162,15 +171,25 @@ def _gated_paths(params, x_n, prec: Precision):
 
 
 def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool,
-              prec: Precision = FLOAT32):
-  """Codes of normalised inputs: Sparse for topk, else dense [..., d_sae]; plus extras."""
+              prec: Precision = FLOAT32, sparse: bool = False):
+  """Codes of normalised inputs: Sparse for topk, else dense [..., d_sae]; plus extras. relu
+  with `sparse` (`cfg.sparse_cap`): the batch's positive codes as Packed (`relu_compact`), or
+  with the latents sharded each token's sparse_cap largest as Sparse; extra["full"] says the
+  codes may be incomplete (a token reached the cap, or the packed slots filled up)."""
   x_c = _center(params, x_n)
   a = cfg.activation
-  if a == Activation.TOPK:
-    lead = x_c.shape[:-1]
+  if a == Activation.RELU and sparse and x_n.ndim == 2 and not sparse_sharded.latents_sharded():
+    capacity = x_n.shape[0] * max(cfg.sparse_cap // 2, 1)
+    v, r, c, full = relu_compact(x_n, params["b_dec"], params["W_enc"], params["b_enc"],
+                                 cfg.sparse_cap, capacity, prec)
+    return Packed(v, r, c, x_n.shape[0]), {"full": full}
+  if a == Activation.TOPK or (a == Activation.RELU and sparse):
+    lead, k = x_c.shape[:-1], (cfg.k if a == Activation.TOPK else cfg.sparse_cap)
     v, i = sparse_sharded.topk(x_n.reshape(-1, cfg.d_in), params["b_dec"], params["W_enc"],
-                               params["b_enc"], cfg.k, _topk_rule(prec))
-    return Sparse(v.reshape(*lead, cfg.k), i.reshape(*lead, cfg.k)), {}
+                               params["b_enc"], k, _topk_rule(prec))
+    codes = Sparse(v.reshape(*lead, k), i.reshape(*lead, k))
+    # min, not [..., -1]: see `activation_rules.relu_compact`
+    return codes, ({} if a == Activation.TOPK else {"full": codes.values.min(-1) > 0})
   if a == Activation.GATED:
     pi_gate, mag = _gated_paths(params, x_n, prec)
     return (pi_gate > 0) * mag, {"pi_gate": pi_gate}
@@ -188,7 +207,10 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool,
 
 
 def densify(codes, d_sae: int) -> jax.Array:
-  """Dense [..., d_sae] activations from Sparse or dense codes."""
+  """Dense [..., d_sae] activations from Sparse, Packed or dense codes."""
+  if isinstance(codes, Packed):
+    return jnp.zeros((codes.batch, d_sae), codes.values.dtype).at[codes.rows, codes.cols].add(
+        codes.values)
   if not isinstance(codes, Sparse):
     return codes
   lead = codes.values.shape[:-1]
@@ -204,6 +226,10 @@ def _decode_n(params: dict, codes, upto: int | None = None,
   """Normalised reconstruction b_dec + sum_i acts_i W_dec[i] (latents < `upto` only), float32
   (the product under `prec`)."""
   w = params["W_dec"]
+  if isinstance(codes, Packed):  # float32 rows, summed per token (rows never decrease)
+    values = codes.values if upto is None else jnp.where(codes.cols < upto, codes.values, 0.)
+    return jax.ops.segment_sum(values[:, None] * jnp.take(w, codes.cols, axis=0), codes.rows,
+                               codes.batch, indices_are_sorted=True) + params["b_dec"]
   if isinstance(codes, Sparse):
     values = codes.values if upto is None else jnp.where(codes.indices < upto, codes.values, 0.)
     lead = values.shape[:-1]
@@ -249,6 +275,9 @@ def _sq_err(x, x_hat):
 
 
 def _fired(cfg: SAEConfig, codes) -> jax.Array:
+  if isinstance(codes, Packed):
+    return jnp.zeros((cfg.d_sae,), jnp.int32).at[codes.cols].max(
+        (codes.values > 0).astype(jnp.int32)) > 0
   if isinstance(codes, Sparse):
     hit = (codes.values > 0).reshape(-1).astype(jnp.int32)
     return jnp.zeros((cfg.d_sae,), jnp.int32).at[codes.indices.reshape(-1)].max(hit) > 0
@@ -256,6 +285,8 @@ def _fired(cfg: SAEConfig, codes) -> jax.Array:
 
 
 def _l0(codes) -> jax.Array:
+  if isinstance(codes, Packed):
+    return jnp.sum(codes.values > 0).astype(jnp.float32) / codes.batch
   values = codes.values if isinstance(codes, Sparse) else codes
   return jnp.mean(jnp.sum(values > 0, -1).astype(jnp.float32))
 
@@ -315,9 +346,13 @@ def _l1(prec: Precision, codes: jax.Array, weights) -> jax.Array:
 
 
 def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
-         precision: Precision | str | None = None):
+         precision: Precision | str | None = None, sparse: bool = False):
   """The training loss on raw inputs x [batch, d_in], float32; the encoder and decoder products
   under `precision` (default float32; see the module docstring).
+
+  `sparse` (relu with `cfg.sparse_cap`): the positive codes only (`_encode_n`), and metrics
+  gain `sparse_overflow`, true when they may be incomplete (then this loss is not the dense
+  one; `train.make_step` redoes the step densely).
 
   Returns:
     (loss, (metrics, new_buffers)): metrics are scalars (mse, fvu, l0, sparsity, aux, dead);
@@ -327,8 +362,8 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
   params = {**trainable, **buffers}
   x_n = x * buffers["norm_scale"]
   x_c = _center(params, x_n)
-  codes, extra = _encode_n(cfg, params, x_n, training=True, prec=prec)
-  if not isinstance(codes, Sparse):
+  codes, extra = _encode_n(cfg, params, x_n, training=True, prec=prec, sparse=sparse)
+  if not isinstance(codes, (Sparse, Packed)):
     # Dense codes in the compute dtype, once: the decoder reads them so, the L1 term too, and
     # the backward pass keeps this one [batch, d_sae] copy instead of a float32 one beside it.
     codes = prec.cast_compute(codes)
@@ -344,7 +379,13 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
              if cfg.decoder_norm == DecoderNorm.WEIGHTED else 1.0)
   sparsity = aux = jnp.float32(0.0)
   a = cfg.activation
-  if a == Activation.RELU:
+  if a == Activation.RELU and isinstance(codes, Packed):  # each code times its weight
+    w = jnp.take(weights, codes.cols) if isinstance(weights, jax.Array) else weights
+    sparsity = cfg.l1_coeff * jnp.sum(codes.values * w) / codes.batch
+  elif a == Activation.RELU and isinstance(codes, Sparse):
+    w = jnp.take(weights, codes.indices) if isinstance(weights, jax.Array) else weights
+    sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(codes.values * w, -1))
+  elif a == Activation.RELU:
     sparsity = cfg.l1_coeff * jnp.mean(_l1(prec, codes, weights))
   elif a == Activation.GATED:
     gate = jax.nn.relu(extra["pi_gate"])
@@ -379,6 +420,8 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
   metrics = {"mse": mse, "fvu": jnp.sum((x_n - x_hat) ** 2) / jnp.maximum(var, 1e-12),
              "l0": _l0(codes), "sparsity": sparsity, "aux": aux,
              "dead": jnp.mean(dead.astype(jnp.float32))}
+  if "full" in extra:
+    metrics["sparse_overflow"] = jnp.any(extra["full"])
   return total, (metrics, new_buffers)
 
 

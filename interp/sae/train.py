@@ -38,7 +38,7 @@ from interp.parallel import mesh as mesh_lib
 from interp.parallel import sharding as shd
 from interp.precision import Precision
 from interp.sae import dictionary as dic
-from interp.sae.config import DeadMitigation, SAEConfig
+from interp.sae.config import Activation, DeadMitigation, SAEConfig
 from interp.train import compile_only as compile_lib
 from interp.train import loop
 from interp.train import run_folder
@@ -154,11 +154,16 @@ def _reset_moments(optimizer, opt_state, trainable, dead):
 def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation,
               precision: Precision = precision_lib.FLOAT32):
   """The pure train step (state, batch [B, d_in]) -> (state, metrics); the loss under
-  `precision`, the gradients, update and state float32."""
-  def step(state: state_lib.TrainState, batch: jax.Array):
+  `precision`, the gradients, update and state float32.
+
+  With relu's `sparse_cap`, the step first runs on the sparse codes (`dic.loss(sparse=True)`);
+  if some token of the batch reached the cap, that result is dropped and the dense step runs
+  on the same state and batch instead (`lax.cond`: only the taken branch runs). The metric
+  `sparse_step` is 1 where the sparse result was kept."""
+  def one_step(state: state_lib.TrainState, batch: jax.Array, sparse: bool):
     trainable, buffers = dic.split(state.params)
     (loss, (metrics, buffers)), grads = jax.value_and_grad(
-        functools.partial(dic.loss, cfg, precision=precision), has_aux=True)(
+        functools.partial(dic.loss, cfg, precision=precision, sparse=sparse), has_aux=True)(
             trainable, buffers, batch)
     grads = dic.project_grads(cfg, grads, trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
@@ -179,6 +184,19 @@ def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation,
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
     return state_lib.TrainState(step=state.step + 1, params={**trainable, **buffers},
                                 opt_state=opt_state), metrics
+
+  if not (cfg.activation == Activation.RELU and cfg.sparse_cap):
+    return lambda state, batch: one_step(state, batch, False)
+
+  def step(state: state_lib.TrainState, batch: jax.Array):
+    new, metrics = one_step(state, batch, True)
+    overflow = metrics.pop("sparse_overflow")
+
+    def dense(_):
+      redone, m = one_step(state, batch, False)
+      return redone, dict(m, sparse_step=jnp.float32(0))
+    return jax.lax.cond(overflow, dense,
+                        lambda _: (new, dict(metrics, sparse_step=jnp.float32(1))), None)
   return step
 
 
