@@ -3,8 +3,9 @@ r"""SAE training-step throughput and peak memory: interp (JAX) against SAELens (
   python experiments/bench_sae.py --out=runs/bench_sae.json
   python experiments/bench_sae.py --quick --out=/tmp/bench_sae.json    # tiny smoke run
 
-What is measured (relu and topk rules, paired step timings, the matmul limit, isolated memory)
-and how each number is defined is in `interp.bench.sae` (the sides in `interp.bench.sae_sides`).
+What is measured (relu, topk and relu_sparse rules, paired step timings, the matmul limit,
+isolated memory) and how each number is defined is in `interp.bench.sae` (the sides in
+`interp.bench.sae_sides`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ flags.DEFINE_float("l1_coeff", 5.0, "L1 coefficient (relu), both sides")
 flags.DEFINE_float("lr", 3e-4, "Adam learning rate, both sides")
 flags.DEFINE_enum("decoder_norm", "weighted", ["weighted", "unit"], "ours, relu: `weighted` is "
                   "what SAELens's standard SAE does (L1 times decoder-row norms, free rows)")
+flags.DEFINE_float("sparse_l0", 16.0, "relu_sparse: mean positive codes per token at the start "
+                   "(both sides' encoder bias lowered to it)")
+flags.DEFINE_integer("sparse_cap", 64, "relu_sparse: our SAEConfig.sparse_cap")
 flags.DEFINE_string("xla_flags", "", "extra XLA_FLAGS for our workers (experiments)")
 flags.DEFINE_bool("one_worker", False, "run everything in one worker process (smoke test)")
 flags.DEFINE_bool("quick", False, "smoke test: QUICK's tiny sizes and steps in one worker, "
@@ -54,11 +58,15 @@ def config_from_flags(f) -> sae.SAEBenchConfig:
       raise app.UsageError(f"--{name}={getattr(f, name)} must be positive")
   if f.k > f.d_sae:
     raise app.UsageError(f"--k={f.k} must be at most --d_sae={f.d_sae}")
+  if "relu_sparse" in f.archs and not 0 < f.sparse_l0 < f.sparse_cap <= f.d_sae:
+    raise app.UsageError(f"--sparse_l0={f.sparse_l0} and --sparse_cap={f.sparse_cap}: need "
+                         f"0 < sparse_l0 < sparse_cap <= --d_sae={f.d_sae}")
   return sae.SAEBenchConfig(
       out=f.out, d_in=f.d_in, d_sae=f.d_sae, batch=f.batch, k=f.k,
       archs=tuple(sae.Arch(a) for a in f.archs), steps=f.steps, warmup=max(f.warmup, 0),
       rounds=f.rounds, pair_steps=f.pair_steps, threads=f.threads, l1_coeff=f.l1_coeff,
-      lr=f.lr, decoder_norm=f.decoder_norm, xla_flags=f.xla_flags, one_worker=f.one_worker)
+      lr=f.lr, decoder_norm=f.decoder_norm, xla_flags=f.xla_flags, one_worker=f.one_worker,
+      sparse_l0=f.sparse_l0, sparse_cap=f.sparse_cap)
 
 
 def main(argv):

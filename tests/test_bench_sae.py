@@ -1,4 +1,4 @@
-"""Smoke test of experiments/bench_sae.py: --quick reports both sides for both rules, and the
+"""Smoke test of experiments/bench_sae.py: --quick reports both sides for every rule, and the
 `make bench` table's rows from its report."""
 
 import importlib.util
@@ -35,7 +35,7 @@ def test_tiny_run_reports_both_sides(tmp_path):
   report = json.loads(out.read_text())
 
   assert report["config"]["flops_per_step"] == 12 * 64 * 32 * 256
-  assert set(report["archs"]) == {"relu", "topk"}
+  assert set(report["archs"]) == {"relu", "topk", "relu_sparse"}
   for arch, r in report["archs"].items():
     for side in ("ours", "saelens"):
       s = r[side]
@@ -51,11 +51,14 @@ def test_tiny_run_reports_both_sides(tmp_path):
     phases = r["ours"]["phases_seconds"]
     assert set(phases) == set(sae_sides.PHASES) | {"rest_of_step"}, arch
     assert all(phases[p] > 0 for p in sae_sides.PHASES), (arch, phases)
+  # relu_sparse starts both sides at L0 16 of 256 and ours keeps to the sparse step (cap 64)
+  final = report["archs"]["relu_sparse"]["ours"]["final_metrics"]
+  assert 8 < final["l0"] < 32 and final["sparse_step"] == 1.0, final
   assert report["matmul"]["jax_gflop_per_s_median"] > 0
   assert len(report["machine"]["loadavg_start"]) == 3
 
   rows = {r.comparison.split(":")[0]: r for r in table.sae_rows(report)}  # the table's keys
-  for arch in ("relu", "topk"):
+  for arch in ("relu", "topk", "relu_sparse"):
     assert rows[arch].ratio == report["archs"][arch]["speedup_ours_over_saelens"]
     assert rows[arch].ours > 0 and rows[arch].peer > 0 and rows[arch].status in ("met", "not met")
 

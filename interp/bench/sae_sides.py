@@ -9,6 +9,7 @@ imported here because `sae` imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -26,6 +27,14 @@ def batch_data(cfg):
   return np.random.default_rng(0).normal(size=(cfg.batch, cfg.d_in)).astype(np.float32)
 
 
+def l0_shift(pre, target_l0: float):
+  """The constant that, taken off every encoder bias, leaves `target_l0` of the pre-activations
+  [batch, d_sae] (numpy) positive per token on average."""
+  import numpy as np
+  return float(np.quantile(np.asarray(pre, np.float32).reshape(-1),
+                           1.0 - target_l0 / pre.shape[-1]))
+
+
 def ours_runner(arch, cfg, precision=None) -> Runner:
   """Our compiled SAE step; `precision` an `interp.precision.Precision` (None: float32)."""
   import jax
@@ -35,9 +44,10 @@ def ours_runner(arch, cfg, precision=None) -> Runner:
   from interp.sae.config import SAEConfig
   from interp.train.optim import OptimizerConfig
 
-  if arch == "relu":
+  if arch in ("relu", "relu_sparse"):
     sae_cfg = SAEConfig(cfg.d_in, cfg.d_sae, activation="relu", l1_coeff=cfg.l1_coeff,
-                        decoder_norm=cfg.decoder_norm)
+                        decoder_norm=cfg.decoder_norm,
+                        sparse_cap=cfg.sparse_cap if arch == "relu_sparse" else 0)
   else:
     sae_cfg = SAEConfig(cfg.d_in, cfg.d_sae, activation="topk", k=cfg.k, dead_mitigation="auxk")
   optim = OptimizerConfig(lr=cfg.lr, warmup_steps=0, grad_clip=1.0, b2=0.999)
@@ -46,7 +56,14 @@ def ours_runner(arch, cfg, precision=None) -> Runner:
   n_sample = min(cfg.batch, 1024)
   progs = sae_train.programs(sae_cfg, optim, mesh, n_sample,
                              precision or precision_lib.FLOAT32)
-  holder = {"state": jax.block_until_ready(progs.init(jax.random.key(0), data[:n_sample]))}
+  state = progs.init(jax.random.key(0), data[:n_sample])
+  if arch == "relu_sparse":  # the encoder bias lowered to --sparse_l0 codes a token
+    p = state.params
+    pre = (data * p["norm_scale"] - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+    state = state.replace(params=jax.device_put(
+        dict(p, b_enc=p["b_enc"] - l0_shift(pre, cfg.sparse_l0)),
+        jax.tree.map(lambda x: x.sharding, progs.target.params)))
+  holder = {"state": jax.block_until_ready(state)}
   batch = jax.block_until_ready(jax.device_put(data, progs.batch))
 
   def setup():
@@ -108,7 +125,7 @@ def saelens_runner(arch, cfg) -> Runner:
   sae_lens = import_sae_lens()
   from sae_lens.saes.sae import TrainStepInput
   torch.manual_seed(0)
-  if arch == "relu":
+  if arch in ("relu", "relu_sparse"):
     sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
         d_in=cfg.d_in, d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coeff, device=cfg.torch_device))
     coefficients = {"l1": cfg.l1_coeff}
@@ -120,6 +137,10 @@ def saelens_runner(arch, cfg) -> Runner:
   sae.to(device).train()
   optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
   x = torch.from_numpy(batch_data(cfg)).to(device)
+  if arch == "relu_sparse":  # the same starting sparsity as ours (its step is dense anyway)
+    with torch.no_grad():
+      pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+      sae.b_enc.sub_(l0_shift(pre.cpu().numpy(), cfg.sparse_l0))
   since_fired = torch.zeros(cfg.d_sae, device=device)
   dead_window = 1000  # SAELens's default dead_feature_window
   count = [0]
@@ -185,6 +206,8 @@ def phase_programs(arch, cfg) -> dict:
   g = jax.random.normal(k_g, (cfg.batch, cfg.d_in), jnp.float32)  # d loss / d x_hat
   pre = jax.jit(jnp.matmul)(x, w_enc)
   out = {"encode_matmul": (jax.jit(jnp.matmul), (x, w_enc))}
+  if arch == "relu_sparse":  # its sparse step's work is at most TopK's with k = the cap
+    cfg, arch = dataclasses.replace(cfg, k=cfg.sparse_cap), "topk"
   if arch == "relu":
     acts = jax.nn.relu(pre)
     out.update(select=(jax.jit(jax.nn.relu), (pre,)),

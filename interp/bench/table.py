@@ -51,6 +51,7 @@ GOALS = {
     "discovery/speed": (">=", 5.0),
     "sae/topk/speed": (">=", 6.0),
     "sae/relu/speed": (">=", 3.0),
+    "sae/relu_sparse/speed": (">=", 3.0),
     "toy/speed": (">=", 10.0),
     "graph/2048/seconds": ("<", 60.0),
     "graph/8192/fits": ("==", True),
@@ -144,7 +145,8 @@ def patching_rows(report: Mapping) -> list[Row]:
 
 
 def sae_rows(report: Mapping) -> list[Row]:
-  """Paired activations/s per rule (relu = ReLU+L1, topk), ours over SAELens."""
+  """Paired activations/s per rule (relu = ReLU+L1, topk, relu_sparse = ReLU+L1 at L0 in the
+  tens), ours over SAELens."""
   rows = []
   for arch, r in report.get("archs", {}).items():
     key = f"sae/{arch}/speed"
