@@ -157,9 +157,10 @@ def make_step(cfg: SAEConfig, optimizer: optax.GradientTransformation,
   `precision`, the gradients, update and state float32.
 
   With relu's `sparse_cap`, the step first runs on the sparse codes (`dic.loss(sparse=True)`);
-  if some token of the batch reached the cap, that result is dropped and the dense step runs
-  on the same state and batch instead (`lax.cond`: only the taken branch runs). The metric
-  `sparse_step` is 1 where the sparse result was kept."""
+  if some token of the batch reached the cap (or the packed codes filled their slots), that
+  result is dropped and the dense step runs on the same state and batch instead (`lax.cond`:
+  only the taken branch runs). The metric `sparse_step` is 1 where the sparse result was kept.
+  (`compile_only`'s memory estimate counts the dense step alone.)"""
   def one_step(state: state_lib.TrainState, batch: jax.Array, sparse: bool):
     trainable, buffers = dic.split(state.params)
     (loss, (metrics, buffers)), grads = jax.value_and_grad(
