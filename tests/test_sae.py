@@ -218,6 +218,27 @@ def test_relu_sparse_cap_steps_are_the_dense_steps(norm, sharded):
       np.testing.assert_allclose(params[name], dense[name], rtol=1e-4, atol=2e-6, err_msg=name)
 
 
+def test_relu_compact_packs_every_positive_code_in_token_order_or_says_full():
+  key = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(key[0], (6, 8))
+  w = jax.random.normal(key[1], (8, 40))
+  b = jnp.full((40,), -4.0)
+  pre = np.asarray(x @ w + b)
+  counts = (pre > 0).sum(1)
+  assert counts.max() < 16 and counts.sum() > 4, counts
+  values, rows, cols, full = activation_rules.relu_compact(x, jnp.zeros(8), w, b, 16, 64)
+  n = int(counts.sum())
+  assert not bool(full)
+  got = sorted(zip(np.asarray(rows[:n]).tolist(), np.asarray(cols[:n]).tolist()))
+  assert got == sorted(zip(*np.nonzero(pre > 0))) and np.all(np.diff(np.asarray(rows)) >= 0)
+  np.testing.assert_allclose(values[:n], pre[np.asarray(rows[:n]), np.asarray(cols[:n])],
+                             rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(values[n:]) == 0)
+  # every token under its cap but more codes than the slots: full; a token at its cap: full
+  assert bool(activation_rules.relu_compact(x, jnp.zeros(8), w, b, 16, n - 1)[3])
+  assert bool(activation_rules.relu_compact(x, jnp.zeros(8), w, b, int(counts.max()), 64)[3])
+
+
 def test_sparse_cap_is_for_relu_and_at_most_d_sae():
   with pytest.raises(ValueError, match="--sparse_cap=8 applies to --activation=relu"):
     SAEConfig(d_in=8, d_sae=16, activation="topk", k=2, sparse_cap=8)

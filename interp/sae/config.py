@@ -107,7 +107,7 @@ class SAEConfig:
       against 605 MB (XLA's temporaries 1,110 MB against 457 MB: the packed rows, [batch * cap
       / 2, d_in] float32 gathers of 268 MB each, beside the dense fallback's buffers).
       Alone at that shape: 0.57 s a step at L0 8 (cap 32), 1.14 s at L0 32 (cap 96), against
-      0.81-0.87 s dense: the gathers and scatters of the packed codes run at memory speed on
+      0.81-0.90 s dense: the gathers and scatters of the packed codes run at memory speed on
       XLA:CPU, and the per-token top_k grows with the cap.
     init_decoder_norm: norm of the decoder rows at init; the encoder starts as their transpose.
       With `decoder_norm=unit` the rows are back at unit norm after the first update, so this

@@ -207,10 +207,7 @@ def _encode_n(cfg: SAEConfig, params: dict, x_n: jax.Array, training: bool,
 
 
 def densify(codes, d_sae: int) -> jax.Array:
-  """Dense [..., d_sae] activations from Sparse, Packed or dense codes."""
-  if isinstance(codes, Packed):
-    return jnp.zeros((codes.batch, d_sae), codes.values.dtype).at[codes.rows, codes.cols].add(
-        codes.values)
+  """Dense [..., d_sae] activations from Sparse or dense codes."""
   if not isinstance(codes, Sparse):
     return codes
   lead = codes.values.shape[:-1]
@@ -379,12 +376,11 @@ def loss(cfg: SAEConfig, trainable: dict, buffers: dict, x: jax.Array,
              if cfg.decoder_norm == DecoderNorm.WEIGHTED else 1.0)
   sparsity = aux = jnp.float32(0.0)
   a = cfg.activation
-  if a == Activation.RELU and isinstance(codes, Packed):  # each code times its weight
-    w = jnp.take(weights, codes.cols) if isinstance(weights, jax.Array) else weights
-    sparsity = cfg.l1_coeff * jnp.sum(codes.values * w) / codes.batch
-  elif a == Activation.RELU and isinstance(codes, Sparse):
-    w = jnp.take(weights, codes.indices) if isinstance(weights, jax.Array) else weights
-    sparsity = cfg.l1_coeff * jnp.mean(jnp.sum(codes.values * w, -1))
+  if a == Activation.RELU and isinstance(codes, (Sparse, Packed)):  # each kept code x weight
+    latents, tokens = ((codes.cols, codes.batch) if isinstance(codes, Packed)
+                       else (codes.indices, codes.values[..., 0].size))
+    w = jnp.take(weights, latents) if isinstance(weights, jax.Array) else weights
+    sparsity = cfg.l1_coeff * jnp.sum(codes.values * w) / tokens
   elif a == Activation.RELU:
     sparsity = cfg.l1_coeff * jnp.mean(_l1(prec, codes, weights))
   elif a == Activation.GATED:
