@@ -53,6 +53,33 @@ def test_vmapped_sweep_equals_each_site_alone(setup, kind):
     np.testing.assert_allclose(sweep[:, 0], clean, atol=1e-5)  # identical tokens: no change
 
 
+@pytest.mark.parametrize("kind", ["resid", "heads", "attn_out", "mlp_out"])
+def test_suffix_sweep_with_a_folded_last_block_equals_each_site_alone(kind):
+  # Learned positions and no qk-norm: the suffix sweep's last block reads the suffix rows
+  # through W_K and W_V folded into its queries (`suffix_sweep._Block.attend_folded`); with
+  # biases, grouped K/V heads and a sliding window, read at rows before and after the sites.
+  cfg = TransformerConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                          d_head=8, n_ctx=16, d_mlp=64, init_std=0.3, positional="learned",
+                          norm="layernorm", attn_bias=True, sliding_window=4, global_every=2,
+                          tied_embeddings=False)
+  params = transformer.init_params(cfg, jax.random.key(2))
+  # Nonzero biases (they start at zero), so the folded b_K and b_V terms are checked too.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.3 * jax.random.normal(jax.random.key(len(str(path))), x.shape)
+      if str(path[-1].key).startswith("b_") else x, params)
+  k1, k2 = jax.random.split(jax.random.key(3))
+  base = jax.random.randint(k1, (3, 7), 0, cfg.vocab_size)
+  source = jax.random.randint(k2, (3, 7), 0, cfg.vocab_size)
+  metric = patching.logit_diff(jnp.array([[1, 2], [3, 4], [5, 6]]))
+  reads = jnp.array([[6, 3], [5, 2], [6, 0]])
+  sweep = patching.activation_patching(cfg, params, base, source, metric, kind, logits_at=reads)
+  for layer, index in [(0, 0), (1, 2 if kind == "heads" else 6)]:
+    alone = patching.patch_one(cfg, params, base, source, metric, kind, layer, index,
+                               logits_at=reads)
+    np.testing.assert_allclose(sweep[layer, index], alone, rtol=1e-5, atol=1e-5)
+  assert float(jnp.ptp(sweep)) > 1e-2  # the patches move the metric
+
+
 def test_sweep_split_over_mesh_matches_one_device(setup):
   params, base, source, metric, end = setup
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig.parse("data:8,model:1"))

@@ -207,18 +207,18 @@ def _suffix_patching(cfg, params, base_tokens, source_tokens, metric, kind, logi
   def entries(layer, blk):
     nxt = base_resid[layer + 1] if layer + 1 < n else base[final]
     if kind == Kind.RESID:
-      return [(p, at(base_resid[layer], p, src[names[layer]][:, p]), [(layer, p)])
+      return [(p, at(base_resid[layer], p, src[names[layer]][:, p]), [(layer, p)], True)
               for p in range(ctx)], []
     if kind == Kind.HEADS:  # the layer's attention is the base run's, one head's z swapped
       sel = jnp.eye(cfg.n_heads, dtype=bool)[:, None, None, :, None]
       z = jnp.where(sel, src[names[layer]][None], base[extra[layer]][None])
       post = blk.mlp_add(base_resid[layer][None] + blk.attn_out(z))
-      return [], [(0, post, [(layer, h) for h in range(cfg.n_heads)])]
+      return [], [(0, post, [(layer, h) for h in range(cfg.n_heads)], False)]
     if kind == Kind.ATTN_OUT:  # each position's row is its own site: the MLP on all at once
       post = blk.mlp_add(base_resid[layer] + src[names[layer]])
     else:
       post = base[extra[layer]] + src[names[layer]]
-    return [], [(p, at(nxt, p, post[:, p]), [(layer, p)]) for p in range(ctx)]
+    return [], [(p, at(nxt, p, post[:, p]), [(layer, p)], True) for p in range(ctx)]
 
   labels, values = suffix_sweep.sweep(cfg, prec, transformer.cast_params(params, prec),
                                       base_tokens, logits_at, metric, base_resid, base[final],
