@@ -210,9 +210,8 @@ def _suffix_patching(cfg, params, base_tokens, source_tokens, metric, kind, logi
       return [(p, at(base_resid[layer], p, src[names[layer]][:, p]), [(layer, p)], True)
               for p in range(ctx)], []
     if kind == Kind.HEADS:  # the layer's attention is the base run's, one head's z swapped
-      sel = jnp.eye(cfg.n_heads, dtype=bool)[:, None, None, :, None]
-      z = jnp.where(sel, src[names[layer]][None], base[extra[layer]][None])
-      post = blk.mlp_add(base_resid[layer][None] + blk.attn_out(z))
+      post = blk.mlp_add(base_resid[layer][None]
+                         + blk.attn_out_one_head_swapped(base[extra[layer]], src[names[layer]]))
       return [], [(0, post, [(layer, h) for h in range(cfg.n_heads)], False)]
     if kind == Kind.ATTN_OUT:  # each position's row is its own site: the MLP on all at once
       post = blk.mlp_add(base_resid[layer] + src[names[layer]])

@@ -159,10 +159,23 @@ class _Block:
 
   def attn_out(self, z):
     """What attention adds to the residual, from z [..., h, e]."""
-    out = self.prec.einsum("...he,hed->...d", z, self.p["attn"]["W_O"])
+    return self.attn_post(self.prec.einsum("...he,hed->...d", z, self.p["attn"]["W_O"]))
+
+  def attn_post(self, out):
+    """`attn_out` from the heads' summed output [..., d] (before the bias and post-norm)."""
     if self.cfg.attn_bias:
       out = out + self.p["attn"]["b_O"]
     return self.norm("ln1_post", out) if self.cfg.post_norms else out
+
+  def attn_out_one_head_swapped(self, z_base, z_new):
+    """`attn_out` of z_base [..., h, e] with head i's z taken from z_new, for every i at once:
+    [h, ..., d]. The heads' outputs add, so each is the base sum moved by head i's difference
+    through its own W_O alone (widened to float32 before the difference)."""
+    w_o = self.p["attn"]["W_O"]
+    base = self.prec.einsum("...he,hed->...d", z_base, w_o, output=True)
+    diff = z_new.astype(jnp.float32) - z_base.astype(jnp.float32)
+    moved = base + self.prec.einsum("...he,hed->h...d", diff, w_o, output=True)
+    return self.attn_post(moved.astype(z_base.dtype))
 
   def mlp_add(self, resid_mid):
     """resid_post from resid_mid rows [..., d]."""
