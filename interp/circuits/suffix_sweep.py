@@ -64,8 +64,9 @@ class _Block:
     ap = self.p["attn"]
     h, g = cfg.n_heads, cfg.n_kv_heads
     # Q, K and V in one product: the same sums per output, one pass over the rows. The weight
-    # is flat [d, (h + 2g) e]: with a [d, h + 2g, e] weight XLA:CPU picked a slower product
-    # for the larger layers (138-190 against ~230 GFLOP/s, measured on the GPT-2 shape).
+    # is flat [d, (h + 2g) e]: in one profile of the GPT-2 shape, the [d, h + 2g, e] form ran
+    # the larger layers' products at 138-190 GFLOP/s against ~230 flat (such a product's time
+    # also moves by a third between runs here, so this is one measurement, not a law).
     w = jnp.concatenate([ap["W_Q"], ap["W_K"], ap["W_V"]], axis=1)
     self.w_qkv = w.reshape(w.shape[0], -1)
     self.b_qkv = (jnp.concatenate([ap["b_Q"], ap["b_K"], ap["b_V"]], axis=0).reshape(-1)
@@ -81,15 +82,6 @@ class _Block:
     """q, k and v of rows [..., d] side by side, [..., (h + 2g) e], before qk-norm and RoPE."""
     y = self.prec.einsum("...d,df->...f", self.norm("ln1", resid), self.w_qkv)
     return y + self.b_qkv if self.b_qkv is not None else y
-
-  def qkv_fused(self, resid):
-    """`qkv_flat` as [..., h + 2g, e]."""
-    y = self.qkv_flat(resid)
-    return y.reshape(y.shape[:-1] + (-1, self.cfg.d_head))
-
-  def qkv(self, resid):
-    """(q, k, v): [..., h, e], [..., g, e], [..., g, e]."""
-    return tuple(jnp.split(self.qkv_fused(resid), self.split, axis=-2))
 
   def rotate(self, x, name, start: int):
     """qk-norm and RoPE of [n, b, s, heads, e] rows at positions start.. (padded to 0..)."""
