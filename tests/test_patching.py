@@ -53,7 +53,7 @@ def test_vmapped_sweep_equals_each_site_alone(setup, kind):
     np.testing.assert_allclose(sweep[:, 0], clean, atol=1e-5)  # identical tokens: no change
 
 
-@pytest.mark.parametrize("kind", ["resid", "heads", "attn_out", "mlp_out"])
+@pytest.mark.parametrize("kind", ["resid", "heads", "attn_out"])
 def test_suffix_sweep_with_a_folded_last_block_equals_each_site_alone(kind):
   # Learned positions and no qk-norm: the suffix sweep's last block reads the suffix rows
   # through W_K and W_V folded into its queries (`suffix_sweep._Block.attend_folded`); with

@@ -228,12 +228,10 @@ def sweep(cfg: TransformerConfig, prec: Precision, params, base_tokens, logits_a
       into[start] = (rows, labels, n_new if fresh else 0)
       return
     old, old_labels, n_fresh = into[start]
-    if fresh:
+    if fresh:  # onto the fresh tail
       into[start] = (jnp.concatenate([old, rows]), old_labels + labels, n_fresh + n_new)
-    else:  # before the fresh tail
-      cut = old.shape[0] - n_fresh
-      into[start] = (jnp.concatenate([old[:cut], rows, old[cut:]]),
-                     old_labels[:cut] + labels + old_labels[cut:], n_fresh)
+    else:  # in front, which leaves the fresh tail where it is
+      into[start] = (jnp.concatenate([rows, old]), labels + old_labels, n_fresh)
 
   for layer in range(cfg.n_layers):
     blk = _Block(cfg, prec, params, layer)
