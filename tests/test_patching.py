@@ -73,7 +73,9 @@ def test_suffix_sweep_with_a_folded_last_block_equals_each_site_alone(kind):
   metric = patching.logit_diff(jnp.array([[1, 2], [3, 4], [5, 6]]))
   reads = jnp.array([[6, 3], [5, 2], [6, 0]])
   sweep = patching.activation_patching(cfg, params, base, source, metric, kind, logits_at=reads)
-  for layer, index in [(0, 0), (1, 2 if kind == "heads" else 6)]:
+  # Position 2 is read by two prompts and has a prefix, so the folded scores must rank prefix
+  # keys against suffix keys (the b_K term matters); heads sites start at 0.
+  for layer, index in [(0, 2), (1, 2)]:
     alone = patching.patch_one(cfg, params, base, source, metric, kind, layer, index,
                                logits_at=reads)
     np.testing.assert_allclose(sweep[layer, index], alone, rtol=1e-5, atol=1e-5)
