@@ -78,10 +78,12 @@ class _Block:
       return x
     return transformer.Norm(self.cfg).apply({"params": self.p[name]}, x, _NO_HOOKS)
 
-  def qkv_flat(self, resid):
-    """q, k and v of rows [..., d] side by side, [..., (h + 2g) e], before qk-norm and RoPE."""
-    y = self.prec.einsum("...d,df->...f", self.norm("ln1", resid), self.w_qkv)
-    return y + self.b_qkv if self.b_qkv is not None else y
+  def qkv_flat(self, resid, width: int | None = None):
+    """q, k and v of rows [..., d] side by side, [..., (h + 2g) e], before qk-norm and RoPE;
+    with `width`, only the first width outputs (h e: the queries alone)."""
+    w, b = self.w_qkv[:, :width], self.b_qkv
+    y = self.prec.einsum("...d,df->...f", self.norm("ln1", resid), w)
+    return y + b[:width] if b is not None else y
 
   def rotate(self, x, name, start: int):
     """qk-norm and RoPE of [n, b, s, heads, e] rows at positions start.. (padded to 0..)."""
@@ -103,11 +105,14 @@ class _Block:
     if g != h:
       k, v = jnp.repeat(k, h // g, axis=-2), jnp.repeat(v, h // g, axis=-2)
     scores = self.prec.einsum("nbphe,nbshe->nbhps", q * cfg.query_scale, k, output=True)
-    mask = transformer.attention_mask(cfg, self.layer, qpos, jnp.arange(k.shape[2]))
+    return self.prec.einsum("nbhps,nbshe->nbphe", self.pattern(scores, qpos, q.dtype), v)
+
+  def pattern(self, scores, qpos, dtype):
+    """The forward's masking and softmax of scores [n, b, h, k_q, s] over keys at 0..s-1."""
+    mask = transformer.attention_mask(self.cfg, self.layer, qpos, jnp.arange(scores.shape[-1]))
     mask = mask[:, None] if qpos.ndim == 2 else mask  # [b, 1, q, s] or [q, s]
     scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-    pattern = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    return self.prec.einsum("nbhps,nbshe->nbphe", pattern, v)
+    return jax.nn.softmax(scores, axis=-1).astype(dtype)
 
   @property
   def foldable(self) -> bool:
@@ -136,9 +141,7 @@ class _Block:
     if start:
       scores = jnp.concatenate(
           [self.prec.einsum("nbkhe,bshe->nbhks", q, pre_k, output=True), scores], axis=-1)
-    mask = transformer.attention_mask(cfg, self.layer, qpos, jnp.arange(scores.shape[-1]))
-    scores = jnp.where(mask[:, None], scores, jnp.finfo(scores.dtype).min)
-    pattern = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    pattern = self.pattern(scores, qpos, q.dtype)
     suffix = pattern[..., start:]
     z = self.prec.einsum("nbkhd,dhe->nbkhe",
                          self.prec.einsum("nbhks,nbsd->nbkhd", suffix, y), w_v)
@@ -254,7 +257,7 @@ def sweep(cfg: TransformerConfig, prec: Precision, params, base_tokens, logits_a
       if fold:
         reads = [jnp.take_along_axis(r, _read_index(logits_at, s, ctx), axis=2)
                  for s, r in zip(starts, rows)]
-        qs = _rowwise(lambda x: blk.qkv_flat(x)[:, :cfg.n_heads * cfg.d_head], reads)
+        qs = _rowwise(lambda x: blk.qkv_flat(x, cfg.n_heads * cfg.d_head), reads)
         zs = [blk.attend_folded(q.reshape(q.shape[:3] + (cfg.n_heads, cfg.d_head)), logits_at,
                                 r, s, bk, bv) for s, r, q in zip(starts, rows, qs)]
       for s, r, (q, k, v) in zip(starts, rows, qkvs):
@@ -316,7 +319,7 @@ def _qkv_groups(blk: _Block, base_rows, groups):
   for _, rows, n_fresh in groups:
     n_old = rows.shape[0] - n_fresh
     pieces += ([rows[:n_old]] if n_old else []) + ([rows[n_old:, :, :1]] if n_fresh else [])
-  flat = _rowwise(lambda x: blk.qkv_flat(x), pieces)
+  flat = _rowwise(blk.qkv_flat, pieces)
   heads = [y.reshape(y.shape[:3] + (width, cfg.d_head)) for y in flat]
   base, i, out = heads[0], 1, []
   for start, rows, n_fresh in groups:
