@@ -90,29 +90,10 @@ def gguf_reader(gemma_path):
   return gguf.GGUFReader(gemma_path)
 
 
-# The tokenizer's per-token arrays besides the tokens themselves: the model's load never reads
-# them (its vocabulary size is the tokens' count), but transformers parses every field it is
-# given, twice (config and weights), in Python: 23 s of the model's load here, 11 s without them.
-_TOKENIZER_ONLY_FIELDS = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type",
-                          "tokenizer.ggml.merges")
-
-
-class _WithoutTokenizerArrays:
-  """The reader as transformers' model load sees it: every field but `_TOKENIZER_ONLY_FIELDS`."""
-
-  def __init__(self, reader):
-    self._reader = reader
-    self.fields = {k: v for k, v in reader.fields.items() if k not in _TOKENIZER_ONLY_FIELDS}
-
-  def __getattr__(self, name):
-    return getattr(self._reader, name)
-
-
 @contextlib.contextmanager
 def _reusing(reader, path):
   """transformers opens the file with `gguf.GGUFReader` three times (config, weights,
-  tokenizer): hand it the session's already-parsed reader (or a view of it) instead, so each
-  parse happens once."""
+  tokenizer): hand it the session's already-parsed reader instead, so each parse happens once."""
   import gguf
   real = gguf.GGUFReader
 
@@ -131,7 +112,7 @@ def hf_gemma(gemma_path, gguf_reader):
   transformers = pytest.importorskip("transformers")
   # Eager attention is the plain matmul-softmax-matmul that ours is; SDPA's CPU kernel roughly
   # doubles the float32 rounding difference (1.1e-3 vs 5e-4 max abs logit on one prompt).
-  with _reusing(_WithoutTokenizerArrays(gguf_reader), gemma_path):
+  with _reusing(gguf_reader, gemma_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         os.path.dirname(gemma_path), gguf_file=os.path.basename(gemma_path),
         dtype=torch.float32, attn_implementation="eager")
