@@ -128,16 +128,16 @@ class _Block:
     what a query that reads a whole suffix saves (`foldable` configs only)."""
     cfg, ap = self.cfg, self.p["attn"]
     rep = cfg.n_heads // cfg.n_kv_heads
-    kv = [jnp.repeat(x, rep, axis=-2) if rep > 1 else x
-          for x in (ap["W_K"], ap["W_V"], base_k[0, :, :start], base_v[0, :, :start])]
-    w_k, w_v, pre_k, pre_v = kv
+    per_head = lambda x: jnp.repeat(x, rep, axis=-2) if rep > 1 else x  # K/V heads axis at -2
+    w_k, w_v, pre_k, pre_v = map(per_head, (ap["W_K"], ap["W_V"], base_k[0, :, :start],
+                                            base_v[0, :, :start]))
     y = self.norm("ln1", rows)
     q = q * cfg.query_scale
     scores = self.prec.einsum("nbkhd,nbsd->nbhks", self.prec.einsum("nbkhe,dhe->nbkhd", q, w_k),
                               y, output=True)
     if cfg.attn_bias:
-      b_k = jnp.repeat(ap["b_K"], rep, axis=0) if rep > 1 else ap["b_K"]
-      scores = scores + self.prec.einsum("nbkhe,he->nbhk", q, b_k, output=True)[..., None]
+      scores = scores + self.prec.einsum("nbkhe,he->nbhk", q, per_head(ap["b_K"]),
+                                         output=True)[..., None]
     if start:
       scores = jnp.concatenate(
           [self.prec.einsum("nbkhe,bshe->nbhks", q, pre_k, output=True), scores], axis=-1)
@@ -146,8 +146,7 @@ class _Block:
     z = self.prec.einsum("nbkhd,dhe->nbkhe",
                          self.prec.einsum("nbhks,nbsd->nbkhd", suffix, y), w_v)
     if cfg.attn_bias:
-      b_v = jnp.repeat(ap["b_V"], rep, axis=0) if rep > 1 else ap["b_V"]
-      z = z + (jnp.moveaxis(suffix.sum(-1), 2, 3)[..., None] * b_v).astype(z.dtype)
+      z = z + (jnp.moveaxis(suffix.sum(-1), 2, 3)[..., None] * per_head(ap["b_V"])).astype(z.dtype)
     if start:
       z = z + self.prec.einsum("nbhks,bshe->nbkhe", pattern[..., :start], pre_v)
     return z
