@@ -26,9 +26,25 @@ def pytest_runtest_logreport(report):
   _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
 
 
+# The machine, measured before the first test: suite times mean little without it (the same
+# suite took 1.3x as long on an AVX2-only CPU as on an AVX-512 one).
+_MACHINE: dict = {}
+
+
+def _machine_line() -> str:
+  m = _MACHINE
+  load = lambda l: " / ".join(f"{x:.2f}" for x in l)
+  return (f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('vector_isa')}, "
+          f"{m['cpu_count']} cores; numpy float32 matmul {m['matmul_gflops']:.0f} GFLOP/s; "
+          f"load average (1 / 5 / 15 min) at start {load(m['loadavg'])}, "
+          f"at end {load(os.getloadavg())}")
+
+
 def pytest_terminal_summary(terminalreporter):
   if not _FILE_SECONDS:
     return
+  if _MACHINE:
+    terminalreporter.write_line(_machine_line())
   ranked = sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])
   terminalreporter.write_sep("=", f"slowest test files (of {len(ranked)}; "
                                   f"{sum(_FILE_SECONDS.values()):.0f} s in all)")
@@ -42,6 +58,9 @@ def pytest_terminal_summary(terminalreporter):
 # between runs. INTERP_TEST_COMPILE_CACHE=0, or a JAX_COMPILATION_CACHE_DIR of your own, opts out.
 
 def pytest_configure(config):
+  if not hasattr(config, "workerinput"):
+    from interp.bench import measure
+    _MACHINE.update(measure.machine(), matmul_gflops=measure.matmul_gflops())
   if hasattr(config, "workerinput") or os.environ.get("INTERP_TEST_COMPILE_CACHE") == "0" \
       or "JAX_COMPILATION_CACHE_DIR" in os.environ:
     return  # a worker inherits the controller's variables

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from interp.bench import table
+from interp.bench import measure, table
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAVED = ROOT / "tests" / "golden" / "bench"
@@ -58,15 +58,31 @@ def test_rows_ratios_and_goals_from_saved_reports(tmp_path):
       (None, "== True", "not met")]
   assert g[2].note == "killed: out of memory" and "peak RSS 2.70 GB" in g[0].note
 
-  table.write(str(tmp_path), rows, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), quick=False)
+  machine = {"cpu_count": 2, "cpu_model": "AMD EPYC", "vector_isa": "avx2",
+             "matmul_gflops": 141.3}
+  table.write(str(tmp_path), rows, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), quick=False,
+              machine=machine)
   md = (tmp_path / "table.md").read_text()
   assert md.count("\n| ") == 2 + len(rows)  # header, rule, one line per row
   assert "at start 1.00 / 2.00 / 3.00, at end 4.00 / 5.00 / 6.00" in md
+  assert "Machine: AMD EPYC, avx2, 2 cores; numpy float32 matmul 141 GFLOP/s" in md
   assert "| sae | topk: training step vs SAELens | activations/s | 12,000 | 3,000 | 4 | >= 6.0 | " \
          "**not met** |" in md
   saved = json.loads((tmp_path / "table.json").read_text())
   assert saved["loadavg_start"] == [1.0, 2.0, 3.0] and not saved["quick"]
+  assert saved["machine"] == machine
   assert [r["ratio"] for r in saved["rows"]] == [r.ratio for r in rows]
+
+
+def test_machine_names_the_cpu_its_widest_vector_extension_and_a_matmul_rate(tmp_path):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+                  "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n")
+  assert measure.cpu_description(str(info)) == {"cpu_model": "AMD EPYC", "vector_isa": "avx2"}
+  info.write_text("model name\t: Intel(R) Xeon(R)\nflags\t\t: avx avx2 avx512f avx512bw\n")
+  assert measure.cpu_description(str(info))["vector_isa"] == "avx512f"
+  assert measure.cpu_description(str(tmp_path / "absent")) == {}
+  assert 1 < measure.matmul_gflops(n=256, reps=2) < 1e5
 
 
 def test_discovery_rows_goal_and_a_parity_failure():

@@ -31,7 +31,8 @@ import tempfile
 import numpy as np
 from scipy import stats
 
-from interp.bench import discovery_gemma, discovery_sides, forward, harness, patching, patching_sides
+from interp.bench import (discovery_gemma, discovery_sides, forward, harness, measure,
+                          patching, patching_sides)
 
 GOAL = 5.0  # TL scoring seconds over interp's, at least
 PARITY_TOLERANCE = 1e-3  # max |interp - TL| / max |TL| (float32 on both sides)
@@ -121,7 +122,7 @@ def compare(interp: list[dict], tl: list[dict]) -> dict:
 def run(cfg: DiscoveryBenchConfig) -> dict:
   """Writes the shared weights, runs the workers, compares; returns the JSON report."""
   report = {"config": None, "goal": GOAL, "parity_tolerance": PARITY_TOLERANCE,
-            "machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
+            "machine": {**measure.machine(), "loadavg_start": os.getloadavg()},
             "models": {}}
   with tempfile.TemporaryDirectory() as tmp:
     paths = []

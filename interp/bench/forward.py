@@ -29,7 +29,7 @@ import resource
 import statistics
 import time
 
-from interp.bench import forward_sides, harness
+from interp.bench import forward_sides, harness, measure
 from interp.bench.measure import peak, reset_peak, ru_maxrss, rss, settle, time_calls
 
 # Goals, and reference numbers measured on the 2-core development machine.
@@ -287,7 +287,7 @@ def run(cfg: ForwardBenchConfig) -> dict:
   report = {"config": dataclasses.asdict(cfg), "memory_definitions": MEMORY_DEFINITIONS,
             "goals": {"speed": GOALS, "memory_max_ratio": MEMORY_GOAL}, "reference": REFERENCE,
             "notes": NOTES,
-            "machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
+            "machine": {**measure.machine(), "loadavg_start": os.getloadavg()},
             "models": {}}
   runs = {m.name: {Side.INTERP: [], Side.TL: [], harness.PAIR: []} for m in cfg.models}
   if cfg.quick:  # one interpreter start-up instead of three per model

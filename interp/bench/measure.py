@@ -81,9 +81,43 @@ def time_calls(call: Callable[[], object], block: Callable[[object], object],
   return times
 
 
+def cpu_description(path: str = "/proc/cpuinfo") -> dict:
+  """{"cpu_model": /proc/cpuinfo's model name, "vector_isa": the widest x86 vector extension
+  it lists (avx512f, avx2, avx or None)}; {} where there is no /proc/cpuinfo.
+
+  Timings mean little without it: the machines this project is measured on are not all one CPU
+  (2026-12-07: the whole test suite took 1.3x as long, and a float32 matmul ran at 0.67x the
+  rate, on an AVX2-only AMD EPYC as on the AVX-512 machine of the days before)."""
+  model, flags = None, None
+  try:
+    with open(path) as fh:
+      for line in fh:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+          model = value.strip()
+        elif key == "flags" and flags is None:
+          flags = set(value.split())
+  except OSError:
+    return {}
+  isa = next((f for f in ("avx512f", "avx2", "avx") if f in (flags or ())), None)
+  return {"cpu_model": model, "vector_isa": isa}
+
+
+def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
+  """numpy's float32 [n, n] @ [n, n] rate, GFLOP/s (best of `reps`): one number to compare two
+  machines' timings by (about 0.5 s; it varies by 10-20 % run to run)."""
+  import numpy as np
+  a = np.ones((n, n), np.float32)
+  a @ a  # warm: threads started, pages touched
+  best = min(timed(lambda: a @ a, lambda out: out)[0] for _ in range(reps))
+  return 2 * n ** 3 / best / 1e9
+
+
 def machine() -> dict:
-  """Cores and load average (other tenants' load makes timings noisy)."""
-  return {"cpu_count": os.cpu_count(), "loadavg": list(os.getloadavg())}
+  """Cores, CPU model and vector extension, and load average (other tenants' load makes
+  timings noisy)."""
+  return {"cpu_count": os.cpu_count(), **cpu_description(), "loadavg": list(os.getloadavg())}
 
 
 def cpu_seconds() -> float:

@@ -29,7 +29,7 @@ import tempfile
 
 import numpy as np
 
-from interp.bench import forward, harness, patching_sides
+from interp.bench import forward, harness, measure, patching_sides
 
 GOAL = 10.0  # TL sweep seconds over interp's, at least, for every site kind
 PARITY_TOLERANCE = 1e-3  # max |interp - TL| of the patched metric (float32 on both sides)
@@ -141,7 +141,7 @@ def compare(spec, interp: list[dict], tl: list[dict]) -> dict:
 def run(cfg: PatchingBenchConfig) -> dict:
   """Writes the shared weights, runs the workers, compares; returns the JSON report."""
   report = {"config": None, "goal": GOAL, "parity_tolerance": PARITY_TOLERANCE,
-            "machine": {"cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()},
+            "machine": {**measure.machine(), "loadavg_start": os.getloadavg()},
             "models": {}}
   with tempfile.TemporaryDirectory() as tmp:
     paths = []

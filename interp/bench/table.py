@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Callable, Mapping, Sequence
 
-from interp.bench import harness
+from interp.bench import harness, measure
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -257,8 +257,20 @@ def _fmt(x) -> str:
   return str(x)
 
 
-def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool) -> str:
-  """The table as Markdown, with how to read it and the load averages."""
+def _fmt_machine(machine: Mapping | None) -> str:
+  if not machine:
+    return ""
+  isa = f", {machine['vector_isa']}" if machine.get("vector_isa") else ""
+  rate = (f"; numpy float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s"
+          if machine.get("matmul_gflops") else "")
+  return (f" Machine: {machine.get('cpu_model') or 'unknown CPU'}{isa}, "
+          f"{machine.get('cpu_count')} cores{rate} (ratios move between machines).")
+
+
+def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool,
+             machine: Mapping | None = None) -> str:
+  """The table as Markdown, with how to read it, the machine (`measure.machine`) and the load
+  averages."""
   fmt_load = lambda l: " / ".join(f"{x:.2f}" for x in l)
   lines = [
       "# Benchmarks beside their peers" + (" (--quick: smoke sizes, not real numbers)" if quick
@@ -268,7 +280,7 @@ def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool) -> st
       "memory for memory rows. `goal` is the target the ratio (or, for graphs, the seconds) must "
       "meet. Load average (1 / 5 / 15 min) at start "
       f"{fmt_load(loadavg_start)}, at end {fmt_load(loadavg_end)}: numbers taken on a busy "
-      "machine are noisy.", "",
+      f"machine are noisy.{_fmt_machine(machine)}", "",
       "| bench | comparison | unit | ours | peer | ratio | goal | status | note |",
       "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
   for r in rows:
@@ -278,15 +290,16 @@ def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool) -> st
   return "\n".join(lines) + "\n"
 
 
-def write(out_dir: str, rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool) -> None:
+def write(out_dir: str, rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool,
+          machine: Mapping | None = None) -> None:
   """Writes `out_dir`/table.md and table.json (each atomically)."""
   harness.write_report(os.path.join(out_dir, "table.json"), {
       "quick": quick, "loadavg_start": list(loadavg_start), "loadavg_end": list(loadavg_end),
-      "goals": {k: list(v) for k, v in GOALS.items()},
+      "machine": dict(machine or {}), "goals": {k: list(v) for k, v in GOALS.items()},
       "rows": [dataclasses.asdict(r) for r in rows]})
   path = os.path.join(out_dir, "table.md")
   with open(path + ".tmp", "w") as f:
-    f.write(markdown(rows, loadavg_start, loadavg_end, quick))
+    f.write(markdown(rows, loadavg_start, loadavg_end, quick, machine))
   os.replace(path + ".tmp", path)
 
 
@@ -330,7 +343,8 @@ def run_all(out_dir: str, names: Sequence[str], quick: bool, timeout_s: float) -
     The rows written.
   """
   load_start = os.getloadavg()
+  machine = {**measure.machine(), "matmul_gflops": measure.matmul_gflops()}
   outcomes = {n: run_one(n, out_dir, quick, timeout_s) for n in names}
   rows = build(outcomes)
-  write(out_dir, rows, load_start, os.getloadavg(), quick)
+  write(out_dir, rows, load_start, os.getloadavg(), quick, machine)
   return rows

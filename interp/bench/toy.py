@@ -22,7 +22,7 @@ import dataclasses
 import os
 import platform
 
-from interp.bench import harness
+from interp.bench import harness, measure
 
 REFERENCE = {"torch_notebook_model_steps_per_s_issue": 2700}
 
@@ -120,7 +120,7 @@ def run(cfg: ToyBenchConfig) -> dict:
             "training": {"n_features": compare.N_FEATURES, "n_hidden": compare.N_HIDDEN,
                          "batch": compare.BATCH, "lr": compare.LR,
                          "optimizer": "AdamW(0.9, 0.999), no weight decay"},
-            "machine": {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "machine": {**measure.machine(), "affinity": len(os.sched_getaffinity(0)),
                         "platform": platform.platform(), "loadavg_start": os.getloadavg()}}
   for side in ("torch", "naive_jax", "interp"):
     report[side] = spawn(side, cfg)
