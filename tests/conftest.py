@@ -27,17 +27,15 @@ def pytest_runtest_logreport(report):
 
 
 # The machine, measured before the first test: suite times mean little without it (the same
-# suite took 1.3x as long on an AVX2-only CPU as on an AVX-512 one).
+# suite took 1.3x as long on 2026-12-07's AVX2-only EPYC as on the machine of the day before).
 _MACHINE: dict = {}
 
 
 def _machine_line() -> str:
-  m = _MACHINE
+  from interp.bench import measure
   load = lambda l: " / ".join(f"{x:.2f}" for x in l)
-  return (f"machine: {m.get('cpu_model') or 'unknown CPU'}, {m.get('vector_isa')}, "
-          f"{m['cpu_count']} cores; numpy float32 matmul {m['matmul_gflops']:.0f} GFLOP/s; "
-          f"load average (1 / 5 / 15 min) at start {load(m['loadavg'])}, "
-          f"at end {load(os.getloadavg())}")
+  return (f"machine: {measure.describe(_MACHINE)}; load average (1 / 5 / 15 min) at start "
+          f"{load(_MACHINE['loadavg'])}, at end {load(os.getloadavg())}")
 
 
 def pytest_terminal_summary(terminalreporter):

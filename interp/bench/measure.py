@@ -86,8 +86,9 @@ def cpu_description(path: str = "/proc/cpuinfo") -> dict:
   it lists (avx512f, avx2, avx or None)}; {} where there is no /proc/cpuinfo.
 
   Timings mean little without it: the machines this project is measured on are not all one CPU
-  (2026-12-07: the whole test suite took 1.3x as long, and a float32 matmul ran at 0.67x the
-  rate, on an AVX2-only AMD EPYC as on the AVX-512 machine of the days before)."""
+  (2026-12-07: the whole test suite took 1.3x as long, and a float32 matmul ran at 0.6-0.8x the
+  rate, on an AVX2-only AMD EPYC as on the machine of the days before, whose CPU went
+  unrecorded)."""
   model, flags = None, None
   try:
     with open(path) as fh:
@@ -112,6 +113,15 @@ def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
   a @ a  # warm: threads started, pages touched
   best = min(timed(lambda: a @ a, lambda out: out)[0] for _ in range(reps))
   return 2 * n ** 3 / best / 1e9
+
+
+def describe(machine: dict) -> str:
+  """`machine()`'s record (with "matmul_gflops" when measured) as "AMD EPYC, avx2, 2 cores;
+  numpy float32 matmul 141 GFLOP/s"."""
+  isa = f", {machine['vector_isa']}" if machine.get("vector_isa") else ""
+  rate = (f"; numpy float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s"
+          if machine.get("matmul_gflops") else "")
+  return f"{machine.get('cpu_model') or 'unknown CPU'}{isa}, {machine.get('cpu_count')} cores{rate}"
 
 
 def machine() -> dict:

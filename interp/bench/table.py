@@ -257,16 +257,6 @@ def _fmt(x) -> str:
   return str(x)
 
 
-def _fmt_machine(machine: Mapping | None) -> str:
-  if not machine:
-    return ""
-  isa = f", {machine['vector_isa']}" if machine.get("vector_isa") else ""
-  rate = (f"; numpy float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s"
-          if machine.get("matmul_gflops") else "")
-  return (f" Machine: {machine.get('cpu_model') or 'unknown CPU'}{isa}, "
-          f"{machine.get('cpu_count')} cores{rate} (ratios move between machines).")
-
-
 def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool,
              machine: Mapping | None = None) -> str:
   """The table as Markdown, with how to read it, the machine (`measure.machine`) and the load
@@ -280,7 +270,8 @@ def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool,
       "memory for memory rows. `goal` is the target the ratio (or, for graphs, the seconds) must "
       "meet. Load average (1 / 5 / 15 min) at start "
       f"{fmt_load(loadavg_start)}, at end {fmt_load(loadavg_end)}: numbers taken on a busy "
-      f"machine are noisy.{_fmt_machine(machine)}", "",
+      f"machine are noisy." + (f" Machine: {measure.describe(machine)} (ratios move between "
+                               "machines)." if machine else ""), "",
       "| bench | comparison | unit | ours | peer | ratio | goal | status | note |",
       "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
   for r in rows:
