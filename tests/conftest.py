@@ -33,9 +33,9 @@ _MACHINE: dict = {}
 
 def _machine_line() -> str:
   from interp.bench import measure
-  load = lambda l: " / ".join(f"{x:.2f}" for x in l)
   return (f"machine: {measure.describe(_MACHINE)}; load average (1 / 5 / 15 min) at start "
-          f"{load(_MACHINE['loadavg'])}, at end {load(os.getloadavg())}")
+          f"{measure.describe_load(_MACHINE['loadavg'])}, at end "
+          f"{measure.describe_load(os.getloadavg())}")
 
 
 def pytest_terminal_summary(terminalreporter):

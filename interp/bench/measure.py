@@ -124,6 +124,11 @@ def describe(machine: dict) -> str:
   return f"{machine.get('cpu_model') or 'unknown CPU'}{isa}, {machine.get('cpu_count')} cores{rate}"
 
 
+def describe_load(loadavg) -> str:
+  """A load average (1, 5, 15 min) as "1.14 / 2.03 / 2.39"."""
+  return " / ".join(f"{x:.2f}" for x in loadavg)
+
+
 def machine() -> dict:
   """Cores, CPU model and vector extension, and load average (other tenants' load makes
   timings noisy)."""

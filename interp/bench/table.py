@@ -261,7 +261,7 @@ def markdown(rows: Sequence[Row], loadavg_start, loadavg_end, quick: bool,
              machine: Mapping | None = None) -> str:
   """The table as Markdown, with how to read it, the machine (`measure.machine`) and the load
   averages."""
-  fmt_load = lambda l: " / ".join(f"{x:.2f}" for x in l)
+  fmt_load = measure.describe_load
   lines = [
       "# Benchmarks beside their peers" + (" (--quick: smoke sizes, not real numbers)" if quick
                                            else ""),
